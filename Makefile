@@ -1,0 +1,35 @@
+# vitune: `make demo` and `make test` work from a fresh clone, offline except for the package index.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.vitune-installed
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(PY) -c "import vitune, torch, transformers, datasets; print('vitune', vitune.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__, '| datasets', datasets.__version__)"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/vitune demo --out runs/demo
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-fast: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+
+bench: setup
+	$(PY) bench/data_throughput.py
+	$(PY) bench/train_vs_hf.py
+	$(PY) bench/heads.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

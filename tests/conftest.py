@@ -1,0 +1,118 @@
+"""Shared fixtures: tiny random checkpoints and tiny prepared datasets, all offline."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+from pathlib import Path  # noqa: E402
+
+import datasets  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from vitune.data.dataset_dir import DatasetInfo, features_for  # noqa: E402
+
+TINY_SIZE = 32
+
+
+def save_tiny_vit(path: Path, image_size: int = TINY_SIZE) -> Path:
+    """A random 2-layer ViT (hidden 32) with its image processor, in ``save_pretrained`` layout."""
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    config = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=image_size,
+        patch_size=8,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    ViTModel(config, add_pooling_layer=False).save_pretrained(path)
+    ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory) -> Path:
+    """Path of a tiny random ViT checkpoint (backbone only, like the in21k checkpoints)."""
+    return save_tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
+
+
+def _images_for(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Images whose quadrant brightness encodes the label vector, plus noise: learnable, not trivial."""
+    n, k = labels.shape
+    images = rng.integers(0, 90, size=(n, 3, size, size), dtype=np.int64)
+    cell = size // 4
+    for j in range(k):
+        r, c = divmod(j % 16, 4)
+        on = labels[:, j] > 0
+        images[on, :, r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] += 140
+    return np.clip(images, 0, 255).astype(np.uint8)
+
+
+def write_dataset_dir(
+    out: Path,
+    task: str = "multi_label",
+    labels: list[str] | None = None,
+    sizes: dict[str, int] | None = None,
+    image_size: int = TINY_SIZE,
+    seed: int = 0,
+) -> Path:
+    """Write a small DATASET_DIR (spec layout) with a learnable signal, bypassing ``prepare``."""
+    rng = np.random.default_rng(seed)
+    sizes = sizes or {"train": 48, "validation": 24, "test": 24}
+    labels = labels or (["score"] if task == "regression" else ["a", "b", "c"])
+    splits = {}
+    for split, n in sizes.items():
+        if task == "multi_label":
+            y = (rng.random((n, len(labels))) < 0.4).astype(np.float32)
+            y[0], y[1] = 1.0, 0.0  # every label has both classes in every split
+            column = [list(map(float, row)) for row in y]
+        elif task == "single_label":
+            cls = np.arange(n) % len(labels)
+            y = np.eye(len(labels), dtype=np.float32)[cls]
+            column = [int(c) for c in cls]
+        else:
+            score = rng.uniform(0, 100, n).astype(np.float32)
+            y = (score[:, None] > 50).astype(np.float32)
+            column = [float(s) for s in score]
+        pixels = _images_for(y, image_size, rng)
+        splits[split] = datasets.Dataset.from_dict(
+            {
+                "pixel_values": pixels,
+                "labels": column,
+                "file": [f"{split}/{i}.png" for i in range(n)],
+                "group": [f"p{i}" for i in range(n)],
+            },
+            features=features_for(task, image_size),
+        )
+    datasets.DatasetDict(splits).save_to_disk(str(out))
+    DatasetInfo(
+        task=task,
+        labels=labels,
+        image_size=image_size,
+        format="synthetic",
+        source="tests",
+        splits=sizes,
+        label_range=[0.0, 100.0] if task == "regression" else None,
+    ).save(out)
+    return out
+
+
+@pytest.fixture
+def dataset_dir_factory(tmp_path):
+    """Call with ``task=...`` to get a fresh tiny DATASET_DIR under ``tmp_path``."""
+    counter = iter(range(1000))
+
+    def make(**kwargs) -> Path:
+        return write_dataset_dir(tmp_path / f"ds{next(counter)}", **kwargs)
+
+    return make

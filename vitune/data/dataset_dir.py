@@ -1,0 +1,105 @@
+"""DATASET_DIR: the prepared, cached dataset every other command reads.
+
+A ``datasets.DatasetDict`` written with ``save_to_disk`` (splits ``train``, ``validation`` and
+optionally ``test``) plus ``dataset.json`` describing it. Columns: ``pixel_values`` (uint8
+``[3, S, S]``), ``labels``, ``file`` (path relative to SOURCE) and ``group``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+
+from vitune.errors import UserError
+
+INFO_FILE = "dataset.json"
+INFO_VERSION = 1
+TASKS = ("single_label", "multi_label", "regression")
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class DatasetInfo:
+    """The contents of ``dataset.json``."""
+
+    task: str
+    labels: list[str]
+    image_size: int
+    format: str
+    source: str
+    splits: dict[str, int] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    fingerprint: str = ""
+    split_method: str = ""
+    seed: int = 0
+    label_range: list[float] | None = None
+    version: int = INFO_VERSION
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise UserError(f"unknown task {self.task!r}: use one of {', '.join(TASKS)}")
+
+    @property
+    def num_labels(self) -> int:
+        """Number of model outputs: one per label, or one for regression."""
+        return 1 if self.task == "regression" else len(self.labels)
+
+    def to_json(self) -> dict:
+        """The dict written to ``dataset.json``, spec keys first."""
+        return asdict(self)
+
+    def save(self, dataset_dir: Path) -> None:
+        """Write ``dataset.json`` into ``dataset_dir``."""
+        (Path(dataset_dir) / INFO_FILE).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, dataset_dir: Path | str) -> "DatasetInfo":
+        """Read ``dataset.json`` from ``dataset_dir`` (a clear error if it is not a DATASET_DIR)."""
+        path = Path(dataset_dir) / INFO_FILE
+        if not path.is_file():
+            raise UserError(
+                f"{dataset_dir} is not a prepared dataset (no {INFO_FILE}): "
+                "run `vitune data prepare SOURCE --out DATASET_DIR` first"
+            )
+        raw = json.loads(path.read_text())
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def features_for(task: str, image_size: int) -> datasets.Features:
+    """The Arrow schema of a DATASET_DIR split for ``task`` at ``image_size``."""
+    label_feature = {
+        "multi_label": datasets.Sequence(datasets.Value("float32")),
+        "single_label": datasets.Value("int64"),
+        "regression": datasets.Value("float32"),
+    }[task]
+    return datasets.Features(
+        {
+            "pixel_values": datasets.Array3D(shape=(3, image_size, image_size), dtype="uint8"),
+            "labels": label_feature,
+            "file": datasets.Value("string"),
+            "group": datasets.Value("string"),
+        }
+    )
+
+
+def load_dataset_dir(dataset_dir: Path | str) -> tuple[datasets.DatasetDict, DatasetInfo]:
+    """Open a DATASET_DIR: its splits (numpy-formatted) and its :class:`DatasetInfo`."""
+    info = DatasetInfo.load(dataset_dir)
+    ds = datasets.load_from_disk(str(dataset_dir))
+    if not isinstance(ds, datasets.DatasetDict):
+        raise UserError(f"{dataset_dir} holds a single split, not a DatasetDict; prepare it again")
+    return ds, info
+
+
+def require_split(ds: datasets.DatasetDict, split: str, dataset_dir: Path | str) -> datasets.Dataset:
+    """Return split ``split`` or fail with the splits that exist."""
+    if split not in ds:
+        raise UserError(
+            f"{dataset_dir} has no {split!r} split (it has {', '.join(ds.keys())}); "
+            "choose one of those with --split"
+        )
+    return ds[split]

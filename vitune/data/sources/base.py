@@ -1,0 +1,66 @@
+"""What every source reader returns: rows to decode, rows already rejected, and hints.
+
+A reader never decodes pixels (the cache does that in parallel) and never opens a path outside
+SOURCE: :func:`safe_relative_path` is the one gate every file name goes through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+
+@dataclass
+class Record:
+    """One example as the source describes it.
+
+    ``file`` is the path relative to SOURCE (posix). ``raw_label`` is what the source says
+    (a class name, a list of names, a number) before encoding. ``pixels`` is set only for sources
+    whose images are not files (CIFAR arrays, Hub datasets): a PIL image or encoded bytes.
+    ``split`` is the split the source assigns (a split folder, an official list), else None.
+    """
+
+    file: str
+    raw_label: Any
+    group: str | None = None
+    split: str | None = None
+    pixels: Any = None
+
+
+@dataclass
+class Skipped:
+    """A row left out, with the reason reported in ``dataset.json``."""
+
+    file: str
+    reason: str
+
+
+@dataclass
+class SourceRows:
+    """A source reader's output."""
+
+    format: str
+    records: list[Record]
+    skipped: list[Skipped] = field(default_factory=list)
+    label_order: list[str] | None = None  # a canonical label order (ChestX-ray14's 14 findings)
+    task: str | None = None  # a task the format implies (None: detect from the labels)
+    official_split: bool = False  # the source itself assigns train/test (ChestX-ray14 lists)
+
+
+class UnsafePath(ValueError):
+    """A file name in a label file that points outside SOURCE."""
+
+
+def safe_relative_path(root: Path, name: str) -> Path:
+    """Resolve ``name`` under ``root``; absolute paths, ``..`` escapes and symlinks out are refused."""
+    if not name or not str(name).strip():
+        raise UnsafePath("empty file name")
+    pure = PurePosixPath(str(name).replace("\\", "/"))
+    if pure.is_absolute() or (len(pure.parts) and pure.parts[0].endswith(":")):
+        raise UnsafePath(f"absolute path not allowed: {name}")
+    root_resolved = root.resolve()
+    candidate = (root_resolved / Path(*pure.parts)).resolve()
+    if candidate != root_resolved and root_resolved not in candidate.parents:
+        raise UnsafePath(f"path outside SOURCE: {name}")
+    return candidate
