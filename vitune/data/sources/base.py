@@ -64,3 +64,14 @@ def safe_relative_path(root: Path, name: str) -> Path:
     if candidate != root_resolved and root_resolved not in candidate.parents:
         raise UnsafePath(f"path outside SOURCE: {name}")
     return candidate
+
+
+@dataclass
+class SourceOptions:
+    """Reader options from the CLI; each reader uses the ones that apply to its format."""
+
+    image_column: str | None = None
+    label_column: str | None = None
+    label_separator: str | None = None
+    group_column: str | None = None
+    no_finding_as_label: bool = False

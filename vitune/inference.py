@@ -1,0 +1,90 @@
+"""Running a classifier over uint8 pixels: normalisation, batched logits, logits -> scores.
+
+Shared by training (evaluation), heads (embeddings), evaluate and predict so every path
+preprocesses exactly as training did. Regression outputs are trained on the target scaled to
+[0, 1] with the training split's range; that range and the loss live in the model config
+(``vitune_label_range``, ``vitune_regression_loss``) so any saved model can be inverted.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from vitune.models import Preprocessing
+
+
+def normalize(pixels: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """uint8 ``[B, 3, S, S]`` -> float ``(x / 255 - mean) / std`` on the same device."""
+    x = pixels.to(torch.float32).div_(255.0)
+    mean = torch.tensor(prep.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def pixel_batches(dataset, batch_size: int) -> Iterator[np.ndarray]:
+    """uint8 pixel batches from a DATASET_DIR split (or any sequence of ``[3, S, S]`` arrays)."""
+    if hasattr(dataset, "with_format"):
+        dataset = dataset.with_format("numpy", columns=["pixel_values"])
+        for start in range(0, len(dataset), batch_size):
+            yield dataset[start : start + batch_size]["pixel_values"]
+    else:
+        for start in range(0, len(dataset), batch_size):
+            yield np.stack(dataset[start : start + batch_size])
+
+
+def scale_target(values: np.ndarray, label_range: tuple[float, float]) -> np.ndarray:
+    """Regression target -> [0, 1] with the training range."""
+    lo, hi = label_range
+    return (np.asarray(values, dtype=np.float32) - lo) / max(hi - lo, 1e-12)
+
+
+def unscale_target(values: np.ndarray, label_range: tuple[float, float]) -> np.ndarray:
+    """[0, 1] -> the target's own units."""
+    lo, hi = label_range
+    return np.asarray(values, dtype=np.float64) * (hi - lo) + lo
+
+
+def logits_to_scores(task: str, logits: np.ndarray, config=None) -> np.ndarray:
+    """Probabilities for classification, predictions in target units for regression."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if task == "multi_label":
+        return 1.0 / (1.0 + np.exp(-logits))
+    if task == "single_label":
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        return exp / exp.sum(axis=1, keepdims=True)
+    out = logits.reshape(-1)
+    if getattr(config, "vitune_regression_loss", "mse") == "bce":
+        out = 1.0 / (1.0 + np.exp(-out))
+    label_range = getattr(config, "vitune_label_range", None) or (0.0, 1.0)
+    return unscale_target(out, tuple(label_range))
+
+
+def task_of(config) -> str:
+    """The vitune task of a classification model config (from its ``problem_type``)."""
+    return {
+        "multi_label_classification": "multi_label",
+        "single_label_classification": "single_label",
+        "regression": "regression",
+    }.get(getattr(config, "problem_type", None) or "", "single_label")
+
+
+@torch.inference_mode()
+def batched_logits(
+    model: torch.nn.Module,
+    batches: Iterable[np.ndarray],
+    prep: Preprocessing,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Logits of ``model`` over uint8 pixel batches, concatenated (model put in eval mode)."""
+    model.eval().to(device)
+    outputs = []
+    for batch in batches:
+        pixels = normalize(torch.as_tensor(batch, device=device), prep)
+        outputs.append(model(pixel_values=pixels).logits.float().cpu().numpy())
+    if not outputs:
+        return np.zeros((0, getattr(model.config, "num_labels", 1)), dtype=np.float32)
+    return np.concatenate(outputs)
