@@ -1,0 +1,40 @@
+"""Normalisation and score conversion shared by every inference path."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from vitune.inference import logits_to_scores, normalize, scale_target, task_of, unscale_target
+from vitune.models import Preprocessing
+
+
+def test_normalize_matches_processor_formula():
+    prep = Preprocessing(2, (0.5, 0.4, 0.3), (0.5, 0.2, 0.1))
+    pixels = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    out = normalize(pixels, prep)
+    assert out[0, :, 0, 0].tolist() == pytest.approx([1.0, 3.0, 7.0])
+
+
+def test_scores_per_task():
+    logits = np.array([[0.0, 2.0]])
+    assert logits_to_scores("multi_label", logits)[0, 0] == pytest.approx(0.5)
+    soft = logits_to_scores("single_label", logits)
+    assert soft.sum() == pytest.approx(1.0) and soft[0, 1] > soft[0, 0]
+    bce = SimpleNamespace(vitune_regression_loss="bce", vitune_label_range=[0.0, 100.0])
+    assert logits_to_scores("regression", np.array([[0.0]]), bce)[0] == pytest.approx(50.0)
+    mse = SimpleNamespace(vitune_regression_loss="mse", vitune_label_range=[10.0, 20.0])
+    assert logits_to_scores("regression", np.array([[0.5]]), mse)[0] == pytest.approx(15.0)
+
+
+def test_target_scaling_round_trip():
+    values = np.array([10.0, 55.0, 100.0])
+    scaled = scale_target(values, (10.0, 100.0))
+    assert scaled.tolist() == pytest.approx([0.0, 0.5, 1.0])
+    assert unscale_target(scaled, (10.0, 100.0)).tolist() == pytest.approx(values.tolist())
+
+
+def test_task_of_problem_type():
+    assert task_of(SimpleNamespace(problem_type="multi_label_classification")) == "multi_label"
+    assert task_of(SimpleNamespace(problem_type="regression")) == "regression"
