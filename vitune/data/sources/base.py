@@ -11,6 +11,17 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 
+# Split names a source may use (split folders, Hub splits) -> the DATASET_DIR split they become.
+SPLIT_NAMES = {
+    "train": "train",
+    "validation": "validation",
+    "valid": "validation",
+    "val": "validation",
+    "dev": "validation",
+    "test": "test",
+}
+
+
 @dataclass
 class Record:
     """One example as the source describes it.
@@ -46,6 +57,7 @@ class SourceRows:
     label_order: list[str] | None = None  # a canonical label order (ChestX-ray14's 14 findings)
     task: str | None = None  # a task the format implies (None: detect from the labels)
     official_split: bool = False  # the source itself assigns train/test (ChestX-ray14 lists)
+    label_name: str | None = None  # the label column's name: a regression's one label
 
 
 class UnsafePath(ValueError):

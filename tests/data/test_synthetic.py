@@ -1,0 +1,77 @@
+"""Built-in data: the ChestX-ray14-like release and the digits imagefolder, read back by the readers."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+from PIL import Image
+
+from vitune.data.labels import infer_label_space
+from vitune.data.sources import detect_format, read_source
+from vitune.data.sources.chestxray14 import FINDINGS
+from vitune.data.synthetic import make_chestxray_like, make_digits_imagefolder
+
+
+def test_chestxray_like_release_layout(tmp_path):
+    root = make_chestxray_like(tmp_path / "cx", n_patients=40, seed=3, image_size=48)
+    with open(root / "Data_Entry_2017_v2020.csv", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert list(table[0]) == [
+        "Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
+        "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]",
+    ]
+    first = table[0]
+    assert first["Image Index"] == "00000001_000.png" and first["Follow-up #"] == "0" and first["Patient ID"] == "1"
+    with Image.open(root / "images" / first["Image Index"]) as image:
+        assert (image.mode, image.size) == ("L", (48, 48))
+    assert len(list((root / "images").iterdir())) == len(table)
+    patients = {row["Image Index"]: row["Patient ID"] for row in table}
+    assert max(int(row["Follow-up #"]) for row in table) >= 2
+    train = (root / "train_val_list.txt").read_text().split()
+    test = (root / "test_list.txt").read_text().split()
+    assert sorted(train + test) == sorted(patients)
+    assert not {patients[n] for n in train} & {patients[n] for n in test}  # split by patient
+
+    rows = read_source(str(root))
+    assert detect_format(str(root)) == "chestxray14" and rows.official_split and not rows.skipped
+    space = infer_label_space(rows.records, task=rows.task, label_order=rows.label_order)
+    labels = np.array([space.encode(r.raw_label) for r in rows.records])
+    assert space.labels == list(FINDINGS)
+    assert 0.4 <= (labels.sum(axis=1) == 0).mean() <= 0.7  # "No Finding" share
+    assert (labels.sum(axis=1) >= 2).any()  # several findings per image happen
+
+
+def test_chestxray_like_is_deterministic_and_findings_are_visible(tmp_path):
+    a = make_chestxray_like(tmp_path / "a", n_patients=6, seed=1, image_size=64)
+    b = make_chestxray_like(tmp_path / "b", n_patients=6, seed=1, image_size=64)
+    c = make_chestxray_like(tmp_path / "c", n_patients=6, seed=2, image_size=64)
+    entries = "Data_Entry_2017_v2020.csv"
+    assert (a / entries).read_text() == (b / entries).read_text() != (c / entries).read_text()
+    assert (a / "images" / "00000001_000.png").read_bytes() == (b / "images" / "00000001_000.png").read_bytes()
+    # every finding brightens its own grid cell: compare the cell with and without the finding
+    rows = read_source(str(make_chestxray_like(tmp_path / "d", n_patients=120, seed=0, image_size=64)))
+    images = np.stack([np.asarray(Image.open(tmp_path / "d" / r.file), np.float64) for r in rows.records])
+    for k, finding in enumerate(FINDINGS):
+        r, c = divmod(k, 4)
+        cell = images[:, r * 16:(r + 1) * 16, c * 16:(c + 1) * 16].mean(axis=(1, 2))
+        has = np.array([finding in rec.raw_label for rec in rows.records])
+        assert has.sum() >= 3, finding
+        assert cell[has].mean() > cell[~has].mean() + 15, finding
+
+
+def test_digits_imagefolder(tmp_path):
+    from sklearn.datasets import load_digits
+
+    root = make_digits_imagefolder(tmp_path / "digits", image_size=16)
+    rows = read_source(str(root))
+    assert rows.format == "imagefolder" and len(rows.records) == 1797 and not rows.skipped
+    space = infer_label_space(rows.records)
+    assert (space.task, space.labels) == ("single_label", [str(d) for d in range(10)])
+    digits = load_digits()
+    first = rows.records[0]
+    index = int(first.file.split("/")[1].removesuffix(".png"))
+    assert first.raw_label == str(digits.target[index])
+    pixels = np.asarray(Image.open(root / first.file))
+    assert pixels.shape == (16, 16)
+    assert np.array_equal(pixels[::2, ::2], np.round(digits.images[index] / 16 * 255).astype(np.uint8))

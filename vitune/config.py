@@ -1,0 +1,144 @@
+"""TrainConfig: every setting of a `vitune train` run, validated, and saved as ``config.yaml``.
+
+Defaults are the seeds' recipe (3 epochs, lr 2e-4, 25 % warm-up then cosine decay). The YAML
+file written into RUN_DIR holds every field, so ``vitune train --config RUN_DIR/config.yaml``
+repeats the run; flags given on the command line override the file's values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from vitune.errors import UserError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SCHEDULERS = (
+    "cosine",
+    "linear",
+    "constant",
+    "constant_with_warmup",
+    "cosine_with_restarts",
+    "polynomial",
+    "inverse_sqrt",
+)
+REGRESSION_LOSSES = ("mse", "bce")
+POS_WEIGHTS = ("off", "auto")
+# "light" = random resized crop (area 0.85-1) plus a small shift. Horizontal flips are a separate
+# opt-in (`augment_hflip`) because laterality carries meaning in chest X-rays (heart on the left,
+# situs inversus, left/right-specific findings and markers): a flipped film is a different patient.
+AUGMENTS = ("none", "light")
+REQUIRED = ("data", "model", "out")
+
+
+@dataclass
+class TrainConfig:
+    """All settings of one training run; checks itself on construction."""
+
+    data: str
+    model: str
+    out: str
+    epochs: float = 3
+    lr: float = 2e-4
+    batch_size: int = 32
+    eval_batch_size: int | None = None
+    warmup: float = 0.25
+    scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    precision: str = "auto"
+    grad_accum: int = 1
+    seed: int = 0
+    resume: bool = False
+    regression_loss: str = "mse"
+    pos_weight: str = "off"
+    augment: str = "none"
+    augment_hflip: bool = False
+    max_steps: int | None = None
+    num_workers: int | None = None
+    logging_steps: int | None = None
+    save_total_limit: int = 2
+    deepspeed: str | None = None
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        for name in REQUIRED:
+            if not getattr(self, name):
+                raise UserError(f"missing --{name}: `vitune train --data DATASET_DIR --model MODEL --out RUN_DIR`")
+            setattr(self, name, str(getattr(self, name)))
+        self._check_choice("precision", PRECISIONS)
+        self._check_choice("scheduler", SCHEDULERS)
+        self._check_choice("regression_loss", REGRESSION_LOSSES)
+        self._check_choice("pos_weight", POS_WEIGHTS)
+        self._check_choice("augment", AUGMENTS)
+        self._check_positive("epochs", self.epochs)
+        self._check_positive("lr", self.lr)
+        self._check_positive("batch_size", self.batch_size)
+        self._check_positive("grad_accum", self.grad_accum)
+        self._check_positive("save_total_limit", self.save_total_limit)
+        for name in ("eval_batch_size", "max_steps", "logging_steps"):
+            if getattr(self, name) is not None:
+                self._check_positive(name, getattr(self, name))
+        if not 0.0 <= self.warmup < 1.0:
+            raise UserError(f"--warmup {self.warmup} is a fraction of the training steps: give a value in [0, 1)")
+        if self.weight_decay < 0:
+            raise UserError(f"--weight-decay {self.weight_decay} is negative: use 0 or a small positive value")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise UserError(f"--num-workers {self.num_workers} is negative: use 0 (main process) or more")
+        if self.deepspeed is not None and not Path(self.deepspeed).is_file():
+            raise UserError(f"--deepspeed {self.deepspeed} does not exist: give a DeepSpeed JSON config file")
+
+    def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
+        value = getattr(self, name)
+        if value not in choices:
+            flag = name.replace("_", "-")
+            raise UserError(f"--{flag} {value!r} is not supported: use one of {', '.join(choices)}")
+
+    @staticmethod
+    def _check_positive(name: str, value) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} {value!r} must be a positive number")
+
+    def to_dict(self) -> dict:
+        """Plain dict in field order (what ``config.yaml`` holds)."""
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        """The YAML text of this config, fields in declaration order."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: Path | str) -> None:
+        """Write the YAML file that repeats this run (``resume`` is a launch choice, saved as false)."""
+        run = TrainConfig(**{**self.to_dict(), "resume": False})
+        Path(path).write_text(run.to_yaml())
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Build from a dict, rejecting unknown keys with the list of known ones."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise UserError(f"unknown training setting(s) {', '.join(unknown)}: known ones are {', '.join(known)}")
+        missing = [f"--{name}" for name in REQUIRED if values.get(name) in (None, "")]
+        if missing:
+            raise UserError(
+                f"missing {', '.join(missing)}: `vitune train --data DATASET_DIR --model MODEL --out RUN_DIR` "
+                "(or set them in the --config file)"
+            )
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: Path | str, **overrides) -> "TrainConfig":
+        """Load a YAML config; ``overrides`` that are not None (CLI flags) win over the file."""
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {path} does not exist: give a YAML file such as RUN_DIR/config.yaml")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        if not isinstance(values, dict):
+            raise UserError(f"{path} must hold a mapping of setting: value")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(values)

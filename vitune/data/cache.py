@@ -1,0 +1,238 @@
+"""The decoded-pixel cache: every kept image decoded once, in parallel, streamed into Arrow.
+
+Images are decoded by a process pool over all cores (``decode_image`` is CPU bound and holds
+the GIL) and each result is appended to its split's Arrow file as it arrives, so memory stays
+at a few batches whatever the dataset size. The Arrow files then become the DATASET_DIR
+(``DatasetDict.save_to_disk``). A fingerprint of the source listing and the options lets an
+unchanged source skip all of this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import tempfile
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+from vitune import __version__
+from vitune.data.dataset_dir import INFO_FILE, SPLITS, DatasetInfo, features_for
+from vitune.data.images import BadImage, decode_image, pil_to_array
+from vitune.data.sources.base import Skipped
+from vitune.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DATASET_DICT_FILE = "dataset_dict.json"  # what save_to_disk writes for a DatasetDict
+_WRITER_BATCH = 64  # rows buffered per split before an Arrow record batch is flushed
+
+
+@dataclass
+class CacheItem:
+    """One record to decode: where its pixels are, and the columns written beside them."""
+
+    file: str
+    label: Any
+    group: str | None
+    split: str
+    path: str | None = None  # the image file to decode, when ``pixels`` is None
+    pixels: Any = None  # an in-memory image: PIL image, HxWx3 uint8 array or encoded bytes
+
+
+@dataclass
+class CacheResult:
+    """What the cache holds per split, and the images that could not be decoded."""
+
+    splits: dict[str, int]
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def source_fingerprint(source: str, settings: dict[str, Any]) -> str:
+    """Hash of the source listing (relative names, sizes, mtimes), ``settings`` and vitune's version.
+
+    A directory source is listed whole (images and label files); a file source (a label CSV)
+    is listed with its folder; any other source (``hf:NAME``) is identified by its name.
+    """
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"vitune": __version__, "source": source, "settings": settings}, sort_keys=True).encode())
+    root = Path(source)
+    if root.is_file():
+        root = root.parent
+    if root.is_dir():
+        for line in _listing(root):
+            digest.update(line.encode())
+    return digest.hexdigest()
+
+
+def _listing(root: Path) -> Iterator[str]:
+    """``name\\tsize\\tmtime_ns`` for every file under ``root``, in a stable order."""
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue  # a dangling symlink: readers report it, it changes nothing here
+            yield f"{os.path.relpath(path, root)}\t{stat.st_size}\t{stat.st_mtime_ns}\n"
+
+
+def check_out_dir(out: Path, source: str) -> None:
+    """Refuse an ``--out`` that would overwrite something that is not a DATASET_DIR, or sit in SOURCE."""
+    source_path = Path(source)
+    if source_path.exists():
+        root = (source_path if source_path.is_dir() else source_path.parent).resolve()
+        resolved = out.resolve()
+        if resolved == root or root in resolved.parents:
+            raise UserError(f"--out {out} is inside SOURCE {source}: choose a folder outside it")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: choose a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / INFO_FILE).is_file():
+        raise UserError(f"--out {out} is not empty and not a prepared dataset: choose a new or empty folder")
+
+
+def cached_info(out: Path, fingerprint: str) -> DatasetInfo | None:
+    """The DatasetInfo of ``out`` if it is a complete DATASET_DIR built with ``fingerprint``."""
+    if not (out / INFO_FILE).is_file() or not (out / DATASET_DICT_FILE).is_file():
+        return None
+    try:
+        info = DatasetInfo.load(out)
+    except (UserError, ValueError, TypeError):
+        return None
+    return info if info.fingerprint == fingerprint else None
+
+
+def build_cache(
+    items: Sequence[CacheItem],
+    out: Path,
+    task: str,
+    image_size: int,
+    workers: int | None = None,
+) -> CacheResult:
+    """Decode ``items`` over ``workers`` processes (default: all cores) and save them to ``out``.
+
+    ``out`` becomes a ``DatasetDict`` (``save_to_disk``) with one split per split name present,
+    in train/validation/test order; rows keep the order of ``items``. Undecodable images are
+    returned as skipped with their reason. A previous DATASET_DIR at ``out`` is replaced.
+    """
+    import datasets
+    from datasets.arrow_writer import ArrowWriter
+
+    workers = max(1, workers or os.cpu_count() or 1)
+    ordered = sorted(items, key=lambda item: SPLITS.index(item.split))
+    features = features_for(task, image_size)
+    skipped: list[Skipped] = []
+    counts = {split: 0 for split in SPLITS}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        writers = {
+            split: ArrowWriter(features=features, path=str(staging / f"{split}.arrow"), writer_batch_size=_WRITER_BATCH)
+            for split in SPLITS
+        }
+        decoded = _decode_all(ordered, image_size, workers)
+        for item, (pixels, reason) in zip(ordered, _progress(decoded, len(ordered))):
+            if reason is not None:
+                skipped.append(Skipped(item.file, reason))
+                continue
+            writers[item.split].write({"pixel_values": pixels, "labels": item.label, "file": item.file, "group": item.group})
+            counts[item.split] += 1
+        for writer in writers.values():
+            writer.finalize()
+        if not any(counts.values()):
+            first = "; ".join(f"{s.file}: {s.reason}" for s in skipped[:3])
+            raise UserError(f"none of the {len(ordered)} images could be decoded ({first}): check the image files")
+        splits = {
+            split: datasets.Dataset.from_file(str(staging / f"{split}.arrow"))
+            for split in SPLITS
+            if counts[split] or split == "train"
+        }
+        _clear_previous(out)
+        _save_quietly(datasets.DatasetDict(splits), out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return CacheResult(splits={split: counts[split] for split in splits}, skipped=skipped)
+
+
+def _save_quietly(dataset_dict, out: Path) -> None:
+    """``save_to_disk`` without its per-split progress bars (ours already showed the slow part)."""
+    import datasets
+
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        dataset_dict.save_to_disk(str(out))
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
+
+
+def _clear_previous(out: Path) -> None:
+    """Remove an older DATASET_DIR at ``out`` (``check_out_dir`` vetted it); dataset.json goes first."""
+    if (out / INFO_FILE).is_file():
+        (out / INFO_FILE).unlink()
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _decode_all(items: Sequence[CacheItem], image_size: int, workers: int) -> Iterator[tuple[np.ndarray | None, str | None]]:
+    """Decoded pixels (or a BadImage reason) for each item, in order; a pool when ``workers > 1``.
+
+    At most ``workers * 4`` chunks are decoded ahead of the consumer, so a fast source (small
+    in-memory images) cannot pile decoded arrays up in memory faster than Arrow takes them.
+    """
+    jobs = [(item.path, item.pixels, image_size) for item in items]
+    if workers == 1 or len(jobs) < 2:
+        yield from map(decode_job, jobs)
+        return
+    size = max(1, min(16, len(jobs) // (workers * 8)))
+    pending: deque = deque()
+    with multiprocessing.Pool(workers) as pool:
+        for start in range(0, len(jobs), size):
+            pending.append(pool.apply_async(decode_jobs, (jobs[start : start + size],)))
+            if len(pending) >= workers * 4:
+                yield from pending.popleft().get()
+        while pending:
+            yield from pending.popleft().get()
+
+
+def decode_jobs(jobs: list[tuple[str | None, Any, int]]) -> list[tuple[np.ndarray | None, str | None]]:
+    """Worker: :func:`decode_job` over a chunk of jobs."""
+    return [decode_job(job) for job in jobs]
+
+
+def decode_job(job: tuple[str | None, Any, int]) -> tuple[np.ndarray | None, str | None]:
+    """Worker: decode one image (a file path or in-memory pixels) -> (uint8 [3,S,S], None) or (None, reason)."""
+    path, pixels, image_size = job
+    try:
+        if pixels is None:
+            return decode_image(Path(path), image_size), None
+        if isinstance(pixels, (bytes, bytearray)):
+            return decode_image(bytes(pixels), image_size), None
+        if isinstance(pixels, np.ndarray):
+            pixels = Image.fromarray(pixels)
+        return pil_to_array(pixels, image_size), None
+    except BadImage as exc:
+        return None, exc.reason
+    except OSError as exc:  # the file vanished or is unreadable between listing and decoding
+        return None, f"unreadable file: {exc.strerror or exc}"
+
+
+def _progress(results: Iterator, total: int) -> Iterator:
+    """Wrap ``results`` in a progress bar on stderr (when it is a terminal)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("decoding images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    console = Console(stderr=True)
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
+        yield from progress.track(results, total=total)

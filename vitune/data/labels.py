@@ -1,0 +1,224 @@
+"""Label spaces: which task a source's raw labels describe, their names, and how to encode them.
+
+Raw labels come from the readers: a class name, a list of names, a number, or a numeric string.
+:func:`infer_label_space` picks the task (unless told) and the label names; :meth:`LabelSpace.encode`
+turns each raw label into the DATASET_DIR ``labels`` value (multi-label: 0/1 floats in ``labels``
+order; single-label: class index; regression: float) or raises :class:`BadLabel`, whose reason
+goes to ``dataset.json`` ``skipped``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from vitune.data.dataset_dir import TASKS
+from vitune.data.sources.base import Record
+from vitune.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SEPARATOR = "|"
+DEFAULT_SCORE_NAME = "score"
+# Numeric strings with this many distinct integer values or fewer are class ids (digits 0-9,
+# ratings 1-5); more, or any fraction, makes them regression scores.
+MAX_CLASS_IDS = 20
+# Auto-detection tolerates this share of non-numeric values in a numeric column (reported as bad rows).
+NUMERIC_SHARE = 0.9
+
+
+class BadLabel(ValueError):
+    """A label that cannot be encoded; ``reason`` is the text reported in ``skipped``."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class LabelSpace:
+    """The task and label names of a dataset; ``label_range`` is (min, max) for regression."""
+
+    task: str
+    labels: list[str]
+    label_range: tuple[float, float] | None = None
+    separator: str = SEPARATOR
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise UserError(f"unknown task {self.task!r}: use one of {', '.join(TASKS)}")
+        if not self.labels:
+            raise UserError("a label space needs at least one label")
+        if len(set(self.labels)) != len(self.labels):
+            duplicates = sorted(name for name, n in Counter(self.labels).items() if n > 1)
+            raise UserError(f"duplicate label names: {', '.join(duplicates)}")
+        self._index = {name: i for i, name in enumerate(self.labels)}
+
+    def encode(self, raw_label: Any) -> list[float] | int | float:
+        """The ``labels`` value of one raw label; raises :class:`BadLabel` (missing, malformed, unknown)."""
+        if is_missing(raw_label):
+            raise BadLabel("missing label")
+        if self.task == "regression":
+            return to_score(raw_label)
+        if self.task == "multi_label":
+            row = [0.0] * len(self.labels)
+            for name in names_of(raw_label, self.separator):
+                row[self._position(name)] = 1.0
+            return row
+        names = names_of(raw_label, None)
+        if len(names) != 1:
+            raise BadLabel("missing label" if not names else f"{len(names)} labels for a single-label task")
+        return self._position(names[0])
+
+    def _position(self, name: str) -> int:
+        try:
+            return self._index[name]
+        except KeyError:
+            raise BadLabel(f"unknown label {name!r}") from None
+
+
+def is_missing(raw: Any) -> bool:
+    """None, NaN and blank strings are missing labels (an empty list is a valid all-negative row)."""
+    if raw is None:
+        return True
+    if isinstance(raw, float) and math.isnan(raw):
+        return True
+    return isinstance(raw, str) and not raw.strip()
+
+
+def class_name(value: Any) -> str:
+    """One class name from a raw value: strings stripped, integral numbers as ints (``3.0`` -> ``"3"``)."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadLabel(f"malformed label {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadLabel(f"malformed label {value!r}")
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def names_of(raw: Any, separator: str | None) -> list[str]:
+    """The class names in a raw label: a list's items, or a string split on ``separator``."""
+    if isinstance(raw, (list, tuple)):
+        return [class_name(v) for v in raw if not is_missing(v)]
+    if isinstance(raw, str) and separator:
+        return [part.strip() for part in raw.split(separator) if part.strip()]
+    return [class_name(raw)]
+
+
+def to_score(raw: Any) -> float:
+    """A regression target from a number or numeric string; raises :class:`BadLabel` otherwise."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise BadLabel(f"non-numeric score {raw!r}")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadLabel(f"non-numeric score {raw!r}") from None
+    if not math.isfinite(value):
+        raise BadLabel(f"non-finite score {raw!r}")
+    return value
+
+
+def _number(raw: Any) -> float | None:
+    try:
+        return to_score(raw)
+    except BadLabel:
+        return None
+
+
+def detect_task(raws: Sequence[Any]) -> str:
+    """The task raw labels describe: lists -> multi_label; numbers (JSON numbers, or numeric strings
+    with a fraction or more than ``MAX_CLASS_IDS`` distinct values) -> regression; else single_label.
+    """
+    if any(isinstance(raw, (list, tuple)) for raw in raws):
+        return "multi_label"
+    numbers = [value for value in map(_number, raws) if value is not None]
+    if not raws or len(numbers) < NUMERIC_SHARE * len(raws):
+        return "single_label"
+    typed = any(isinstance(raw, (int, float)) and not isinstance(raw, bool) for raw in raws)
+    fractional = any(not value.is_integer() for value in numbers)
+    return "regression" if typed or fractional or len(set(numbers)) > MAX_CLASS_IDS else "single_label"
+
+
+def infer_label_space(
+    records: Iterable[Record],
+    task: str = "auto",
+    label_order: Sequence[str] | None = None,
+    label_name: str | None = None,
+) -> LabelSpace:
+    """The :class:`LabelSpace` of ``records``.
+
+    ``task`` "auto" detects it (:func:`detect_task`). Class names are sorted (numerically when
+    all are numbers) unless ``label_order`` fixes them (ChestX-ray14's 14 findings, CIFAR's class
+    ids). With ``task="multi_label"`` string labels are split on ``|``. Regression has one label,
+    ``label_name`` (the label column) or ``"score"``, and ``label_range`` = (min, max).
+    """
+    raws = [record.raw_label for record in records if not is_missing(record.raw_label)]
+    if not raws:
+        raise UserError("no record has a label: check --label-column and the label file")
+    if task == "auto":
+        task = detect_task(raws)
+    elif task not in TASKS:
+        raise UserError(f"unknown --task {task!r}: use auto or one of {', '.join(TASKS)}")
+    if task == "regression":
+        space = _regression_space(raws, label_name)
+    else:
+        space = _class_space(raws, task, label_order)
+    _log_counts(space, raws)
+    return space
+
+
+def _regression_space(raws: list[Any], label_name: str | None) -> LabelSpace:
+    values = [value for value in map(_number, raws) if value is not None]
+    if not values:
+        raise UserError("--task regression needs numeric labels, but none is a number: check --label-column")
+    return LabelSpace("regression", [label_name or DEFAULT_SCORE_NAME], (min(values), max(values)))
+
+
+def _class_space(raws: list[Any], task: str, label_order: Sequence[str] | None) -> LabelSpace:
+    if label_order:
+        return LabelSpace(task, list(label_order))
+    separator = SEPARATOR if task == "multi_label" else None
+    names: set[str] = set()
+    for raw in raws:
+        try:
+            found = names_of(raw, separator)
+        except BadLabel:
+            continue  # reported when the record is encoded
+        if task == "single_label" and len(found) != 1:
+            continue
+        names.update(name for name in found if name)
+    if not names:
+        raise UserError(f"no usable {task} label found: check --label-column and --task")
+    if task == "single_label" and len(names) < 2:
+        raise UserError(f"only one class ({next(iter(names))!r}) found: a classifier needs at least two")
+    return LabelSpace(task, sort_names(names))
+
+
+def sort_names(names: Iterable[str]) -> list[str]:
+    """Class names in a stable order: numerically when all are numbers, else alphabetically."""
+    names = list(names)
+    if all(_number(name) is not None for name in names):
+        return sorted(names, key=lambda name: (float(name), name))
+    return sorted(names)
+
+
+def _log_counts(space: LabelSpace, raws: list[Any]) -> None:
+    if space.task == "regression":
+        low, high = space.label_range
+        log.info("regression target %r: %d values in [%g, %g]", space.labels[0], len(raws), low, high)
+        return
+    counts: Counter[str] = Counter()
+    separator = space.separator if space.task == "multi_label" else None
+    for raw in raws:
+        try:
+            counts.update(names_of(raw, separator))
+        except BadLabel:
+            continue
+    shown = ", ".join(f"{name} {counts.get(name, 0)}" for name in space.labels[:30])
+    more = f" (+{len(space.labels) - 30} more)" if len(space.labels) > 30 else ""
+    log.info("%s: %d labels: %s%s", space.task, len(space.labels), shown, more)

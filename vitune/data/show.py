@@ -1,0 +1,141 @@
+"""``vitune data show``: the first rows, label frequencies per split and a labelled sample grid."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vitune.data.dataset_dir import SPLITS, DatasetInfo, load_dataset_dir
+
+GRID_SIDE = 4  # a 4x4 sample grid
+GRID_FILE = "samples.png"
+
+
+@dataclass
+class DatasetSummary:
+    """What ``show`` prints and draws.
+
+    ``rows``: the first rows as ``{"split", "file", "labels", "group"}`` with label names.
+    ``frequencies``: per split, per label name, the number of images with it (regression:
+    ``n``, ``mean``, ``min``, ``max`` of the target). ``grid``: the sample grid PNG.
+    """
+
+    info: DatasetInfo
+    rows: list[dict[str, Any]]
+    frequencies: dict[str, dict[str, float]]
+    grid: Path | None = None
+
+
+def label_text(value: Any, info: DatasetInfo) -> str:
+    """An encoded label as names: ``"a, c"`` (multi-label, ``"none"`` if empty), ``"cat"``, ``"3.5"``."""
+    if info.task == "multi_label":
+        names = [name for name, flag in zip(info.labels, value) if flag >= 0.5]
+        return ", ".join(names) if names else "none"
+    if info.task == "single_label":
+        return info.labels[int(value)]
+    return f"{float(value):.4g}"
+
+
+def summarize(dataset_dir: Path | str, rows: int = 10) -> DatasetSummary:
+    """Read the first ``rows`` rows and the label frequencies of every split (no pixels loaded)."""
+    ds, info = load_dataset_dir(dataset_dir)
+    first: list[dict[str, Any]] = []
+    frequencies: dict[str, dict[str, float]] = {}
+    for split in (name for name in SPLITS if name in ds):
+        table = ds[split].select_columns(["file", "labels", "group"])
+        for row in table.select(range(min(rows - len(first), len(table)))):
+            first.append({"split": split, "file": row["file"], "labels": label_text(row["labels"], info),
+                          "group": row["group"]})
+        frequencies[split] = _frequencies(np.asarray(table.with_format("numpy")["labels"]), info)
+    return DatasetSummary(info=info, rows=first, frequencies=frequencies)
+
+
+def _frequencies(labels: np.ndarray, info: DatasetInfo) -> dict[str, float]:
+    if info.task == "multi_label":
+        counts = labels.reshape(len(labels), -1).sum(axis=0) if len(labels) else np.zeros(len(info.labels))
+        return {name: int(count) for name, count in zip(info.labels, counts)}
+    if info.task == "single_label":
+        counts = np.bincount(labels.astype(np.int64), minlength=len(info.labels))
+        return {name: int(count) for name, count in zip(info.labels, counts)}
+    if not len(labels):
+        return {"n": 0}
+    return {"n": len(labels), "mean": float(labels.mean()), "min": float(labels.min()), "max": float(labels.max())}
+
+
+def write_sample_grid(dataset_dir: Path | str, out_png: Path | str, side: int = GRID_SIDE) -> Path:
+    """Draw up to ``side x side`` images spread over the validation split (else the largest) with their labels."""
+    from matplotlib.figure import Figure
+
+    ds, info = load_dataset_dir(dataset_dir)
+    split = "validation" if len(ds.get("validation", ())) >= side * side else max(ds, key=lambda name: len(ds[name]))
+    data = ds[split]
+    count = min(side * side, len(data))
+    picks = np.unique(np.linspace(0, len(data) - 1, count).astype(np.int64)) if count else np.zeros(0, np.int64)
+    columns = max(1, min(side, len(picks)))
+    rows = max(1, -(-len(picks) // columns))
+    figure = Figure(figsize=(2.2 * columns, 2.4 * rows + 0.4), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for ax, row in zip(axes, data.select(picks.tolist())):
+        ax.imshow(np.asarray(row["pixel_values"], dtype=np.uint8).transpose(1, 2, 0))
+        title = textwrap.shorten(label_text(row["labels"], info), width=56, placeholder=" ...")
+        ax.set_title(textwrap.fill(title, width=30), fontsize=8)
+    for ax in axes:
+        ax.set_axis_off()
+    figure.suptitle(f"{Path(dataset_dir).name}: {split} samples ({info.task})")
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_png, dpi=100)
+    return out_png
+
+
+def show(dataset_dir: Path | str, out_png: Path | str | None = None, rows: int = 10, console=None) -> DatasetSummary:
+    """Print the first ``rows`` rows and label frequencies, write the sample grid (default DATASET_DIR/samples.png)."""
+    from rich.console import Console
+
+    summary = summarize(dataset_dir, rows)
+    summary.grid = write_sample_grid(dataset_dir, out_png or Path(dataset_dir) / GRID_FILE)
+    console = console or Console()
+    console.print(_rows_table(summary))
+    console.print(_frequency_table(summary))
+    console.print(f"sample grid: {summary.grid}")
+    return summary
+
+
+def _rows_table(summary: DatasetSummary):
+    from rich.table import Table
+
+    info = summary.info
+    table = Table(title=f"first {len(summary.rows)} rows ({info.task}, {len(info.labels)} labels, {info.image_size}px)")
+    for column in ("split", "file", "labels", "group"):
+        table.add_column(column)
+    for row in summary.rows:
+        table.add_row(row["split"], row["file"], row["labels"], row["group"] or "")
+    return table
+
+
+def _frequency_table(summary: DatasetSummary):
+    from rich.table import Table
+
+    info = summary.info
+    table = Table(title="label frequencies" if info.task != "regression" else "target per split")
+    table.add_column("label" if info.task != "regression" else "statistic")
+    splits = list(summary.frequencies)
+    for split in splits:
+        size = info.splits.get(split, 0)
+        table.add_column(f"{split} ({size})", justify="right")
+    keys = list(summary.frequencies[splits[0]]) if splits else []
+    for key in keys:
+        cells = []
+        for split in splits:
+            value = summary.frequencies[split].get(key, 0)
+            size = info.splits.get(split, 0)
+            if info.task == "regression":
+                cells.append(f"{value:.4g}")
+            else:
+                cells.append(f"{int(value)} ({value / size:.1%})" if size else "0")
+        table.add_row(key, *cells)
+    return table

@@ -1,0 +1,263 @@
+"""Backbone embeddings of a DATASET_DIR split, computed once and cached on disk.
+
+MODEL is either a RUN_DIR made by ``vitune train`` (``RUN_DIR/model`` is a fine-tuned
+``AutoModelForImageClassification``: its base model gives the embeddings and, in the same forward
+pass, its own head gives the logits) or a plain checkpoint (alias, Hub id or local
+``save_pretrained`` directory, loaded with ``AutoModel``: frozen pre-trained features).
+
+Pooling: ``cls`` is the final hidden state of the [CLS] token (what ViT/DeiT classifiers read);
+``mean`` is the mean over patch tokens (special tokens left out). Backbones without a [CLS] token
+(Swin) always use the mean.
+
+Cache: ``CACHE_DIR/<split>-<key>.npy`` (plus ``<split>-<key>-logits.npy`` for a run), plain ``.npy``
+read with ``allow_pickle=False``. ``key`` hashes the model identity (config, weight files' names,
+sizes and mtimes, or the Hub id and commit), the dataset identity (``dataset.json`` fingerprint,
+the split's Arrow fingerprint and files), the preprocessing and the pooling, so a retrained model
+or a re-prepared dataset never reuses stale embeddings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from vitune.data.dataset_dir import load_dataset_dir, require_split
+from vitune.errors import UserError
+from vitune.inference import normalize, pixel_batches
+from vitune.models import Preprocessing, resolve_model, resolve_preprocessing
+
+log = logging.getLogger(__name__)
+
+POOLINGS = ("cls", "mean")
+CACHE_VERSION = 1
+_SPECIAL_TOKENS = ("cls_token", "distillation_token", "register_tokens")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def run_model_dir(model: str | Path) -> Path | None:
+    """``RUN_DIR/model`` when ``model`` is a RUN_DIR made by ``vitune train``, else None."""
+    candidate = Path(model).expanduser() / "model"
+    return candidate if (candidate / "config.json").is_file() else None
+
+
+def check_pooling(pooling: str) -> str:
+    """Validate a pooling name (a clear error for anything but ``cls``/``mean``)."""
+    if pooling not in POOLINGS:
+        raise UserError(f"unknown pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
+    return pooling
+
+
+def _digest(payload) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_stats(paths: Iterable[Path]) -> list[str]:
+    stats = []
+    for path in sorted(paths):
+        st = path.stat()
+        stats.append(f"{path.name}:{st.st_size}:{st.st_mtime_ns}")
+    return stats
+
+
+class Encoder:
+    """A backbone that turns uint8 pixel batches into pooled embeddings (and a run's logits).
+
+    Construction is cheap (config and processor only); the weights load on first use, so a
+    cache hit never loads the model.
+    """
+
+    def __init__(self, model: str | Path, device: str | None = None, trust_remote_code: bool = False):
+        self.name = str(model)
+        run_dir = run_model_dir(model)
+        self.is_run = run_dir is not None
+        self.source = str(run_dir) if run_dir is not None else resolve_model(str(model))
+        self.trust_remote_code = trust_remote_code
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    @cached_property
+    def config(self):
+        """The checkpoint's ``PretrainedConfig``."""
+        from transformers import AutoConfig
+
+        try:
+            return AutoConfig.from_pretrained(self.source, trust_remote_code=self.trust_remote_code)
+        except OSError as exc:
+            raise UserError(f"cannot load model {self.name!r}: {exc}".splitlines()[0]) from exc
+
+    @cached_property
+    def preprocessing(self) -> Preprocessing:
+        """Size and normalisation from the checkpoint's own processor."""
+        return resolve_preprocessing(self.source, self.trust_remote_code)
+
+    @cached_property
+    def identity(self) -> str:
+        """A hash that changes whenever the weights or the config change."""
+        path = Path(self.source)
+        if path.is_dir():
+            files = [p for p in path.iterdir() if p.name.endswith(_WEIGHT_SUFFIXES) or p.name == "config.json"]
+            return _digest({"files": _file_stats(files)})
+        return _digest({"hub": self.source, "commit": getattr(self.config, "_commit_hash", None),
+                        "config": self.config.to_dict()})
+
+    @cached_property
+    def net(self) -> torch.nn.Module:
+        """The loaded network: the run's classifier, or the bare backbone."""
+        from transformers import AutoModel, AutoModelForImageClassification
+
+        loader = AutoModelForImageClassification if self.is_run else AutoModel
+        try:
+            net = loader.from_pretrained(self.source, trust_remote_code=self.trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot load model {self.name!r}: {exc}".splitlines()[0]) from exc
+        return net.eval().to(self.device)
+
+    @property
+    def backbone(self) -> torch.nn.Module:
+        """The network whose last hidden state is pooled."""
+        return self.net.base_model
+
+    @cached_property
+    def num_special_tokens(self) -> int:
+        """Leading non-patch tokens ([CLS], DeiT distillation, DINOv2 registers)."""
+        embeddings = getattr(self.backbone, "embeddings", None)
+        count = 0
+        for name in _SPECIAL_TOKENS:
+            token = getattr(embeddings, name, None)
+            if isinstance(token, torch.Tensor):
+                count += token.shape[1] if token.dim() == 3 else 1
+        return count
+
+    def pool(self, hidden: torch.Tensor, pooling: str) -> torch.Tensor:
+        """``[B, T, D]`` last hidden state -> ``[B, D]``."""
+        if hidden.dim() == 4:  # channels-first feature maps (conv-style backbones)
+            hidden = hidden.flatten(2).transpose(1, 2)
+        if pooling == "cls" and self.num_special_tokens:
+            return hidden[:, 0]
+        return hidden[:, self.num_special_tokens :].mean(dim=1)
+
+    @torch.inference_mode()
+    def encode(self, pixels: np.ndarray, pooling: str = "cls") -> tuple[np.ndarray, np.ndarray | None]:
+        """One uint8 ``[B, 3, S, S]`` batch -> (embeddings ``[B, D]``, run logits or None)."""
+        captured: dict = {}
+        hook = self.backbone.register_forward_hook(lambda _m, _i, out: captured.setdefault("out", out))
+        try:
+            x = normalize(torch.as_tensor(pixels, device=self.device), self.preprocessing)
+            output = self.net(pixel_values=x)
+        finally:
+            hook.remove()
+        base = captured["out"]
+        hidden = base.last_hidden_state if hasattr(base, "last_hidden_state") else base[0]
+        pooled = self.pool(hidden, pooling).float().cpu().numpy()
+        logits = output.logits.float().cpu().numpy() if self.is_run else None
+        return pooled, logits
+
+
+def embed_batches(
+    encoder: Encoder, batches: Iterable[np.ndarray], pooling: str = "cls", total: int | None = None,
+    desc: str = "embedding",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Embeddings (float32 ``[N, D]``) and, for a run, logits of uint8 pixel batches, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    check_pooling(pooling)
+    embeddings, logits = [], []
+    for batch in tqdm(batches, total=total, desc=desc, unit="batch", leave=False):
+        pooled, batch_logits = encoder.encode(batch, pooling)
+        embeddings.append(pooled)
+        if batch_logits is not None:
+            logits.append(batch_logits)
+    if not embeddings:
+        raise UserError("no images to embed")
+    return np.concatenate(embeddings).astype(np.float32), (np.concatenate(logits) if logits else None)
+
+
+@dataclass
+class Embeddings:
+    """Embeddings of one split: values, the run's logits (or None), and how they were obtained."""
+
+    values: np.ndarray
+    logits: np.ndarray | None
+    cached: bool
+    seconds: float
+    path: Path | None
+
+    @property
+    def dim(self) -> int:
+        """Embedding width D."""
+        return int(self.values.shape[1])
+
+
+def dataset_identity(dataset_dir: Path | str, split: str) -> str:
+    """A hash of the prepared dataset's content identity for ``split``."""
+    ds, info = load_dataset_dir(dataset_dir)
+    part = require_split(ds, split, dataset_dir)
+    files = [Path(f["filename"]) for f in part.cache_files]
+    return _digest({"fingerprint": info.fingerprint, "split": split, "arrow": part._fingerprint,
+                    "files": _file_stats(files), "n": len(part)})
+
+
+def cache_key(encoder: Encoder, dataset_dir: Path | str, split: str, pooling: str) -> str:
+    """The cache key of ``split`` embedded by ``encoder`` with ``pooling``."""
+    prep = encoder.preprocessing
+    return _digest({"v": CACHE_VERSION, "model": encoder.identity, "data": dataset_identity(dataset_dir, split),
+                    "pooling": pooling, "prep": [prep.image_size, prep.mean, prep.std]})
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def extract_embeddings(
+    model: str | Path | Encoder,
+    dataset_dir: Path | str,
+    split: str,
+    pooling: str = "cls",
+    batch_size: int = 32,
+    cache_dir: Path | str | None = None,
+) -> Embeddings:
+    """Pooled backbone embeddings of ``split`` (float32 ``[N, D]``), reused from ``cache_dir`` when there.
+
+    ``model`` is a RUN_DIR, a checkpoint (alias, Hub id, directory) or an :class:`Encoder`. For a
+    run the classifier's logits over the split come with them (same forward pass).
+    """
+    check_pooling(pooling)
+    encoder = model if isinstance(model, Encoder) else Encoder(model)
+    start = time.perf_counter()
+    paths = None
+    if cache_dir is not None:
+        key = cache_key(encoder, dataset_dir, split, pooling)
+        base = Path(cache_dir) / f"{split}-{key}"
+        paths = (base.with_suffix(".npy"), Path(f"{base}-logits.npy") if encoder.is_run else None)
+        if all(p is None or p.is_file() for p in paths):
+            values = np.load(paths[0], allow_pickle=False)
+            logits = np.load(paths[1], allow_pickle=False) if paths[1] else None
+            seconds = time.perf_counter() - start
+            log.info("embeddings of %s: cached %s (%d x %d)", split, paths[0], *values.shape)
+            return Embeddings(values, logits, True, seconds, paths[0])
+    ds, _ = load_dataset_dir(dataset_dir)
+    part = require_split(ds, split, dataset_dir)
+    values, logits = embed_batches(encoder, pixel_batches(part, batch_size), pooling,
+                                   total=math.ceil(len(part) / batch_size), desc=f"embedding {split}")
+    if paths is not None:
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
+        _save_array(paths[0], values)
+        if paths[1] is not None:
+            _save_array(paths[1], logits)
+    seconds = time.perf_counter() - start
+    log.info("embedded %s: %d images in %.1f s (%.1f images/s)", split, len(values), seconds,
+             len(values) / max(seconds, 1e-9))
+    return Embeddings(values, logits, False, seconds, paths[0] if paths else None)

@@ -1,0 +1,134 @@
+"""Plots shared by training, evaluation and heads: plain functions of arrays and an output path.
+
+Every function writes one PNG (parent folders created) and returns its path. matplotlib runs on
+the non-interactive Agg backend, so plots work on headless machines and in worker processes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+MAX_ROC_CURVES = 15  # beyond this a legend is unreadable: the micro-average curve stands for all
+MAX_ANNOTATED_CLASSES = 20
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: Path | str) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    _pyplot().close(fig)
+    return out
+
+
+def plot_loss(
+    steps: Sequence[float],
+    losses: Sequence[float],
+    out: Path | str,
+    eval_steps: Sequence[float] = (),
+    eval_losses: Sequence[float] = (),
+) -> Path:
+    """Training loss per logged step, with evaluation loss points when given."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, losses, label="train", color="tab:blue")
+    if len(eval_steps):
+        ax.plot(eval_steps, eval_losses, "o-", label="validation", color="tab:orange")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("Loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, out)
+
+
+def plot_lr(steps: Sequence[float], lrs: Sequence[float], out: Path | str) -> Path:
+    """Learning-rate schedule per logged step."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, lrs, color="tab:green")
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    ax.set_title("Learning rate")
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    ax.grid(alpha=0.3)
+    return _save(fig, out)
+
+
+def plot_roc(
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    labels: Sequence[str],
+    out: Path | str,
+    title: str = "ROC",
+) -> Path:
+    """One-vs-rest ROC curves of ``[N, K]`` binary targets vs scores (labels with one class are skipped).
+
+    Single-label callers pass one-hot targets and class probabilities. With more than
+    ``MAX_ROC_CURVES`` labels only the micro-average curve is drawn.
+    """
+    from sklearn.metrics import auc, roc_curve
+
+    y_true = np.asarray(y_true, dtype=np.float64).reshape(len(scores), -1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    if len(labels) <= MAX_ROC_CURVES:
+        for j, name in enumerate(labels):
+            if len(np.unique(y_true[:, j])) < 2:
+                continue
+            fpr, tpr, _ = roc_curve(y_true[:, j], scores[:, j])
+            ax.plot(fpr, tpr, lw=1.2, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
+    if len(np.unique(y_true)) == 2:
+        fpr, tpr, _ = roc_curve(y_true.ravel(), scores.ravel())
+        ax.plot(fpr, tpr, "k--", lw=2, label=f"micro-average (AUC {auc(fpr, tpr):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, out)
+
+
+def plot_confusion(
+    y_true: Sequence[int],
+    y_pred: Sequence[int],
+    labels: Sequence[str],
+    out: Path | str,
+    title: str = "Confusion matrix",
+) -> Path:
+    """Row-normalised confusion matrix (true class per row); counts are annotated for few classes."""
+    from sklearn.metrics import confusion_matrix
+
+    counts = confusion_matrix(y_true, y_pred, labels=list(range(len(labels))))
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    plt = _pyplot()
+    side = min(4 + 0.35 * len(labels), 16)
+    fig, ax = plt.subplots(figsize=(side, side))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    if len(labels) <= MAX_ANNOTATED_CLASSES:
+        ticks = np.arange(len(labels))
+        ax.set_xticks(ticks, labels, rotation=45, ha="right")
+        ax.set_yticks(ticks, labels)
+        for i, j in np.ndindex(counts.shape):
+            colour = "white" if rates[i, j] > 0.5 else "black"
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", color=colour, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    return _save(fig, out)

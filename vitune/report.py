@@ -1,0 +1,276 @@
+"""``vitune report``: one self-contained ``RUN_DIR/report.html`` summarising a run.
+
+Sections: data (``dataset.json`` counts, labels, skipped files, a sample grid), training (loss and
+learning-rate curves, per-epoch history), metrics (each ``vitune evaluate`` split with its 95 %
+bootstrap intervals, else the end-of-training validation metrics), per-label results, heads
+(``heads/heads.json``) and the configuration (``config.yaml``). Every image is embedded as a
+base64 data URI and the stylesheet is inline, so the file can be mailed or archived alone. A
+missing part is noted in its section instead of failing the report.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import json
+import logging
+from pathlib import Path
+
+from vitune.data.dataset_dir import DatasetInfo
+from vitune.errors import UserError
+from vitune.run_dir import CONFIG_FILE, METRICS_FILE, MODEL_DIR, dataset_dir_of, read_config
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"
+SECTIONS = ("Data", "Training", "Metrics", "Per-label results", "Heads", "Configuration")
+MAX_SKIPPED_SHOWN = 10
+PER_LABEL_ORDER = ("roc_auc", "roc_auc_ci", "average_precision", "f1", "f1_tuned", "threshold_tuned",
+                   "positives", "support")
+EVAL_PLOTS = (("roc", "ROC curves"), ("pr", "Precision-recall curves"), ("confusion", "Confusion matrix"),
+              ("scatter", "Predicted vs true"))
+
+STYLE = """
+body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 2rem auto; max-width: 1100px;
+       color: #1d1d1f; line-height: 1.45; padding: 0 1rem; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem;
+margin-top: 2.2rem; } h3 { margin-bottom: .4rem; }
+table { border-collapse: collapse; margin: .6rem 0 1rem; font-size: .9rem; }
+th, td { border: 1px solid #ddd; padding: .25rem .6rem; text-align: right; }
+th:first-child, td:first-child { text-align: left; } th { background: #f5f5f7; }
+figure { display: inline-block; margin: .4rem 1rem .8rem 0; vertical-align: top; }
+figure img { max-width: 520px; border: 1px solid #eee; } figcaption { font-size: .85rem; color: #555; }
+pre { background: #f5f5f7; padding: .8rem; overflow-x: auto; font-size: .85rem; }
+.missing { color: #8a5a00; background: #fff7e6; padding: .4rem .6rem; border-left: 3px solid #f0a500; }
+.meta { color: #555; font-size: .9rem; }
+"""
+
+
+# --- html helpers ------------------------------------------------------------------------------
+
+
+def _esc(value) -> str:
+    return html.escape(str(value))
+
+
+def fmt(value) -> str:
+    """A table cell: floats to 4 decimals (3 significant digits when tiny or huge), ``[low, high]``, n/a for None."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}" if value == 0 or 0.01 <= abs(value) < 1e4 else f"{value:.3g}"
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        return f"[{fmt(float(value[0]))}, {fmt(float(value[1]))}]"
+    return str(value)
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    """An HTML table with escaped cells."""
+    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_esc(fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def image(path: Path, caption: str) -> str:
+    """A PNG embedded as a base64 data URI, with a caption."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return (f'<figure><img alt="{_esc(caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_esc(caption)}</figcaption></figure>")
+
+
+def missing(text: str) -> str:
+    """A note for an optional part that is not there."""
+    return f'<p class="missing">{_esc(text)}</p>'
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        log.warning("%s is not valid JSON: left out of the report", path)
+        return None
+
+
+# --- sections ----------------------------------------------------------------------------------
+
+
+def _sample_grid(run_dir: Path, dataset_dir: Path) -> Path:
+    existing = [dataset_dir / "samples.png", run_dir / "plots" / "samples.png"]
+    for path in existing:
+        if path.is_file():
+            return path
+    from vitune.data.show import write_sample_grid
+
+    return write_sample_grid(dataset_dir, existing[1])
+
+
+def data_section(run_dir: Path) -> str:
+    """Dataset counts per split, labels, skipped files and the sample grid."""
+    try:
+        dataset_dir = dataset_dir_of(run_dir)
+        info = DatasetInfo.load(dataset_dir)
+    except UserError as exc:
+        return missing(f"dataset not available: {exc}")
+    parts = [
+        f'<p class="meta">{_esc(dataset_dir)} — task {_esc(info.task)}, {info.image_size}px images, '
+        f"format {_esc(info.format)}, source {_esc(info.source)}</p>",
+        table(["split", "images"], [[s, n] for s, n in info.splits.items()] + [["total", sum(info.splits.values())]]),
+        f"<p><b>{len(info.labels)} label(s):</b> {_esc(', '.join(info.labels))}</p>",
+        f"<p><b>Skipped while preparing:</b> {len(info.skipped)} file(s)</p>",
+    ]
+    if info.skipped:
+        shown = info.skipped[:MAX_SKIPPED_SHOWN]
+        parts.append(table(["file", "reason"], [[s.get("file"), s.get("reason")] for s in shown]))
+    try:
+        parts.append(image(_sample_grid(run_dir, dataset_dir), "Sample images with their labels"))
+    except (UserError, OSError) as exc:
+        parts.append(missing(f"no sample grid: {exc}"))
+    return "\n".join(parts)
+
+
+def training_section(run_dir: Path, metrics: dict | None) -> str:
+    """Loss and learning-rate curves, timing and the per-epoch history."""
+    parts = []
+    plots = [(run_dir / "plots" / name, caption) for name, caption in
+             (("loss.png", "Training loss"), ("lr.png", "Learning rate"))]
+    figures = [image(path, caption) for path, caption in plots if path.is_file()]
+    parts.append("".join(figures) if figures else missing("no training curves (plots/loss.png, plots/lr.png)"))
+    if metrics is None:
+        parts.append(missing(f"no {METRICS_FILE}: training did not finish"))
+        return "\n".join(parts)
+    parts.append(f'<p class="meta">training time {fmt(metrics.get("train_seconds"))} s, '
+                 f'{fmt(metrics.get("samples_per_second"))} samples/s</p>')
+    history = metrics.get("history") or []
+    if history:
+        keys = list(dict.fromkeys(key for row in history for key in row))
+        parts.append(table(keys, [[row.get(k) for k in keys] for row in history]))
+    return "\n".join(parts)
+
+
+def _evaluations(run_dir: Path) -> list[dict]:
+    """Results of ``vitune evaluate``, test split first."""
+    found = [_read_json(p) for p in sorted((run_dir / "eval").glob("*/metrics_*.json"))]
+    return sorted((f for f in found if f), key=lambda f: (f.get("split") != "test", f.get("split", "")))
+
+
+def _metrics_table(result: dict) -> str:
+    intervals = result.get("confidence_intervals") or {}
+    rows = [[key, value, intervals.get(key)] for key, value in (result.get("metrics") or {}).items()]
+    return table(["metric", "value", "95% CI"], rows)
+
+
+def metrics_section(run_dir: Path, metrics: dict | None, evaluations: list[dict]) -> str:
+    """Each evaluated split with intervals and plots, and the end-of-training validation metrics."""
+    parts = []
+    for result in evaluations:
+        split = result.get("split", "?")
+        boot = result.get("bootstrap") or {}
+        parts.append(f"<h3>{_esc(split)} split ({result.get('num_samples')} images)</h3>")
+        if result.get("note"):
+            parts.append(f"<p>{_esc(result['note'])}</p>")
+        parts.append(_metrics_table(result))
+        parts.append(f'<p class="meta">95% percentile bootstrap intervals from {boot.get("resamples")} '
+                     f"resamples (seed {boot.get('seed')}).</p>")
+        thresholds = (result.get("thresholds") or {}).get("tuned_on")
+        if thresholds:
+            parts.append("<p>f1_macro is at threshold 0.5; f1_macro_tuned at per-label thresholds tuned for F1 "
+                         f"on the {_esc(thresholds)} split.</p>")
+        figures = [image(run_dir / result["plots"][key], f"{caption} ({split})")
+                   for key, caption in EVAL_PLOTS if key in (result.get("plots") or {})
+                   and (run_dir / result["plots"][key]).is_file()]
+        parts.append("".join(figures))
+    if not evaluations:
+        parts.append(missing("no evaluation with confidence intervals yet: run `vitune evaluate RUN_DIR`"))
+    if metrics is not None:
+        parts.append(f"<h3>End of training ({_esc(metrics.get('split', 'validation'))} split, "
+                     f"{metrics.get('num_samples')} images)</h3>")
+        parts.append(_metrics_table(metrics))
+        if not evaluations:
+            figures = [image(run_dir / "plots" / name, caption) for name, caption in
+                       (("roc.png", "ROC curves"), ("confusion.png", "Confusion matrix"))
+                       if (run_dir / "plots" / name).is_file()]
+            parts.append("".join(figures))
+    return "\n".join(parts)
+
+
+def per_label_section(metrics: dict | None, evaluations: list[dict]) -> str:
+    """One row per label from the first evaluation (else the training metrics)."""
+    source = evaluations[0] if evaluations else metrics
+    per_label = (source or {}).get("per_label") or {}
+    if not per_label:
+        return missing("no per-label results (regression runs have one output)")
+    present = set(key for values in per_label.values() for key in values)
+    if "threshold_tuned" in present:
+        present.discard("threshold")  # always 0.5 there: f1 is "at 0.5", f1_tuned "at threshold_tuned"
+    keys = [k for k in PER_LABEL_ORDER if k in present] + sorted(present - set(PER_LABEL_ORDER))
+    title = f"<p class=\"meta\">{_esc(source.get('split', ''))} split</p>"
+    rows = [[name, *(values.get(k) for k in keys)] for name, values in per_label.items()]
+    return title + table(["label", *keys], rows)
+
+
+def heads_section(run_dir: Path) -> str:
+    """The frozen-backbone heads' comparison from ``heads/heads.json``."""
+    report = _read_json(run_dir / "heads" / "heads.json")
+    if report is None:
+        return missing("no heads/heads.json: run `vitune heads --model RUN_DIR --data DATASET_DIR --out RUN_DIR/heads`")
+    parts = []
+    embedding = report.get("embedding") or {}
+    if embedding:
+        parts.append(f'<p class="meta">embedding dim {fmt(embedding.get("dim"))}, computed in '
+                     f'{fmt(embedding.get("seconds"))} s (cached: {fmt(embedding.get("cached"))})</p>')
+    heads = report.get("heads") or {}
+    metric_keys = list(dict.fromkeys(k for h in heads.values() for k in (h.get("metrics") or {})))
+    rows = [[name, h.get("backend"), h.get("fit_seconds"), h.get("predict_seconds"),
+             *((h.get("metrics") or {}).get(k) for k in metric_keys)] for name, h in heads.items()]
+    parts.append(table(["head", "backend", "fit s", "predict s", *metric_keys], rows))
+    return "\n".join(parts)
+
+
+def config_section(run_dir: Path) -> str:
+    """``config.yaml`` verbatim."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return missing(f"no {CONFIG_FILE}")
+    return f"<pre>{_esc(path.read_text())}</pre>"
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def build_report(run_dir: Path | str, out: Path | str | None = None) -> Path:
+    """Write the self-contained HTML report of ``run_dir`` (default ``RUN_DIR/report.html``) and return its path."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"RUN_DIR {run_dir} does not exist: give the --out folder of `vitune train`")
+    if not (run_dir / METRICS_FILE).is_file() and not (run_dir / MODEL_DIR).is_dir():
+        raise UserError(f"{run_dir} is not a vitune run (no {METRICS_FILE} or {MODEL_DIR}/)")
+    metrics = _read_json(run_dir / METRICS_FILE)
+    evaluations = _evaluations(run_dir)
+    config = read_config(run_dir)
+    bodies = {
+        "Data": data_section(run_dir),
+        "Training": training_section(run_dir, metrics),
+        "Metrics": metrics_section(run_dir, metrics, evaluations),
+        "Per-label results": per_label_section(metrics, evaluations),
+        "Heads": heads_section(run_dir),
+        "Configuration": config_section(run_dir),
+    }
+    task = (metrics or {}).get("task") or "unknown task"
+    generated = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    sections = "\n".join(f'<section id="{_esc(name.lower().replace(" ", "-"))}"><h2>{_esc(name)}</h2>\n{bodies[name]}'
+                         "</section>" for name in SECTIONS)
+    page = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>vitune report: {_esc(run_dir.name)}</title><style>{STYLE}</style></head><body>\n"
+        f"<h1>vitune report: {_esc(run_dir.name)}</h1>\n"
+        f'<p class="meta">model {_esc(config.get("model", "unknown"))} — {_esc(task)} — generated {generated}</p>\n'
+        f"{sections}\n</body></html>\n"
+    )
+    out = Path(out) if out is not None else run_dir / REPORT_FILE
+    out.write_text(page, encoding="utf-8")
+    return out

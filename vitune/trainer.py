@@ -1,0 +1,241 @@
+"""The pieces vitune adds to ``transformers.Trainer``: collator, task loss, epoch history, NaN guard.
+
+* :class:`PixelCollator` turns uint8 DATASET_DIR rows into normalised float batches (with optional
+  light augmentation for training) and task-shaped labels.
+* :class:`VituneTrainer` computes the task loss itself (multi-label BCE with optional
+  ``pos_weight``, single-label CE, regression MSE or BCE on the [0, 1]-scaled target) and keeps
+  a running loss on the device so divergence is caught without a host sync on every step.
+* :class:`EpochHistoryCallback` records the mean training loss and learning rate of each epoch
+  into ``TrainerState.log_history`` (so it survives ``--resume``) and stops a diverged run with a
+  :class:`UserError` before anything is evaluated or saved.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback
+
+from vitune.errors import UserError
+from vitune.inference import normalize, scale_target
+from vitune.models import Preprocessing
+
+EPOCH_RECORD = "vitune_epoch"  # marks the per-epoch entries this module adds to log_history
+CROP_AREA = (0.85, 1.0)
+MAX_SHIFT = 0.04  # fraction of the image side
+
+
+def light_augment(x: torch.Tensor, hflip: bool = False) -> torch.Tensor:
+    """Random resized crop (area 0.85-1, aspect kept) plus a shift of up to 4 %, per image.
+
+    One affine resampling for the whole batch (border padding), so it is cheap enough for the
+    collator. ``hflip`` adds random horizontal flips; it is off by default (chest X-ray laterality).
+    """
+    n = x.shape[0]
+    scale = torch.empty(n).uniform_(*CROP_AREA).sqrt_()
+    room = 1.0 - scale  # how far the crop window can move inside the image
+    shift = (torch.rand(n, 2) * 2 - 1) * (room.unsqueeze(1) + MAX_SHIFT * 2)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = scale
+    theta[:, 1, 1] = scale
+    if hflip:
+        theta[:, 0, 0] *= torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+@dataclass
+class PixelCollator:
+    """Stack uint8 ``[3, S, S]`` rows, normalise with the checkpoint's mean/std, shape the labels.
+
+    Labels: multi_label float N-hot ``[B, K]``; single_label int64 ``[B]``; regression float ``[B]``
+    scaled to [0, 1] with ``label_range`` (the training split's min and max).
+    """
+
+    prep: Preprocessing
+    task: str
+    label_range: tuple[float, float] | None = None
+    augment: str = "none"
+    hflip: bool = False
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        pixels = normalize(torch.stack([torch.as_tensor(r["pixel_values"]) for r in rows]), self.prep)
+        if self.augment == "light":
+            pixels = light_augment(pixels, self.hflip)
+        return {"pixel_values": pixels, "labels": self.labels([r["labels"] for r in rows])}
+
+    def labels(self, values: list) -> torch.Tensor:
+        """Task-shaped label tensor for one batch."""
+        if self.task == "single_label":
+            return torch.as_tensor(np.asarray(values), dtype=torch.long)
+        array = np.asarray([np.asarray(v) for v in values], dtype=np.float32)
+        if self.task == "regression":
+            array = scale_target(array.reshape(-1), self.label_range)
+        return torch.from_numpy(array)
+
+
+def task_loss(
+    task: str,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    regression_loss: str = "mse",
+    pos_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean loss of a batch for ``task`` (computed in float32 whatever the autocast dtype)."""
+    logits = logits.float()
+    if task == "multi_label":
+        return F.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=pos_weight)
+    if task == "single_label":
+        return F.cross_entropy(logits, labels.long())
+    prediction, target = logits.reshape(-1), labels.float().reshape(-1)
+    if regression_loss == "bce":
+        return F.binary_cross_entropy_with_logits(prediction, target)
+    return F.mse_loss(prediction, target)
+
+
+class LossTracker:
+    """Running sum of training losses on the device: read (one sync) only at epoch end."""
+
+    def __init__(self) -> None:
+        self.total: torch.Tensor | None = None
+        self.batches = 0
+        self.samples = 0
+
+    def add(self, loss: torch.Tensor, samples: int) -> None:
+        """Accumulate one micro-batch loss without synchronising."""
+        value = loss.detach().float()
+        self.total = value if self.total is None else self.total + value
+        self.batches += 1
+        self.samples += samples
+
+    def pop(self) -> tuple[float, int]:
+        """Mean loss and sample count since the last call, over all processes (NaN if any loss was)."""
+        if self.total is None:
+            return math.nan, 0
+        counts = self.total.new_tensor([self.batches, self.samples])
+        sums = torch.cat([self.total.reshape(1), counts])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(sums)
+        self.total, self.batches, self.samples = None, 0, 0
+        total, batches, samples = sums.tolist()
+        return total / batches, int(samples)
+
+
+class VituneTrainer(Trainer):
+    """``Trainer`` with vitune's task loss and an augmenting collator used for training only."""
+
+    # our loss is a per-batch mean: let Trainer divide it by the gradient-accumulation steps
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, task: str, regression_loss: str, pos_weight, train_collator, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.task = task
+        self.regression_loss = regression_loss
+        self.pos_weight = pos_weight
+        self.train_collator = train_collator
+        self.loss_tracker = LossTracker()
+        self.model_accepts_loss_kwargs = False  # no per-step label counting: our loss is a plain mean
+
+    def get_train_dataloader(self):
+        """The training loader, built with the augmenting collator (evaluation keeps the plain one)."""
+        plain, self.data_collator = self.data_collator, self.train_collator
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.data_collator = plain
+
+    # transformers 5 saves checkpoints with the Hub's (legacy) weight names but Trainer reloads them with a
+    # raw, non-strict load_state_dict, so for ViT & co. nothing matches and --resume / the best model
+    # silently keep the current weights (huggingface/transformers#43701, #48805). Reload through
+    # from_pretrained, which applies the name conversion, and copy strictly. DeepSpeed/FSDP keep their own path.
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._copy_weights_from(resume_from_checkpoint, model or self.model)
+
+    def _load_best_model(self):
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return super()._load_best_model()
+        self._copy_weights_from(self.state.best_model_checkpoint, self.model)
+
+    def _copy_weights_from(self, checkpoint_dir: str, model) -> None:
+        target = self.accelerator.unwrap_model(model)
+        saved = type(target).from_pretrained(checkpoint_dir)
+        target.load_state_dict(saved.state_dict(), strict=True)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Task loss from the logits; training losses also feed the divergence check."""
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        pos_weight = None if self.pos_weight is None else self.pos_weight.to(outputs.logits.device)
+        loss = task_loss(self.task, outputs.logits, labels, self.regression_loss, pos_weight)
+        if model.training:
+            self.loss_tracker.add(loss, len(labels))
+        return (loss, outputs) if return_outputs else loss
+
+
+class EpochHistoryCallback(TrainerCallback):
+    """Per-epoch train loss / lr / train-only seconds into ``log_history``; stops on NaN or inf loss.
+
+    ``on_epoch_end`` runs before the epoch's evaluation and checkpoint, so a diverged run raises
+    before a single garbage weight is written.
+    """
+
+    def __init__(self, tracker: LossTracker, learning_rate: float) -> None:
+        self.tracker = tracker
+        self.learning_rate = learning_rate
+        self.epoch_started = 0.0
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.epoch_started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save or control.should_training_stop:
+            self._record(args, state, kwargs.get("lr_scheduler"))
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.tracker.batches:
+            self._record(args, state, kwargs.get("lr_scheduler"))
+
+    def _record(self, args, state, scheduler) -> None:
+        loss, samples = self.tracker.pop()
+        if not math.isfinite(loss):
+            raise diverged(loss, state, self.learning_rate)
+        state.log_history.append(
+            {
+                EPOCH_RECORD: True,
+                "epoch": round(state.epoch, 4),
+                "step": state.global_step,
+                "train_loss": loss,
+                "lr": scheduler.get_last_lr()[0] if scheduler is not None else self.learning_rate,
+                "train_seconds": time.perf_counter() - self.epoch_started,
+                "train_samples": samples,
+            }
+        )
+        self.epoch_started = time.perf_counter()
+
+
+class NonFiniteLossCallback(TrainerCallback):
+    """Stop at the first logged training loss that is NaN or inf (an earlier signal than epoch end)."""
+
+    def __init__(self, learning_rate: float) -> None:
+        self.learning_rate = learning_rate
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise diverged(loss, state, self.learning_rate)
+
+
+def diverged(loss: float, state, learning_rate: float) -> UserError:
+    """The error that ends a run whose loss is no longer finite."""
+    return UserError(
+        f"training diverged: the loss became {loss} by step {state.global_step} (epoch {state.epoch:.2f}); "
+        f"nothing was saved for it. Lower --lr (now {learning_rate:g}) or use --precision fp32"
+    )
