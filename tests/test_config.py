@@ -80,3 +80,13 @@ def test_every_shipped_config_loads(path):
 def test_shipped_configs_exist():
     assert {"chestxray14.yaml", "cifar100.yaml", "regression.yaml"} <= {p.name for p in CONFIGS.glob("*.yaml")}
     assert TrainConfig.from_yaml(CONFIGS / "chestxray14.yaml").augment_hflip is False
+
+
+def test_saved_config_holds_absolute_local_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "ds").mkdir(parents=True)
+    TrainConfig(**BASE).save(tmp_path / "c.yaml")
+    saved = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    assert saved["data"] == str(tmp_path / "data" / "ds")
+    assert saved["model"] == "vit-base-p16-224"  # an alias, not a local path: kept as typed
+    assert saved["out"] == "runs/x"  # not created yet: kept as typed

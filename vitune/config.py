@@ -31,6 +31,7 @@ POS_WEIGHTS = ("off", "auto")
 # situs inversus, left/right-specific findings and markers): a flipped film is a different patient.
 AUGMENTS = ("none", "light")
 REQUIRED = ("data", "model", "out")
+LOCAL_PATHS = ("data", "model", "out", "deepspeed")
 
 
 @dataclass
@@ -109,8 +110,16 @@ class TrainConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def save(self, path: Path | str) -> None:
-        """Write the YAML file that repeats this run (``resume`` is a launch choice, saved as false)."""
-        run = TrainConfig(**{**self.to_dict(), "resume": False})
+        """Write the YAML file that repeats this run from any working directory.
+
+        Local paths (data, model directory, DeepSpeed file) are saved absolute; ``resume`` is a
+        launch choice, saved as false.
+        """
+        values = {**self.to_dict(), "resume": False}
+        for name in LOCAL_PATHS:
+            if values[name] is not None and Path(values[name]).exists():
+                values[name] = str(Path(values[name]).resolve())
+        run = TrainConfig(**values)
         Path(path).write_text(run.to_yaml())
 
     @classmethod

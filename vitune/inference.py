@@ -17,17 +17,17 @@ from vitune.models import Preprocessing
 
 
 def normalize(pixels: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
-    """uint8 ``[B, 3, S, S]`` -> float ``(x / 255 - mean) / std`` on the same device."""
-    x = pixels.to(torch.float32).div_(255.0)
+    """uint8 ``[B, 3, S, S]`` -> float ``(x / 255 - mean) / std`` on the same device (one fused pass)."""
+    x = pixels.to(torch.float32)
     mean = torch.tensor(prep.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(prep.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return torch.addcmul(-mean / std, x, 1.0 / (255.0 * std))
 
 
 def pixel_batches(dataset, batch_size: int) -> Iterator[np.ndarray]:
     """uint8 pixel batches from a DATASET_DIR split (or any sequence of ``[3, S, S]`` arrays)."""
     if hasattr(dataset, "with_format"):
-        dataset = dataset.with_format("numpy", columns=["pixel_values"])
+        dataset = dataset.with_format("numpy", columns=["pixel_values"], dtype=np.uint8)
         for start in range(0, len(dataset), batch_size):
             yield dataset[start : start + batch_size]["pixel_values"]
     else:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vitune.config import TrainConfig
-from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir, require_split
+from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir, require_split, uint8_rows
 from vitune.errors import UserError
 from vitune.inference import logits_to_scores, unscale_target
 from vitune.metrics import GREATER_IS_BETTER, MAIN_METRIC, MetricsResult, compute_metrics
@@ -190,13 +190,12 @@ def build_trainer(config: TrainConfig, ds, info: DatasetInfo) -> tuple[VituneTra
         model.config.vitune_label_range = list(label_range)
         model.config.vitune_regression_loss = config.regression_loss
 
-    columns = ["pixel_values", "labels"]
     args = training_arguments(config, info.task)
     trainer = VituneTrainer(
         model=model,
         args=args,
-        train_dataset=train_split.with_format("torch", columns=columns),
-        eval_dataset=val_split.with_format("torch", columns=columns),
+        train_dataset=uint8_rows(train_split),
+        eval_dataset=uint8_rows(val_split),
         data_collator=PixelCollator(prep, info.task, label_range),
         train_collator=PixelCollator(prep, info.task, label_range, config.augment, config.augment_hflip),
         processing_class=run_processor(config.model, info.image_size, config.trust_remote_code),

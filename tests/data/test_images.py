@@ -43,7 +43,7 @@ def test_resize_to_square():
     "payload, reason",
     [
         (b"", "empty file"),
-        (b"this is not an image", "unreadable image"),
+        (b"this is not an image", "unreadable image: not a recognised image format"),
     ],
 )
 def test_bad_bytes_rejected(payload, reason):

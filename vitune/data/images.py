@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 # 1024x1024 NIH scans are 1 Mpx; 16k x 16k still fits, anything larger is refused as a bomb.
 MAX_IMAGE_PIXELS = 16384 * 16384
@@ -35,14 +35,14 @@ def _open(source: Path | bytes) -> Image.Image:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise BadImage(f"decompression bomb: {width}x{height} pixels exceeds {MAX_IMAGE_PIXELS}")
+            _check_pixel_count(image)
             image.load()
         except BadImage:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise BadImage(f"decompression bomb: {exc}") from exc
+        except UnidentifiedImageError as exc:  # its text names an in-memory buffer, useless to the user
+            raise BadImage("unreadable image: not a recognised image format") from exc
         except OSError as exc:
             text = str(exc)
             reason = "truncated image" if "truncated" in text.lower() else f"unreadable image: {text}"
@@ -52,8 +52,14 @@ def _open(source: Path | bytes) -> Image.Image:
     return image
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB faithfully (16-bit scaled, alpha flattened on white)."""
+def _check_pixel_count(image: Image.Image) -> None:
+    width, height = image.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise BadImage(f"decompression bomb: {width}x{height} pixels exceeds {MAX_IMAGE_PIXELS}")
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit ``L`` or ``RGB`` (16-bit scaled, float stretched, alpha flattened on white)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         array = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
@@ -69,7 +75,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
+    return image if image.mode == "L" else image.convert("RGB")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB faithfully (16-bit scaled, alpha flattened on white)."""
+    return to_8bit(image).convert("RGB")
 
 
 def decode_image(source: Path | bytes, image_size: int) -> np.ndarray:
@@ -77,18 +88,14 @@ def decode_image(source: Path | bytes, image_size: int) -> np.ndarray:
 
     Raises :class:`BadImage` with a short reason for empty, truncated, unreadable or oversized input.
     """
-    image = to_rgb(_open(source))
-    if image.size != (image_size, image_size):
-        image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+    return pil_to_array(_open(source), image_size)
 
 
 def pil_to_array(image: Image.Image, image_size: int) -> np.ndarray:
     """Same as :func:`decode_image` for an already-open PIL image (HF datasets, CIFAR arrays)."""
-    width, height = image.size
-    if width * height > MAX_IMAGE_PIXELS:
-        raise BadImage(f"decompression bomb: {width}x{height} pixels exceeds {MAX_IMAGE_PIXELS}")
-    image = to_rgb(image)
+    _check_pixel_count(image)
+    image = to_8bit(image)
     if image.size != (image_size, image_size):
+        # resized while still grayscale: a third of the work for X-rays, same pixels after expansion
         image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1))
