@@ -248,6 +248,24 @@ def report_cmd(
     typer.echo(f"wrote {build_report(run_dir, out)}")
 
 
+@app.command("demo")
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="RUN_DIR of the demo (a previous demo there is replaced)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Fine-tune this model instead of a small scratch ViT."),
+    patients: int = typer.Option(1000, "--patients", help="Synthetic patients (about 3 images each)."),
+    epochs: float = typer.Option(10, "--epochs", help="Training epochs."),
+    lr: float = typer.Option(5e-4, "--lr", help="Peak learning rate."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Training batch size."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the test intervals."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data, split, model and training."),
+) -> None:
+    """The whole path on built-in synthetic chest X-rays, offline: data, train, heads, evaluate, report."""
+    from vitune.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(out=out, model=model, patients=patients, epochs=epochs, lr=lr, batch_size=batch_size,
+                        bootstrap=bootstrap, seed=seed), echo=typer.echo)
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

@@ -824,13 +824,14 @@ def print_table(report: dict, console=None) -> None:
     others = [k for k in names if k != main]
     table = Table(title=f"heads on {report['split']} ({report['num_samples']} samples, {report['task']})")
     for column in ("head", "backend", f"{main} (main)", *others, "fit s", "predict s"):
-        table.add_column(column, justify="left" if column in ("head", "backend") else "right")
+        table.add_column(column, justify="left" if column in ("head", "backend") else "right", no_wrap=True)
     fmt = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     for name, entry in report["heads"].items():
         metrics = entry["metrics"]
         table.add_row(name, entry["backend"], fmt(metrics[main]), *(fmt(metrics[k]) for k in others),
                       f"{entry['fit_seconds']:.2f}", f"{entry['predict_seconds']:.2f}")
-    (console or Console()).print(table)
+    # never squeeze the numbers: a log file or a narrow terminal gets the full table
+    (console or Console(width=max(Console().width, 120))).print(table)
 
 
 def fit_heads(

@@ -30,7 +30,14 @@ from vitune.errors import UserError
 from vitune.inference import logits_to_scores, unscale_target
 from vitune.metrics import GREATER_IS_BETTER, MAIN_METRIC, MetricsResult, compute_metrics
 from vitune.models import Preprocessing, load_classifier, load_image_processor, resolve_preprocessing
-from vitune.trainer import EPOCH_RECORD, EpochHistoryCallback, NonFiniteLossCallback, PixelCollator, VituneTrainer
+from vitune.trainer import (
+    EPOCH_RECORD,
+    EpochHistoryCallback,
+    EpochLineProgressCallback,
+    NonFiniteLossCallback,
+    PixelCollator,
+    VituneTrainer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +181,7 @@ def _checkpoint_to_resume(config: TrainConfig) -> str | None:
 def build_trainer(config: TrainConfig, ds, info: DatasetInfo) -> tuple[VituneTrainer, Preprocessing]:
     """Model, collators, arguments and callbacks wired into a :class:`VituneTrainer`."""
     from transformers import set_seed
+    from transformers.trainer_callback import ProgressCallback
 
     prep = resolve_preprocessing(config.model, config.trust_remote_code)
     _check_image_size(info, prep, config)
@@ -204,6 +212,8 @@ def build_trainer(config: TrainConfig, ds, info: DatasetInfo) -> tuple[VituneTra
         regression_loss=config.regression_loss,
         pos_weight=pos_weight,
     )
+    if trainer.pop_callback(ProgressCallback) is not None:  # absent when the user disabled tqdm
+        trainer.add_callback(EpochLineProgressCallback)
     trainer.add_callback(EpochHistoryCallback(trainer.loss_tracker, config.lr))
     trainer.add_callback(NonFiniteLossCallback(config.lr))
     return trainer, prep

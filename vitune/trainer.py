@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 from vitune.errors import UserError
 from vitune.inference import normalize, scale_target
@@ -219,6 +220,19 @@ class EpochHistoryCallback(TrainerCallback):
             }
         )
         self.epoch_started = time.perf_counter()
+
+
+class EpochLineProgressCallback(ProgressCallback):
+    """The Trainer's progress bars, with one short line per evaluation instead of every log dict."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if not (state.is_world_process_zero and self.training_bar is not None and "eval_loss" in logs):
+            return
+        shown = {k.removeprefix("eval_"): v for k, v in logs.items()
+                 if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))}
+        values = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
+        self.training_bar.write(f"epoch {state.epoch:g}/{args.num_train_epochs:g}: validation {values}")
 
 
 class NonFiniteLossCallback(TrainerCallback):
