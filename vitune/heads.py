@@ -9,10 +9,12 @@ predictions in target units for regression.
 
 - ``svm``: an RBF-kernel SVM, one output per label (one-vs-rest), one knob ``C`` (``None``: pick it
   from ``C_GRID`` by cross-validated main metric on the training split). Backend ``cuml``: exact
-  ``cuml.svm.SVC``/``SVR`` per label on the GPU. Backend ``sklearn`` (CPU): the least-squares SVM
-  in its Nystroem form (landmarks = ``n_components`` training points, exact kernel machine when
-  the split is smaller), one linear solve for all labels at once; it matches ``SVC(kernel="rbf")``
-  ranking quality at a fraction of the time (see ``bench/heads.py``). Both end as the same kernel
+  ``cuml.svm.SVC``/``SVR`` per label on the GPU. Backend ``cpu`` (reported ``cpu-lssvm``): the
+  least-squares SVM in its Nystroem form (landmarks = ``n_components`` training points, exact
+  kernel machine when the split is smaller), one linear solve for all labels at once, and
+  cross-validation over ``C`` by downdating one Gram matrix per fold instead of refitting (what
+  scikit-learn has no estimator for); it matches ``SVC(kernel="rbf")`` ranking quality at a
+  fraction of the time (see ``bench/heads.py``). Both end as the same kernel
   expansion ``f(x) = K(x, basis) @ dual_coef + intercept`` on standardised embeddings, with
   Platt sigmoids fitted on out-of-fold decisions for probabilities.
 - ``logreg``: ``LogisticRegression`` (one per label for multi_label, multinomial for single_label),
@@ -267,7 +269,7 @@ class _NystroemRidgeSolver:
     objective with squared errors), so ``C`` means what it means for ``SVC``.
     """
 
-    name = "sklearn"
+    name = "cpu-lssvm"
 
     def __init__(self, xs: np.ndarray, targets: np.ndarray, gamma: float, n_components: int, seed: int):
         n = len(xs)
@@ -369,7 +371,7 @@ class SVMHead(Head):
 
     Parameters: ``C`` (``None`` = choose from ``C_GRID`` by ``cv``-fold cross-validation),
     ``gamma`` (``"scale"`` = ``1 / (D * var)`` of the standardised embeddings, as in ``SVC``),
-    ``n_components`` (CPU landmarks), ``backend`` (``auto``, ``cuml`` or ``sklearn``).
+    ``n_components`` (CPU landmarks), ``backend`` (``auto``, ``cuml`` or ``cpu``).
     """
 
     _array_state = ("mean_", "scale_", "basis_", "dual_coef_", "intercept_", "sigmoid_a_", "sigmoid_b_")
@@ -388,12 +390,12 @@ class SVMHead(Head):
         self.random_state = random_state
 
     def _solver(self, xs: np.ndarray, targets: np.ndarray):
-        if self.backend not in ("auto", "cuml", "sklearn"):
-            raise ValueError(f"backend must be auto, cuml or sklearn, got {self.backend!r}")
+        if self.backend not in ("auto", "cuml", "cpu"):
+            raise ValueError(f"backend must be auto, cuml or cpu, got {self.backend!r}")
         use_cuml = self.backend == "cuml" or (self.backend == "auto" and cuml_available())
         if use_cuml:
             if not cuml_available():
-                raise UserError("backend 'cuml' needs RAPIDS cuML and a CUDA GPU: install vitune[gpu] or use 'sklearn'")
+                raise UserError("backend 'cuml' needs RAPIDS cuML and a CUDA GPU: install vitune[gpu] or use 'cpu'")
             return _CumlSolver(xs, targets, self.gamma_, self.task == "regression")
         return _NystroemRidgeSolver(xs, targets, self.gamma_, self.n_components, self.random_state)
 
