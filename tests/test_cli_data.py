@@ -10,19 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitune.cli import main
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """Run ``vitune ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["vitune", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from tiny_run import run_cli
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from tiny_run import run_cli
 
 from vitune.demo import MARKER, DemoConfig, clear_previous_demo, make_scratch_vit, run_demo
 from vitune.errors import UserError
@@ -55,13 +56,7 @@ def test_small_demo_runs_the_whole_path(tmp_path):
 
 
 def test_cli_demo_refuses_a_foreign_out(tmp_path, capsys, monkeypatch):
-    import sys
-
-    from vitune.cli import main
-
     (tmp_path / "notes.txt").write_text("keep me")
-    monkeypatch.setattr(sys, "argv", ["vitune", "demo", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.strip().startswith("error: --out")
+    code, _, err = run_cli(monkeypatch, capsys, "demo", "--out", tmp_path)
+    assert code == 2 and err.strip().startswith("error: --out") and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "notes.txt").read_text() == "keep me"

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from vitune.plots import plot_confusion, plot_loss, plot_lr, plot_roc
+from vitune.plots import plot_confusion, plot_loss, plot_lr, plot_precision_recall, plot_predicted_vs_true, plot_roc
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -31,3 +31,11 @@ def test_confusion_plot(tmp_path):
     y_true = [0, 1, 2, 2, 1]
     assert _is_png(plot_confusion(y_true, [0, 1, 1, 2, 1], ["x", "y", "z"], tmp_path / "cm.png"))
     assert _is_png(plot_confusion(list(range(25)), list(range(25)), [str(i) for i in range(25)], tmp_path / "cm25.png"))
+
+
+def test_precision_recall_skips_labels_without_positives_and_scatter(tmp_path):
+    rng = np.random.default_rng(1)
+    y = (rng.random((50, 2)) < 0.3).astype(float)
+    y[:, 1] = 0
+    assert _is_png(plot_precision_recall(y, rng.random((50, 2)), ["a", "b"], tmp_path / "pr.png"))
+    assert _is_png(plot_predicted_vs_true(np.arange(20.0), np.arange(20.0) + 1, tmp_path / "s" / "scatter.png"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import datasets
 import numpy as np
@@ -17,6 +16,7 @@ from vitune.data.dataset_dir import DatasetInfo, features_for
 from vitune.errors import UserError
 from vitune.inference import logits_to_scores
 from vitune.train import train
+from tiny_run import run_cli
 
 hf_logging.disable_progress_bar()
 METRICS_KEYS = {"task", "split", "num_samples", "metrics", "per_label", "history", "train_seconds", "samples_per_second"}
@@ -184,20 +184,6 @@ def test_auto_pos_weight_is_neg_over_pos():
     assert train_module.auto_pos_weight(split).tolist() == [1.0, 1.0]
     split = datasets.Dataset.from_dict({"labels": [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]})
     assert train_module.auto_pos_weight(split).tolist() == [3.0, 3.0]
-
-
-def run_cli(monkeypatch, capsys, *argv) -> tuple[int, str, str]:
-    """Run ``vitune ARGV`` in-process; return exit code, stdout and stderr."""
-    from vitune.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["vitune", *map(str, argv)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_missing_dataset_is_one_line_exit_2(tiny_vit, tmp_path, monkeypatch, capsys):

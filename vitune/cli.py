@@ -19,6 +19,7 @@ app = typer.Typer(
     help="Fine-tune vision transformers on your own images.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts show defaults as [3]: print them literally
     add_completion=False,
 )
 data_app = typer.Typer(help="Prepare and inspect datasets.", no_args_is_help=True)
@@ -30,9 +31,12 @@ def models_cmd() -> None:
     """List the model aliases with their Hub ids and image sizes."""
     from vitune.models import list_models
 
-    typer.echo(f"{'alias':<16} {'size':>4}  {'hub id':<48} note")
-    for alias in list_models():
-        typer.echo(f"{alias.name:<16} {alias.image_size:>4}  {alias.hub_id:<48} {alias.note}")
+    aliases = list_models()
+    name_width = max(len("alias"), *(len(alias.name) for alias in aliases))
+    hub_width = max(len("hub id"), *(len(alias.hub_id) for alias in aliases))
+    typer.echo(f"{'alias':<{name_width}}  {'size':>4}  {'hub id':<{hub_width}}  note".rstrip())
+    for alias in aliases:
+        typer.echo(f"{alias.name:<{name_width}}  {alias.image_size:>4}  {alias.hub_id:<{hub_width}}  {alias.note}".rstrip())
 
 
 @data_app.command("prepare")

@@ -23,7 +23,7 @@ from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir, require_split
 from vitune.errors import UserError
 from vitune.inference import pixel_batches
 from vitune.metrics import compute_metrics
-from vitune.plots import plot_confusion, plot_roc
+from vitune.plots import plot_confusion, plot_precision_recall, plot_predicted_vs_true, plot_roc
 from vitune.run_dir import Run, dataset_dir_of, load_run, save_thresholds
 
 log = logging.getLogger(__name__)
@@ -205,63 +205,6 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) ->
             continue
         thresholds[j], f1s[name] = tuned
     return thresholds, f1s
-
-
-# --- plots -----------------------------------------------------------------------------------
-
-
-def plot_precision_recall(
-    y_true: np.ndarray, scores: np.ndarray, labels: list[str], out: Path | str, title: str = "Precision-recall"
-) -> Path:
-    """One-vs-rest precision-recall curves of ``[N, K]`` binary targets (labels without positives skipped)."""
-    from matplotlib.figure import Figure
-    from sklearn.metrics import average_precision_score, precision_recall_curve
-
-    from vitune.plots import MAX_ROC_CURVES
-
-    figure = Figure(figsize=(6, 6), layout="constrained")
-    ax = figure.subplots()
-    if len(labels) <= MAX_ROC_CURVES:
-        for j, name in enumerate(labels):
-            if not (y_true[:, j] > 0.5).any():
-                continue
-            precision, recall, _ = precision_recall_curve(y_true[:, j] > 0.5, scores[:, j])
-            ap = average_precision_score(y_true[:, j] > 0.5, scores[:, j])
-            ax.step(recall, precision, where="post", lw=1.2, label=f"{name} (AP {ap:.3f})")
-    if (y_true > 0.5).any():
-        precision, recall, _ = precision_recall_curve(y_true.ravel() > 0.5, scores.ravel())
-        ap = average_precision_score(y_true.ravel() > 0.5, scores.ravel())
-        ax.step(recall, precision, "k--", where="post", lw=2, label=f"micro-average (AP {ap:.3f})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower left")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=110)
-    return out
-
-
-def plot_predicted_vs_true(
-    y_true: np.ndarray, preds: np.ndarray, out: Path | str, title: str = "Predicted vs true"
-) -> Path:
-    """Regression scatter of predictions against targets, with the identity line."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6, 6), layout="constrained")
-    ax = figure.subplots()
-    ax.scatter(y_true, preds, s=10, alpha=0.6)
-    low, high = float(min(np.min(y_true), np.min(preds))), float(max(np.max(y_true), np.max(preds)))
-    ax.plot([low, high], [low, high], color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("true")
-    ax.set_ylabel("predicted")
-    ax.set_title(title)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=110)
-    return out
 
 
 def write_plots(task: str, y_true: np.ndarray, scores: np.ndarray, labels: list[str], out_dir: Path, split: str):

@@ -95,12 +95,54 @@ def plot_roc(
         fpr, tpr, _ = roc_curve(y_true.ravel(), scores.ravel())
         ax.plot(fpr, tpr, "k--", lw=2, label=f"micro-average (AUC {auc(fpr, tpr):.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    _unit_square(ax, "false positive rate", "true positive rate", title, "lower right")
+    return _save(fig, out)
+
+
+def plot_precision_recall(
+    y_true: np.ndarray, scores: np.ndarray, labels: Sequence[str], out: Path | str, title: str = "Precision-recall"
+) -> Path:
+    """One-vs-rest precision-recall curves of ``[N, K]`` binary targets (labels without positives skipped)."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    y_true = np.asarray(y_true, dtype=np.float64).reshape(len(scores), -1) > 0.5
+    scores = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    if len(labels) <= MAX_ROC_CURVES:
+        for j, name in enumerate(labels):
+            if not y_true[:, j].any():
+                continue
+            precision, recall, _ = precision_recall_curve(y_true[:, j], scores[:, j])
+            ap = average_precision_score(y_true[:, j], scores[:, j])
+            ax.step(recall, precision, where="post", lw=1.2, label=f"{name} (AP {ap:.3f})")
+    if y_true.any():
+        precision, recall, _ = precision_recall_curve(y_true.ravel(), scores.ravel())
+        ap = average_precision_score(y_true.ravel(), scores.ravel())
+        ax.step(recall, precision, "k--", where="post", lw=2, label=f"micro-average (AP {ap:.3f})")
+    _unit_square(ax, "recall", "precision", title, "lower left")
+    return _save(fig, out)
+
+
+def _unit_square(ax, xlabel: str, ylabel: str, title: str, legend_loc: str) -> None:
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc=legend_loc)
+
+
+def plot_predicted_vs_true(y_true: np.ndarray, preds: np.ndarray, out: Path | str, title: str = "Predicted vs true") -> Path:
+    """Regression scatter of predictions against targets, with the identity line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.scatter(y_true, preds, s=10, alpha=0.6)
+    low, high = float(min(np.min(y_true), np.min(preds))), float(max(np.max(y_true), np.max(preds)))
+    ax.plot([low, high], [low, high], color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title(title)
     return _save(fig, out)
 
 

@@ -93,49 +93,17 @@ class PrepareConfig:
         return settings
 
 
-def prepare(
-    source: str | Path,
-    out: str | Path,
-    *,
-    fmt: str = "auto",
-    image_size: int | None = None,
-    model: str | None = None,
-    task: str = "auto",
-    split: str = "auto",
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    seed: int = 0,
-    group_column: str | None = None,
-    image_column: str | None = None,
-    label_column: str | None = None,
-    label_separator: str | None = None,
-    no_finding_as_label: bool = False,
-    workers: int | None = None,
-) -> DatasetInfo:
+def prepare(source: str | Path, out: str | Path, **options: Any) -> DatasetInfo:
     """Prepare SOURCE into the DATASET_DIR ``out`` and return its :class:`DatasetInfo`.
 
-    An unchanged source prepared again with the same options into the same ``out`` is a cache
-    hit: nothing is decoded. ``workers`` is the number of decoding processes (default: all cores).
+    ``options`` are the other fields of :class:`PrepareConfig` (the ``vitune data prepare`` flags):
+    ``fmt``, ``image_size``, ``model``, ``task``, ``split``, ``val_fraction``, ``test_fraction``,
+    ``seed``, ``group_column``, ``image_column``, ``label_column``, ``label_separator``,
+    ``no_finding_as_label``, ``workers`` (decoding processes, default all cores). An unchanged
+    source prepared again with the same options into the same ``out`` is a cache hit: nothing is
+    decoded.
     """
-    config = PrepareConfig(
-        source=str(source),
-        out=Path(out),
-        fmt=fmt,
-        image_size=image_size,
-        model=model,
-        task=task,
-        split=split,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
-        group_column=group_column,
-        image_column=image_column,
-        label_column=label_column,
-        label_separator=label_separator,
-        no_finding_as_label=no_finding_as_label,
-        workers=workers,
-    )
-    return run_prepare(config)
+    return run_prepare(PrepareConfig(source=str(source), out=Path(out), **options))
 
 
 def run_prepare(config: PrepareConfig) -> DatasetInfo:
