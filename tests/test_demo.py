@@ -55,6 +55,17 @@ def test_small_demo_runs_the_whole_path(tmp_path):
     assert sum(saved["images"].values()) == len(list((out / "source" / "images").iterdir()))
 
 
+@pytest.mark.slow
+def test_demo_with_a_given_checkpoint_prepares_at_its_size(tmp_path, tiny_vit):
+    from vitune.models import resolve_preprocessing
+
+    summary = run_demo(DemoConfig(out=tmp_path / "d", model=str(tiny_vit), patients=30, epochs=1, bootstrap=20),
+                       echo=lambda line: None)
+    dataset = json.loads((tmp_path / "d" / "data" / "dataset.json").read_text())
+    assert dataset["image_size"] == resolve_preprocessing(str(tiny_vit)).image_size
+    assert summary["model"] == str(tiny_vit) and not (tmp_path / "d" / "base-model").exists()
+
+
 def test_cli_demo_refuses_a_foreign_out(tmp_path, capsys, monkeypatch):
     (tmp_path / "notes.txt").write_text("keep me")
     code, _, err = run_cli(monkeypatch, capsys, "demo", "--out", tmp_path)
