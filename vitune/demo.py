@@ -20,7 +20,6 @@ from pathlib import Path
 
 from vitune.errors import UserError
 
-
 MARKER = "demo.json"  # written into OUT: marks a folder a later demo may overwrite
 DEMO_IMAGE_SIZE = 64
 SCRATCH_VIT = dict(patch_size=8, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512)
@@ -56,9 +55,10 @@ def make_scratch_vit(out: Path | str, image_size: int = DEMO_IMAGE_SIZE, seed: i
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
     out = Path(out)
-    torch.manual_seed(seed)
-    config = ViTConfig(image_size=image_size, **SCRATCH_VIT)
-    ViTModel(config, add_pooling_layer=False).save_pretrained(out)
+    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = ViTModel(ViTConfig(image_size=image_size, **SCRATCH_VIT), add_pooling_layer=False)
+    model.save_pretrained(out)
     ViTImageProcessor(size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3,
                       image_std=[0.5] * 3).save_pretrained(out)
     return out
@@ -84,6 +84,7 @@ class _Steps:
         self.echo, self.total, self.done, self.seconds = echo, total, 0, {}
 
     def run(self, name: str, action):
+        """Announce step ``name``, run ``action()``, keep its duration and return its result."""
         self.done += 1
         self.echo(f"[{self.done}/{self.total}] {name} ...")
         start = time.perf_counter()
@@ -92,6 +93,7 @@ class _Steps:
         return result
 
     def report(self, name: str, text: str) -> None:
+        """One summary line for the step just run, with its seconds."""
         self.echo(f"[{self.done}/{self.total}] {name}: {text} ({self.seconds[name]:.1f} s)")
 
 
