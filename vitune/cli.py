@@ -285,13 +285,18 @@ def main() -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
+    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
+        if not _is_click_error(exc):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `vitune` / `vitune data`: show the help
+            typer.echo(exc.format_message())
+        else:
+            command = exc.ctx.command_path if getattr(exc, "ctx", None) else "vitune"
+            typer.echo(f"error: {exc.format_message()} (see `{command} --help`)", err=True)
+        sys.exit(UserError.exit_code)
 
-        if isinstance(exc, click.UsageError):
-            exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+
+def _is_click_error(exc: Exception) -> bool:
+    """A click (or typer's vendored click) ClickException: a bad flag, value or command."""
+    # typer >= 0.20 vendors click as typer._click, so isinstance checks against click miss them
+    return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__)

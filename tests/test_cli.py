@@ -1,0 +1,33 @@
+"""The entry point: every flag or command mistake is one `error:` line and exit code 2, never a traceback."""
+
+import pytest
+from tiny_run import run_cli
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--bogus"], "error: No such option: --bogus"),
+        (["data", "prepare", "somewhere"], "error: Missing option '--out'."),
+        (["train", "--epochs", "abc"], "error: Invalid value for '--epochs'"),
+        (["nosuch"], "error: No such command 'nosuch'."),
+    ],
+)
+def test_usage_mistakes_are_one_line_and_exit_2(monkeypatch, capsys, argv, message):
+    code, out, err = run_cli(monkeypatch, capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith(message) and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_bare_command_shows_the_help(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys)
+    assert code == 2 and "Commands" in out and "demo" in out
+
+
+def test_models_lists_aligned_aliases(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "models")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split()[:3] == ["alias", "size", "hub"]
+    size_column = {line.index(" 224 ") if " 224 " in line else line.index(" 384 ") for line in lines[1:]}
+    assert len(size_column) == 1  # one column, however long the alias
+    assert any(line.startswith("vit-large-p32-384") and "google/vit-large-patch32-384" in line for line in lines)
