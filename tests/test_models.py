@@ -37,3 +37,16 @@ def test_load_classifier_sets_head_labels_and_problem_type(tiny_vit):
     assert model.config.problem_type == "multi_label_classification"
     reg = load_classifier(str(tiny_vit), "regression", ["score"])
     assert reg.config.num_labels == 1 and reg.config.problem_type == "regression"
+
+
+def test_unknown_model_is_a_user_error_that_says_what_to_give(tmp_path, monkeypatch):
+    from vitune.errors import UserError
+    from vitune.models import load_model_config, resolve_preprocessing
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match=r"cannot load model 'nobody/no-such-vit': .*a local save_pretrained directory"):
+        resolve_preprocessing("nobody/no-such-vit")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    with pytest.raises(UserError, match="cannot load model"):
+        load_model_config(str(tmp_path / "broken"))

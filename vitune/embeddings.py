@@ -35,7 +35,7 @@ import torch
 from vitune.data.dataset_dir import load_dataset_dir, require_split
 from vitune.errors import UserError
 from vitune.inference import normalize, pixel_batches
-from vitune.models import Preprocessing, resolve_model, resolve_preprocessing
+from vitune.models import Preprocessing, load_model_config, resolve_model, resolve_preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +88,7 @@ class Encoder:
     @cached_property
     def config(self):
         """The checkpoint's ``PretrainedConfig``."""
-        from transformers import AutoConfig
-
-        try:
-            return AutoConfig.from_pretrained(self.source, trust_remote_code=self.trust_remote_code)
-        except OSError as exc:
-            raise UserError(f"cannot load model {self.name!r}: {exc}".splitlines()[0]) from exc
+        return load_model_config(self.source, self.trust_remote_code)
 
     @cached_property
     def preprocessing(self) -> Preprocessing:

@@ -115,12 +115,23 @@ def load_image_processor(model: str, trust_remote_code: bool = False):
         raise UserError(f"cannot load the image processor of {model!r}: {exc}".splitlines()[0]) from exc
 
 
-def resolve_preprocessing(model: str, trust_remote_code: bool = False) -> Preprocessing:
-    """Size, mean and std from the checkpoint's processor and config (no copied constants)."""
+def load_model_config(model: str, trust_remote_code: bool = False):
+    """The checkpoint's ``PretrainedConfig``; an unknown or unreachable model is a :class:`UserError`."""
     from transformers import AutoConfig
 
-    source = resolve_model(model)
-    config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    try:
+        return AutoConfig.from_pretrained(resolve_model(model), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
+        raise UserError(
+            f"cannot load model {model!r}: {reason}. Give a `vitune models` alias, a Hub id (needs the "
+            "network or the local Hub cache) or a local save_pretrained directory"
+        ) from exc
+
+
+def resolve_preprocessing(model: str, trust_remote_code: bool = False) -> Preprocessing:
+    """Size, mean and std from the checkpoint's processor and config (no copied constants)."""
+    config = load_model_config(model, trust_remote_code)
     try:
         processor = load_image_processor(model, trust_remote_code)
     except UserError:
