@@ -112,3 +112,22 @@ def test_impossible_methods_are_user_errors():
         assign_splits(_records(10), [0] * 10, "single_label", "official")
     with pytest.raises(UserError, match="unknown split"):
         assign_splits(_records(10), [0] * 10, "single_label", "kfold")
+
+
+@pytest.mark.parametrize("method", ["random", "stratified"])
+def test_every_method_keeps_a_group_in_one_split(method):
+    rng = np.random.default_rng(7)
+    groups = [f"s{g}" for g in rng.integers(0, 40, 200)]
+    labels = list(rng.integers(0, 3, 200))
+    result = assign_splits(_records(200, groups=groups), labels, "single_label", method, 0.2, 0.2, seed=1)
+    assert result.method == method
+    split_of: dict[str, set[str]] = {}
+    for group, split in zip(groups, result.splits):
+        split_of.setdefault(group, set()).add(split)
+    assert all(len(s) == 1 for s in split_of.values())
+
+
+def test_small_regression_set_keeps_the_requested_fractions():
+    labels = list(np.linspace(0, 100, 30))
+    result = assign_splits(_records(30), labels, "regression", "stratified", 0.1, 0.1, seed=0)
+    assert result.counts() == {"train": 24, "validation": 3, "test": 3}

@@ -7,6 +7,9 @@ Methods (``--split``):
   (patient-grouped when there are groups); a missing test split stays missing unless the source
   has train only.
 - ``random``: a seeded shuffle cut at the requested fractions.
+
+Whatever the method, records that share a group (``--group-column``, ChestX-ray14's Patient ID)
+stay in one split.
 - ``stratified``: iterative stratification (Sechidis et al., 2011), so every class (single-label)
   or every label (multi-label) keeps its share in every split; regression stratifies on quantile bins.
 - ``group``: whole groups (patients, subjects) go to one split, never two; groups are also
@@ -85,7 +88,7 @@ def assign_splits(
     if resolved == "official":
         splits = _source_splits(records, strata, groups, has_groups, fractions, rng)
     else:
-        item_groups = groups if resolved == "group" else [None] * len(records)
+        item_groups = groups  # whatever the method, a patient/subject never spans two splits
         use_strata = strata if resolved in ("stratified", "group") else np.zeros((len(records), 0))
         splits = _stratify(np.arange(len(records)), use_strata, item_groups, fractions, rng)
     assignment = SplitAssignment(splits=splits, method=resolved)
@@ -167,8 +170,8 @@ def _stratify(
     Items are groups (a record without a group is its own item). Each item carries the sum of
     its members' label vectors and its size. The rarest label is placed first, each item going
     to the split that still wants most of that label; a split with no example of the label yet
-    goes first so rare labels reach every split. Items with no label fill the splits that are
-    furthest below their target size. With an empty label matrix this is a seeded random split
+    goes first (while it has room) so rare labels reach every split. Items with no label fill the
+    splits that are furthest below their target size. With an empty label matrix this is a seeded random split
     with exact sizes.
     """
     if not len(indices):
@@ -185,10 +188,12 @@ def _stratify(
     tiebreak = rng.random((n_items, len(names)))
 
     def place(item: int, label: int | None) -> None:
+        has_room = remaining_size > 0  # a full split no longer jumps the queue: fractions hold on small data
         if label is None:
-            keys = np.lexsort((tiebreak[item], remaining_size, have_any == 0))
+            keys = np.lexsort((tiebreak[item], remaining_size, (have_any == 0) & has_room))
         else:
-            keys = np.lexsort((tiebreak[item], remaining_size, remaining_label[:, label], have_label[:, label] == 0))
+            keys = np.lexsort((tiebreak[item], remaining_size, remaining_label[:, label],
+                               (have_label[:, label] == 0) & has_room))
         split = keys[-1]
         item_split[item] = split
         remaining_size[split] -= item_sizes[item]
