@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from vitune.errors import UserError
 from vitune.embeddings import extract_embeddings
 from vitune.heads import (
     EnsembleHead,
@@ -290,3 +291,9 @@ def test_cli_heads_without_out_for_a_checkpoint_is_a_user_error(tiny_vit, datase
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 2 and "--out" in capsys.readouterr().err
+
+
+def test_dataset_at_another_size_than_the_model_is_a_user_error(tiny_vit, dataset_dir_factory, tmp_path):
+    data = dataset_dir_factory(task="multi_label", image_size=16)
+    with pytest.raises(UserError, match="holds 16px images but .* expects 32px: prepare the data again with `--image-size 32`"):
+        quiet_fit(str(tiny_vit), data, tmp_path / "heads")

@@ -792,6 +792,13 @@ def _check_run_matches(encoder: Encoder, info: DatasetInfo) -> None:
                         f"{info.task} {info.labels}: give the dataset the run was trained on")
 
 
+def _check_image_size(encoder: Encoder, info: DatasetInfo, dataset_dir) -> None:
+    expected = encoder.preprocessing.image_size
+    if info.image_size != expected:
+        raise UserError(f"{dataset_dir} holds {info.image_size}px images but {encoder.name} expects {expected}px: "
+                        f"prepare the data again with `--image-size {expected}` (or `--model {encoder.name}`)")
+
+
 def _make_heads(names: list[str], encoder: Encoder, info: DatasetInfo, C: float | None, seed: int) -> dict[str, Head]:
     n_classes = len(info.labels) if info.task == "single_label" else None
     if encoder.is_run:
@@ -867,6 +874,7 @@ def fit_heads(
     _, info = load_dataset_dir(dataset_dir)
     if encoder.is_run:
         _check_run_matches(encoder, info)
+    _check_image_size(encoder, info, dataset_dir)
     cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / "embeddings"
     train, val = (extract_embeddings(encoder, dataset_dir, s, pooling, batch_size, cache_dir)
                   for s in ("train", REPORT_SPLIT))
