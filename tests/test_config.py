@@ -90,3 +90,13 @@ def test_saved_config_holds_absolute_local_paths(tmp_path, monkeypatch):
     assert saved["data"] == str(tmp_path / "data" / "ds")
     assert saved["model"] == "vit-base-p16-224"  # an alias, not a local path: kept as typed
     assert saved["out"] == "runs/x"  # not created yet: kept as typed
+
+
+def test_yaml_numbers_in_exponent_notation_are_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: d\nmodel: m\nout: o\nlr: 2e-4\nepochs: '5'\nbatch_size: 16\n")
+    config = TrainConfig.from_yaml(path)
+    assert (config.lr, config.epochs, config.batch_size) == (2e-4, 5.0, 16)
+    path.write_text("data: d\nmodel: m\nout: o\nlr: fast\n")
+    with pytest.raises(UserError, match="--lr 'fast' must be a positive number"):
+        TrainConfig.from_yaml(path)

@@ -127,3 +127,11 @@ def test_cli_evaluate(tmp_path, tmp_path_factory, tiny_vit, monkeypatch, capsys)
     assert code == 0 and "roc_auc_macro" in out and "95% CI" in out and "thresholds.json" in out
     code, out, err = run_cli(monkeypatch, capsys, "evaluate", tmp_path / "missing")
     assert code == 2 and err.strip().count("\n") == 0 and "does not exist" in err
+
+
+def test_bootstrap_with_no_scorable_label_gives_no_interval():
+    y = np.zeros((20, 2))  # no positives anywhere: no AUC, no F1 to resample
+    result = bootstrap_intervals("multi_label", y, np.random.default_rng(0).random((20, 2)), ["a", "b"],
+                                 n_bootstrap=50, seed=0)
+    assert result["metrics"]["roc_auc_macro"] is None and result["metrics"]["f1_macro"] is None
+    assert result["per_label"] == {"a": None, "b": None}

@@ -64,3 +64,15 @@ def test_cli_export(run_dir, tmp_path, monkeypatch, capsys):
     assert code == 0 and "max abs diff" in out and (tmp_path / "m.onnx").is_file()
     code, out, err = run_cli(monkeypatch, capsys, "export", tmp_path / "missing", "--onnx", tmp_path / "x.onnx")
     assert code == 2 and "does not exist" in err and err.count("\n") == 1
+
+
+def test_export_without_the_onnx_extra_says_what_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    from vitune.errors import UserError
+    from vitune.export import export_onnx
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(UserError, match=r"export needs onnxruntime: pip install 'vitune\[onnx\]'"):
+        export_onnx(tmp_path / "run", tmp_path / "m.onnx")

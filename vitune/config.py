@@ -129,6 +129,7 @@ class TrainConfig:
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise UserError(f"unknown training setting(s) {', '.join(unknown)}: known ones are {', '.join(known)}")
+        values = _numbers_from_text(values)
         missing = [f"--{name}" for name in REQUIRED if values.get(name) in (None, "")]
         if missing:
             raise UserError(
@@ -151,3 +152,18 @@ class TrainConfig:
             raise UserError(f"{path} must hold a mapping of setting: value")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(values)
+
+
+def _numbers_from_text(values: dict) -> dict:
+    """Numeric settings given as text become numbers: YAML 1.1 reads ``lr: 2e-4`` as a string."""
+    numeric = {f.name: float if f.type.startswith("float") else int
+               for f in fields(TrainConfig) if f.type.split(" ")[0] in ("float", "int")}
+    converted = dict(values)
+    for name, kind in numeric.items():
+        value = converted.get(name)
+        if isinstance(value, str):
+            try:
+                converted[name] = kind(value)
+            except ValueError:
+                pass  # left as text: __post_init__ reports it with the flag's name
+    return converted

@@ -117,8 +117,8 @@ def _classification_replicates(task, y_true, scores, labels, point, counts, thre
     out.update({f"roc_auc/{name}": aucs[:, j] for j, name in enumerate(labels)})
     if task == "multi_label":
         preds = scores >= thresholds
-        f1s = np.stack([_weighted_f1(counts, targets[:, j], preds[:, j]) for j in scored], axis=1)
-        out["f1_macro"] = f1s.mean(axis=1) if scored else np.full(len(counts), np.nan)
+        out["f1_macro"] = (np.stack([_weighted_f1(counts, targets[:, j], preds[:, j]) for j in scored], axis=1)
+                           .mean(axis=1) if scored else np.full(len(counts), np.nan))
     else:
         correct = (scores.argmax(axis=1) == np.asarray(y_true)).astype(np.float64)
         out["accuracy"] = counts @ correct / len(correct)

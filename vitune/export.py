@@ -177,6 +177,14 @@ def _quantization_check(run: Run, float_path: Path, quant_path: Path, validation
     return result
 
 
+def _require_onnx_extra() -> None:
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"export needs {' and '.join(missing)}: pip install 'vitune[onnx]'")
+
+
 def export_onnx(
     run_dir: Path | str,
     onnx_path: Path | str,
@@ -196,6 +204,7 @@ def export_onnx(
     """
     if tolerance <= 0:
         raise UserError(f"--tolerance {tolerance} must be positive")
+    _require_onnx_extra()
     run = load_run(run_dir, device="cpu")
     onnx_path = Path(onnx_path)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)

@@ -308,6 +308,7 @@ def train(config: TrainConfig) -> RunResult:
     metric, and reports that model's validation metrics. ``config.resume`` continues from the last
     checkpoint in ``RUN_DIR/checkpoints`` with the same final result as an uninterrupted run.
     """
+    resolve_precision(config.precision)  # a precision this machine lacks fails before any work
     ds, info = load_dataset_dir(config.data)
     run_dir = Path(config.out)
     resume_from = _checkpoint_to_resume(config)

@@ -169,3 +169,13 @@ def test_unusable_sources_and_outputs_are_user_errors(imagefolder, tmp_path):
     with pytest.raises(UserError, match="not empty"):
         prepare(imagefolder[0], busy)
     assert (busy / "notes.txt").read_text() == "mine"
+
+
+def test_home_relative_paths_are_expanded(tmp_path, monkeypatch):
+    from vitune.data.prepare import PrepareConfig
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "src").mkdir()
+    config = PrepareConfig(source="~/src", out="~/data")
+    assert (config.source, config.out) == (str(tmp_path / "src"), tmp_path / "data")
+    assert PrepareConfig(source="hf:~name", out=tmp_path / "o").source == "hf:~name"

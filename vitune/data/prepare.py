@@ -46,7 +46,9 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         self.source = str(self.source)
-        self.out = Path(self.out)
+        if not self.source.startswith("hf:"):
+            self.source = str(Path(self.source).expanduser())
+        self.out = Path(self.out).expanduser()
         if self.task not in TASK_CHOICES:
             raise UserError(f"unknown --task {self.task!r}: use one of {', '.join(TASK_CHOICES)}")
         if self.split not in SPLIT_METHODS:
