@@ -134,3 +134,14 @@ def test_predict_with_saved_heads(tmp_path, tmp_path_factory, tiny_vit, image_fo
         predict(run_dir, files, head="svm")
     with pytest.raises(UserError, match="unknown --head"):
         predict(run_dir, files, head="knn")
+
+
+def test_heads_of_a_run_with_other_labels_are_refused(tmp_path, tmp_path_factory, tiny_vit, image_folder):
+    from vitune.heads import fit_heads
+    from vitune.run_dir import dataset_dir_of
+
+    run_dir = tiny_run_copy(tmp_path_factory, tiny_vit, "multi_label", tmp_path / "run")
+    other = tiny_run_copy(tmp_path_factory, tiny_vit, "single_label", tmp_path / "other")
+    fit_heads(other, dataset_dir_of(other), other / "heads", heads="logreg")
+    with pytest.raises(UserError, match="give the --heads-dir fitted on this run"):
+        predict(run_dir, [image_folder / GOOD[0]], head="logreg", heads_dir=other / "heads")

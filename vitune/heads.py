@@ -759,7 +759,10 @@ def predict_with_heads(
     if head not in config["heads"]:
         raise UserError(f"no {head!r} head in {heads_dir}: it has {', '.join(config['heads'])}")
     encoder = Encoder(model if model is not None else config["model"])
-    if encoder.identity != config.get("model_identity"):
+    if encoder.is_run and _run_target(encoder) != (config["task"], _label_names(config["task"], config["labels"])):
+        raise UserError(f"the heads in {heads_dir} are {config['task']} {config['labels']}, but {encoder.name} is "
+                        f"{task_of(encoder.config)} {_run_labels(encoder)}: give the --heads-dir fitted on this run")
+    if encoder.identity != config.get("model_identity"):  # same labels; the files were touched or retrained
         log.warning("the model changed since these heads were fitted; run `vitune heads` again")
     embeddings, logits = embed_batches(encoder, batches, config["pooling"], total=total)
     return load_heads(heads_dir)[head].predict_scores(embeddings, logits)
@@ -784,12 +787,23 @@ def split_targets(dataset_dir: Path | str, split: str) -> np.ndarray:
     return np.asarray(part.with_format("numpy", columns=["labels"])[:]["labels"])
 
 
-def _check_run_matches(encoder: Encoder, info: DatasetInfo) -> None:
+def _run_labels(encoder: Encoder) -> list[str]:
+    return [encoder.config.id2label[i] for i in range(encoder.config.num_labels)]
+
+
+def _label_names(task: str, labels: Sequence[str]) -> list[str] | None:
+    return None if task == "regression" else list(labels)  # a regression run names its one output "score"
+
+
+def _run_target(encoder: Encoder) -> tuple[str, list[str] | None]:
     task = task_of(encoder.config)
-    names = [encoder.config.id2label[i] for i in range(encoder.config.num_labels)]
-    if task != info.task or (task != "regression" and names != list(info.labels)):
-        raise UserError(f"run {encoder.name} was trained for {task} {names}, but the dataset is "
-                        f"{info.task} {info.labels}: give the dataset the run was trained on")
+    return task, _label_names(task, _run_labels(encoder))
+
+
+def _check_run_matches(encoder: Encoder, info: DatasetInfo) -> None:
+    if _run_target(encoder) != (info.task, _label_names(info.task, info.labels)):
+        raise UserError(f"run {encoder.name} was trained for {task_of(encoder.config)} {_run_labels(encoder)}, but "
+                        f"the dataset is {info.task} {info.labels}: give the dataset the run was trained on")
 
 
 def _check_image_size(encoder: Encoder, info: DatasetInfo, dataset_dir) -> None:
