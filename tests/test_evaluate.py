@@ -135,3 +135,10 @@ def test_bootstrap_with_no_scorable_label_gives_no_interval():
                                  n_bootstrap=50, seed=0)
     assert result["metrics"]["roc_auc_macro"] is None and result["metrics"]["f1_macro"] is None
     assert result["per_label"] == {"a": None, "b": None}
+
+
+def test_zero_batch_size_is_a_user_error(tmp_path):
+    from vitune.errors import UserError
+
+    with pytest.raises(UserError, match="--batch-size must be at least 1"):
+        evaluate(tmp_path / "run", batch_size=0)

@@ -76,3 +76,11 @@ def test_export_without_the_onnx_extra_says_what_to_install(tmp_path, monkeypatc
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
     with pytest.raises(UserError, match=r"export needs onnxruntime: pip install 'vitune\[onnx\]'"):
         export_onnx(tmp_path / "run", tmp_path / "m.onnx")
+
+
+def test_too_old_opset_is_a_user_error(tmp_path):
+    from vitune.errors import UserError
+    from vitune.export import export_onnx
+
+    with pytest.raises(UserError, match="--opset 3 is too old"):
+        export_onnx(tmp_path / "run", tmp_path / "m.onnx", opset=3)

@@ -38,3 +38,20 @@ def test_target_scaling_round_trip():
 def test_task_of_problem_type():
     assert task_of(SimpleNamespace(problem_type="multi_label_classification")) == "multi_label"
     assert task_of(SimpleNamespace(problem_type="regression")) == "regression"
+
+
+def test_devices_are_checked_against_this_machine(monkeypatch):
+    import torch
+
+    from vitune.errors import UserError
+    from vitune.inference import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert resolve_device(None) == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(UserError, match="--device cuda: no such CUDA GPU here \\(0 found\\); use --device cpu"):
+        resolve_device("cuda")
+    with pytest.raises(UserError, match="'tpu' is not a device"):
+        resolve_device("tpu")
+    with pytest.raises(UserError, match="only cpu and cuda"):
+        resolve_device("meta")

@@ -34,7 +34,7 @@ import torch
 
 from vitune.data.dataset_dir import load_dataset_dir, require_split
 from vitune.errors import UserError
-from vitune.inference import normalize, pixel_batches
+from vitune.inference import normalize, pixel_batches, resolve_device
 from vitune.models import Preprocessing, load_model_config, resolve_model, resolve_preprocessing
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class Encoder:
         self.is_run = run_dir is not None
         self.source = str(run_dir) if run_dir is not None else resolve_model(str(model))
         self.trust_remote_code = trust_remote_code
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
 
     @cached_property
     def config(self):

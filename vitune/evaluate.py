@@ -292,6 +292,8 @@ def evaluate(
     ``threshold_tuned``), ``thresholds``, ``bootstrap``, ``plots``. Multi-label runs also get
     ``RUN_DIR/thresholds.json`` (tuned on validation) for ``vitune predict``.
     """
+    if batch_size < 1 or n_bootstrap < 0:
+        raise UserError(f"--batch-size must be at least 1 and --bootstrap 0 or more (got {batch_size}, {n_bootstrap})")
     run = load_run(run_dir, device)
     dataset_dir = dataset_dir_of(run_dir, data)
     ds, info = load_dataset_dir(dataset_dir)

@@ -33,6 +33,8 @@ from vitune.run_dir import Run, dataset_dir_of, load_run, load_thresholds
 
 log = logging.getLogger(__name__)
 
+MIN_OPSET = 14  # scaled_dot_product_attention and LayerNorm export from here on
+
 DEFAULT_OPSET = 17
 TOLERANCE = 1e-4
 CHECK_IMAGES = 5  # an odd batch, unlike the export example's 2, proves the batch axis is dynamic
@@ -205,6 +207,8 @@ def export_onnx(
     if tolerance <= 0:
         raise UserError(f"--tolerance {tolerance} must be positive")
     _require_onnx_extra()
+    if opset < MIN_OPSET:
+        raise UserError(f"--opset {opset} is too old for the transformer's attention: use {MIN_OPSET} or newer (default 17)")
     run = load_run(run_dir, device="cpu")
     onnx_path = Path(onnx_path)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,24 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from vitune.errors import UserError
 from vitune.models import Preprocessing
+
+
+def resolve_device(device: torch.device | str | None = None) -> torch.device:
+    """``device`` checked against this machine; ``None`` = the first GPU when there is one, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UserError(f"--device {device!r} is not a device: use cpu, cuda or cuda:N") from exc
+    if resolved.type == "cuda" and (not torch.cuda.is_available()
+                                    or (resolved.index or 0) >= torch.cuda.device_count()):
+        raise UserError(f"--device {device}: no such CUDA GPU here ({torch.cuda.device_count()} found); use --device cpu")
+    if resolved.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {device}: only cpu and cuda devices are supported")
+    return resolved
 
 
 def normalize(pixels: torch.Tensor, prep: Preprocessing) -> torch.Tensor:

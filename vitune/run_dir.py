@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from vitune.errors import UserError
-from vitune.inference import batched_logits, logits_to_scores, task_of
+from vitune.inference import batched_logits, logits_to_scores, resolve_device, task_of
 from vitune.models import Preprocessing, resolve_preprocessing
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,6 @@ def model_dir(run_dir: Path | str) -> Path:
     return path
 
 
-def default_device() -> torch.device:
-    """The first GPU when there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 class Run:
     """A RUN_DIR's model: config, preprocessing, task and label names at once, weights on first use."""
 
@@ -63,7 +58,7 @@ class Run:
         self.task = task_of(self.config)
         self.labels = [str(self.config.id2label[i]) for i in sorted(self.config.id2label)]
         self.prep: Preprocessing = resolve_preprocessing(str(self.path))
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device)
 
     @cached_property
     def model(self) -> torch.nn.Module:
