@@ -179,3 +179,13 @@ def test_home_relative_paths_are_expanded(tmp_path, monkeypatch):
     config = PrepareConfig(source="~/src", out="~/data")
     assert (config.source, config.out) == (str(tmp_path / "src"), tmp_path / "data")
     assert PrepareConfig(source="hf:~name", out=tmp_path / "o").source == "hf:~name"
+
+
+def test_damaged_dataset_dir_says_prepare_again(dataset_dir_factory):
+    data = dataset_dir_factory(task="multi_label")
+    shutil.rmtree(data / "train")
+    with pytest.raises(UserError, match="is damaged .*: prepare the dataset again"):
+        load_dataset_dir(data)
+    (data / "dataset.json").write_text("{not json")
+    with pytest.raises(UserError, match="dataset.json is damaged"):
+        load_dataset_dir(data)

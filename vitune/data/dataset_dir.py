@@ -65,9 +65,12 @@ class DatasetInfo:
                 f"{dataset_dir} is not a prepared dataset (no {INFO_FILE}): "
                 "run `vitune data prepare SOURCE --out DATASET_DIR` first"
             )
-        raw = json.loads(path.read_text())
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        try:
+            raw = json.loads(path.read_text())
+            known = {f for f in cls.__dataclass_fields__}
+            return cls(**{k: v for k, v in raw.items() if k in known})
+        except (ValueError, TypeError) as exc:  # bad JSON, a list, a missing key
+            raise UserError(f"{path} is damaged ({exc}): prepare the dataset again") from exc
 
 
 def features_for(task: str, image_size: int) -> datasets.Features:
@@ -90,7 +93,10 @@ def features_for(task: str, image_size: int) -> datasets.Features:
 def load_dataset_dir(dataset_dir: Path | str) -> tuple[datasets.DatasetDict, DatasetInfo]:
     """Open a DATASET_DIR: its splits (numpy-formatted) and its :class:`DatasetInfo`."""
     info = DatasetInfo.load(dataset_dir)
-    ds = datasets.load_from_disk(str(dataset_dir))
+    try:
+        ds = datasets.load_from_disk(str(dataset_dir))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{dataset_dir} is damaged ({str(exc).splitlines()[0]}): prepare the dataset again") from exc
     if not isinstance(ds, datasets.DatasetDict):
         raise UserError(f"{dataset_dir} holds a single split, not a DatasetDict; prepare it again")
     return ds, info
@@ -111,7 +117,7 @@ def require_split(ds: datasets.DatasetDict, split: str, dataset_dir: Path | str)
     """Return split ``split`` or fail with the splits that exist."""
     if split not in ds:
         raise UserError(
-            f"{dataset_dir} has no {split!r} split (it has {', '.join(ds.keys())}); "
-            "choose one of those with --split"
+            f"{dataset_dir} has no {split!r} split (it has {', '.join(ds.keys())}): prepare it again with "
+            "a split of that name (--val-fraction / --test-fraction above 0), or use one that exists"
         )
     return ds[split]
