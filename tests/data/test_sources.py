@@ -516,3 +516,12 @@ def test_detect_format_and_unknown_inputs(tmp_path):
         read_source(tmp_path / "one", "zip")
     with pytest.raises(UserError, match="use --format hf or auto"):
         read_source("hf:x", "csv")
+
+
+def test_csv_row_repeating_an_image_is_skipped_not_split_twice(tmp_path):
+    png(tmp_path / "a.png")
+    png(tmp_path / "b.png")
+    csv_path = write(tmp_path / "labels.csv", "file_name,label\na.png,cat\nb.png,dog\na.png,dog\n")
+    rows = read_source(csv_path)
+    assert [(r.file, r.raw_label) for r in rows.records] == [("a.png", "cat"), ("b.png", "dog")]
+    assert rows.skipped == [Skipped("a.png", "listed twice in labels.csv (line 4)")]

@@ -87,3 +87,22 @@ class SourceOptions:
     label_separator: str | None = None
     group_column: str | None = None
     no_finding_as_label: bool = False
+
+
+class ListingTracker:
+    """Remembers the images already listed by a table: a second row for one image is skipped.
+
+    Two rows for one file could place it in two splits with two labels (a leak), so only the
+    first counts.
+    """
+
+    def __init__(self, table_name: str):
+        self.table_name = table_name
+        self.seen: set[str] = set()
+
+    def repeat(self, file: str, line: int | str) -> Skipped | None:
+        """The skip record for ``file`` when it was listed before, else ``None`` (and remember it)."""
+        if file in self.seen:
+            return Skipped(file, f"listed twice in {self.table_name} (line {line})")
+        self.seen.add(file)
+        return None

@@ -20,7 +20,7 @@ import logging
 import os
 from pathlib import Path
 
-from vitune.data.sources.base import Record, Skipped, SourceOptions, SourceRows
+from vitune.data.sources.base import ListingTracker, Record, Skipped, SourceOptions, SourceRows
 from vitune.data.sources.csv_source import read_table, require_column
 from vitune.data.sources.files import ListedFileError, SourceFiles
 from vitune.errors import UserError
@@ -93,6 +93,7 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
     splits = official_splits(root)
     records: list[Record] = []
     skipped: list[Skipped] = []
+    listings = ListingTracker(name)
     rows = zip(table.lines, table.column(IMAGE_COLUMN), table.column(FINDINGS_COLUMN), table.column(group_column))
     for line, listed, findings, group in rows:
         try:
@@ -103,6 +104,9 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
             continue
         except ValueError as exc:
             skipped.append(Skipped(file, str(exc)))
+            continue
+        if (repeat := listings.repeat(file, line)) is not None:
+            skipped.append(repeat)
             continue
         split = splits.get(posix_name(listed)) if splits else None
         records.append(Record(file=file, raw_label=labels, group=group or None, split=split))

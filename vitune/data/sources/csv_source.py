@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vitune.data.sources.base import Record, Skipped, SourceOptions, SourceRows
+from vitune.data.sources.base import ListingTracker, Record, Skipped, SourceOptions, SourceRows
 from vitune.data.sources.files import ListedFileError, SourceFiles
 from vitune.errors import UserError
 
@@ -141,12 +141,16 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
     files = SourceFiles(table.path.parent)
     records: list[Record] = []
     skipped: list[Skipped] = []
+    listings = ListingTracker(name)
     rows = zip(table.lines, table.column(image_column), labels, table.column(options.group_column))
     for line, listed, raw_label, group in rows:
         try:
             file = files.locate(listed)
         except ListedFileError as exc:
             skipped.append(Skipped(listed or f"{name} line {line}", exc.reason))
+            continue
+        if (repeat := listings.repeat(file, line)) is not None:
+            skipped.append(repeat)
             continue
         if raw_label is None:
             skipped.append(Skipped(file, "missing label"))
