@@ -525,3 +525,17 @@ def test_csv_row_repeating_an_image_is_skipped_not_split_twice(tmp_path):
     rows = read_source(csv_path)
     assert [(r.file, r.raw_label) for r in rows.records] == [("a.png", "cat"), ("b.png", "dog")]
     assert rows.skipped == [Skipped("a.png", "listed twice in labels.csv (line 4)")]
+
+
+def test_imagefolder_symlinked_class_folders_are_reported_not_lost(tmp_path):
+    root = tmp_path / "root"
+    png(root / "dog" / "b.png")
+    png(tmp_path / "elsewhere" / "a.png")
+    (root / "cat").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "pup").symlink_to(root / "dog", target_is_directory=True)
+    rows = read_source(root)
+    assert [r.file for r in rows.records] == ["dog/b.png"]
+    assert rows.skipped == [
+        Skipped("cat/", "path outside SOURCE"),
+        Skipped("pup/", "symlinked folder not followed (its target inside SOURCE is read where it lies)"),
+    ]

@@ -90,6 +90,7 @@ def walk(root: Path) -> Tree:
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not is_hidden(d))
         relative_folder = Path(folder).relative_to(root).as_posix()
+        tree.unsafe.extend(_linked_folders(root, relative_folder, dirs))  # os.walk does not enter them
         for name in sorted(files):
             if is_hidden(name):
                 continue
@@ -101,6 +102,22 @@ def walk(root: Path) -> Tree:
                     continue
                 tree.images.append(relative)
     return tree
+
+
+def _linked_folders(root: Path, relative_folder: str, dirs: list[str]) -> list[Skipped]:
+    """A symlinked sub-folder is never entered: say so, so its images are not lost silently."""
+    skipped = []
+    for name in dirs:
+        relative = name if relative_folder == "." else f"{relative_folder}/{name}"
+        if not os.path.islink(root / relative):
+            continue
+        try:
+            safe_relative_path(root, relative)
+            reason = "symlinked folder not followed (its target inside SOURCE is read where it lies)"
+        except UnsafePath as exc:
+            reason = unsafe_reason(exc)
+        skipped.append(Skipped(f"{relative}/", reason))
+    return skipped
 
 
 def _is_escaping_link(root: Path, relative: str, tree: Tree) -> bool:
