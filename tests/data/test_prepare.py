@@ -189,3 +189,11 @@ def test_damaged_dataset_dir_says_prepare_again(dataset_dir_factory):
     (data / "dataset.json").write_text("{not json")
     with pytest.raises(UserError, match="dataset.json is damaged"):
         load_dataset_dir(data)
+
+
+def test_a_plain_file_as_source_is_refused_with_what_to_pass(tmp_path):
+    from vitune.data.prepare import PrepareConfig
+
+    (tmp_path / "x.png").write_bytes(b"png")
+    with pytest.raises(UserError, match="is a file: pass a folder, a label CSV"):
+        PrepareConfig(source=tmp_path / "x.png", out=tmp_path / "out")

@@ -67,6 +67,8 @@ class PrepareConfig:
             raise UserError(f"workers must be at least 1, got {self.workers}")
         if not self.source.startswith("hf:") and not Path(self.source).exists():
             raise UserError(f"SOURCE {self.source} does not exist: pass a folder, a label CSV or hf:NAME")
+        if Path(self.source).is_file() and Path(self.source).suffix.lower() != ".csv":
+            raise UserError(f"SOURCE {self.source} is a file: pass a folder, a label CSV (.csv) or hf:NAME")
 
     def resolved_image_size(self) -> int:
         """``--image-size``, else the model's input size, else 224."""
