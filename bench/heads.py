@@ -105,8 +105,8 @@ def bench_svm(n_train: int, n_test: int, C: float) -> None:
     svc = make_pipeline(StandardScaler(), OneVsRestClassifier(SVC(kernel="rbf", C=C), n_jobs=-1))
     run("sklearn OvR SVC(rbf)", svc, lambda m: m.fit(x_train, y_train), lambda m: m.decision_function(x_test))
     head_fit, head_scores = (lambda m: m.fit(x_train, y_train)), (lambda m: m.predict_scores(x_test))
-    run(f"vitune svm (cpu backend, C={C})", SVMHead("multi_label", C=C, backend="cpu"), head_fit, head_scores)
-    run("vitune svm (cpu backend, C by 3-fold CV)", SVMHead("multi_label", C=None, backend="cpu"),
+    run(f"vitune svm (sklearn backend, C={C})", SVMHead("multi_label", C=C, backend="sklearn"), head_fit, head_scores)
+    run("vitune svm (sklearn backend, C by 3-fold CV)", SVMHead("multi_label", C=None, backend="sklearn"),
         head_fit, head_scores)
     run("vitune logreg (linear reference)", LogRegHead("multi_label"), head_fit, head_scores)
     base = rows[0]

@@ -79,7 +79,7 @@ def test_svm_picks_C_by_cross_validation_and_reports_it():
     x, y = informative("multi_label", 200)
     head = SVMHead("multi_label", C=None).fit(x, y)
     assert head.C_ in (0.1, 1.0, 10.0, 100.0)
-    assert head.backend_ == "cpu-lssvm" and head.basis_.shape == (200, 16)  # n < n_components: exact kernel
+    assert head.backend_ == "sklearn" and head.basis_.shape == (200, 16)  # n < n_components: exact kernel
     assert SVMHead("multi_label", C=3.0).fit(x, y).C_ == 3.0
 
 
@@ -212,7 +212,7 @@ def test_fit_heads_multi_label_on_frozen_checkpoint(tiny_vit, dataset_dir_factor
     assert list(report["heads"]) == ["svm", "logreg", "mlp", "ensemble"]
     for entry in report["heads"].values():
         assert HEAD_KEYS <= set(entry) and set(entry["metrics"]) == {"roc_auc_macro", "average_precision_macro", "f1_macro"}
-    assert report["heads"]["svm"]["backend"] == "cpu-lssvm" and report["heads"]["mlp"]["backend"] == "torch"
+    assert report["heads"]["svm"]["backend"] == "sklearn" and report["heads"]["mlp"]["backend"] == "torch"
     assert report["heads"]["svm"]["metrics"]["roc_auc_macro"] > 0.75
     assert report["heads"]["logreg"]["metrics"]["roc_auc_macro"] > 0.75
     assert json.loads((out / "heads.json").read_text()) == report
@@ -249,7 +249,7 @@ def test_fit_heads_on_a_run_uses_its_classifier(tiny_vit, dataset_dir_factory, t
 
     report = quiet_fit(str(run), data, heads="mlp,ensemble,svm")
     assert (run / "heads" / "heads.json").is_file()
-    assert report["heads"]["mlp"]["backend"] == "run" and report["heads"]["ensemble"]["backend"] == "run+cpu-lssvm"
+    assert report["heads"]["mlp"]["backend"] == "run" and report["heads"]["ensemble"]["backend"] == "run+sklearn"
     # The mlp head is exactly the run's classifier, as vitune.inference computes it.
     import datasets
 

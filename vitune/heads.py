@@ -9,14 +9,13 @@ predictions in target units for regression.
 
 - ``svm``: an RBF-kernel SVM, one output per label (one-vs-rest), one knob ``C`` (``None``: pick it
   from ``C_GRID`` by cross-validated main metric on the training split). Backend ``cuml``: exact
-  ``cuml.svm.SVC``/``SVR`` per label on the GPU. Backend ``cpu`` (reported ``cpu-lssvm``): the
-  least-squares SVM in its Nystroem form (landmarks = ``n_components`` training points, exact
-  kernel machine when the split is smaller), one linear solve for all labels at once, and
-  cross-validation over ``C`` by downdating one Gram matrix per fold instead of refitting (what
-  scikit-learn has no estimator for); it matches ``SVC(kernel="rbf")`` ranking quality at a
-  fraction of the time (see ``bench/heads.py``). Both end as the same kernel
-  expansion ``f(x) = K(x, basis) @ dual_coef + intercept`` on standardised embeddings, with
-  Platt sigmoids fitted on out-of-fold decisions for probabilities.
+  ``cuml.svm.SVC``/``SVR`` per label on the GPU. Backend ``sklearn`` (CPU): scikit-learn's
+  ``Nystroem`` RBF features (``n_components`` landmarks from the training rows, the exact kernel
+  when the split is smaller) and one multi-output ``Ridge`` for all labels, which is the
+  least-squares SVM; it matches ``SVC(kernel="rbf")`` ranking quality at a fraction of the time
+  (see ``bench/heads.py``). Both end as the same kernel expansion
+  ``f(x) = K(x, basis) @ dual_coef + intercept`` on standardised embeddings, with Platt sigmoids
+  fitted on out-of-fold decisions for probabilities.
 - ``logreg``: ``LogisticRegression`` (one per label for multi_label, multinomial for single_label),
   ``Ridge`` for regression.
 - ``mlp``: the run's own fine-tuned classifier when MODEL is a RUN_DIR (scores from its logits),
@@ -84,11 +83,9 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 def rbf_kernel(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
     """``exp(-gamma * ||a_i - b_j||^2)`` in float32 (the embeddings' own precision)."""
-    a = np.asarray(a, dtype=np.float32)
-    b = np.asarray(b, dtype=np.float32)
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
-    np.maximum(sq, 0.0, out=sq)
-    return np.exp(-np.float32(gamma) * sq)
+    from sklearn.metrics.pairwise import rbf_kernel as sklearn_rbf
+
+    return sklearn_rbf(np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32), gamma=gamma)
 
 
 def fit_sigmoid(decisions: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -263,53 +260,44 @@ class Head(BaseEstimator):
 
 
 class _NystroemRidgeSolver:
-    """Least-squares SVM in Nystroem form: kernel against ``m`` landmarks, one solve for all outputs.
+    """Least-squares SVM with scikit-learn: ``Nystroem`` RBF features + multi-output ``Ridge``.
 
-    Minimises ``sum (K_nm a + b - t)^2 + a' K_mm a / (2C)`` per output column (the kernel SVM
-    objective with squared errors), so ``C`` means what it means for ``SVC``.
+    On Nystroem features ``phi = K_nm K_mm^-1/2`` the ridge objective ``|phi w + b - t|^2 +
+    |w|^2 / (2C)`` is the kernel SVM objective with squared errors (``w = K_mm^1/2 a``), so ``C``
+    means what it means for ``SVC``. All labels are solved at once; the feature map is computed
+    once and shared by the cross-validation folds.
     """
 
-    name = "cpu-lssvm"
+    name = "sklearn"
 
     def __init__(self, xs: np.ndarray, targets: np.ndarray, gamma: float, n_components: int, seed: int):
-        n = len(xs)
-        rng = np.random.default_rng(seed)
-        self.basis_idx = np.sort(rng.choice(n, size=min(n_components, n), replace=False))
-        self.k = rbf_kernel(xs, xs[self.basis_idx], gamma).astype(np.float64)
-        self.k_mm = self.k[self.basis_idx]
+        from sklearn.kernel_approximation import Nystroem
+
+        self.feature_map = Nystroem(kernel="rbf", gamma=gamma, n_components=min(n_components, len(xs)),
+                                    random_state=seed).fit(xs)
+        self.features = self.feature_map.transform(xs).astype(np.float64)
         self.t = targets
-        self.gram = self.k.T @ self.k
-        self.kt = self.k.T @ targets
 
-    def _solve(self, gram, kt, ksum, tsum, n, C) -> tuple[np.ndarray, np.ndarray]:
-        kbar, tbar = ksum / n, tsum / n
-        a = gram - n * np.outer(kbar, kbar) + self.k_mm / (2.0 * C)
-        a[np.diag_indices_from(a)] += 1e-9 * np.trace(a) / len(a)
-        rhs = kt - n * np.outer(kbar, tbar)
-        from scipy.linalg import LinAlgError, lstsq, solve
+    def _ridge(self, rows: np.ndarray, C: float):
+        from sklearn.linear_model import Ridge
 
-        try:
-            alpha = solve(a, rhs, assume_a="pos")
-        except LinAlgError:
-            alpha = lstsq(a, rhs)[0]
-        return alpha, tbar - kbar @ alpha
+        return Ridge(alpha=1.0 / (2.0 * C)).fit(self.features[rows], self.t[rows])
 
     def out_of_fold(self, folds: list[np.ndarray], C: float) -> np.ndarray:
         """Decisions for every row from the model fitted without its fold."""
         d = np.zeros_like(self.t)
-        n = len(self.t)
+        everything = np.arange(len(self.t))
         for test in folds:
-            k_out, t_out = self.k[test], self.t[test]
-            alpha, b = self._solve(self.gram - k_out.T @ k_out, self.kt - k_out.T @ t_out,
-                                   self.k.sum(0) - k_out.sum(0), self.t.sum(0) - t_out.sum(0),
-                                   n - len(test), C)
-            d[test] = k_out @ alpha + b
+            model = self._ridge(np.setdiff1d(everything, test), C)
+            d[test] = model.predict(self.features[test]).reshape(len(test), -1)
         return d
 
     def fit(self, C: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(basis row indices, dual coefficients ``[m, outputs]``, intercepts) on all rows."""
-        alpha, b = self._solve(self.gram, self.kt, self.k.sum(0), self.t.sum(0), len(self.t), C)
-        return self.basis_idx, alpha, b
+        """(landmark row indices, dual coefficients ``[m, outputs]``, intercepts) on all rows."""
+        model = self._ridge(np.arange(len(self.t)), C)
+        coef = np.asarray(model.coef_, dtype=np.float64).reshape(self.t.shape[1], -1)
+        dual = self.feature_map.normalization_.T @ coef.T  # K(x, landmarks) @ dual == phi(x) @ coef.T
+        return self.feature_map.component_indices_, dual, np.asarray(model.intercept_, dtype=np.float64).reshape(-1)
 
 
 class _CumlSolver:
@@ -371,7 +359,7 @@ class SVMHead(Head):
 
     Parameters: ``C`` (``None`` = choose from ``C_GRID`` by ``cv``-fold cross-validation),
     ``gamma`` (``"scale"`` = ``1 / (D * var)`` of the standardised embeddings, as in ``SVC``),
-    ``n_components`` (CPU landmarks), ``backend`` (``auto``, ``cuml`` or ``cpu``).
+    ``n_components`` (CPU landmarks), ``backend`` (``auto``, ``cuml`` or ``sklearn``).
     """
 
     _array_state = ("mean_", "scale_", "basis_", "dual_coef_", "intercept_", "sigmoid_a_", "sigmoid_b_")
@@ -390,12 +378,12 @@ class SVMHead(Head):
         self.random_state = random_state
 
     def _solver(self, xs: np.ndarray, targets: np.ndarray):
-        if self.backend not in ("auto", "cuml", "cpu"):
-            raise ValueError(f"backend must be auto, cuml or cpu, got {self.backend!r}")
+        if self.backend not in ("auto", "cuml", "sklearn"):
+            raise ValueError(f"backend must be auto, cuml or sklearn, got {self.backend!r}")
         use_cuml = self.backend == "cuml" or (self.backend == "auto" and cuml_available())
         if use_cuml:
             if not cuml_available():
-                raise UserError("backend 'cuml' needs RAPIDS cuML and a CUDA GPU: install vitune[gpu] or use 'cpu'")
+                raise UserError("backend 'cuml' needs RAPIDS cuML and a CUDA GPU: install vitune[gpu] or use 'sklearn'")
             return _CumlSolver(xs, targets, self.gamma_, self.task == "regression")
         return _NystroemRidgeSolver(xs, targets, self.gamma_, self.n_components, self.random_state)
 
