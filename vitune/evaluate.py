@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir, require_split
+from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir, require_image_size, require_split
 from vitune.errors import UserError
 from vitune.inference import pixel_batches
 from vitune.metrics import compute_metrics
@@ -238,11 +238,7 @@ def check_compatible(run: Run, info: DatasetInfo, dataset_dir: Path) -> None:
         raise UserError(
             f"{dataset_dir} labels {info.labels} differ from the model's {run.labels}: pass the run's own --data"
         )
-    if info.image_size != run.prep.image_size:
-        raise UserError(
-            f"{dataset_dir} holds {info.image_size}px images but the model expects {run.prep.image_size}px: "
-            f"prepare the data with --image-size {run.prep.image_size}"
-        )
+    require_image_size(info, dataset_dir, run.prep.image_size, str(run.run_dir))
 
 
 def split_scores(run: Run, split_data, batch_size: int) -> tuple[np.ndarray, np.ndarray]:

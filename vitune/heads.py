@@ -51,7 +51,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from vitune.data.dataset_dir import TASKS, DatasetInfo, load_dataset_dir, require_split
+from vitune.data.dataset_dir import TASKS, DatasetInfo, load_dataset_dir, require_image_size, require_split
 from vitune.embeddings import Encoder, check_pooling, embed_batches, extract_embeddings
 from vitune.errors import UserError
 from vitune.inference import logits_to_scores, task_of
@@ -794,13 +794,6 @@ def _check_run_matches(encoder: Encoder, info: DatasetInfo) -> None:
                         f"the dataset is {info.task} {info.labels}: give the dataset the run was trained on")
 
 
-def _check_image_size(encoder: Encoder, info: DatasetInfo, dataset_dir) -> None:
-    expected = encoder.preprocessing.image_size
-    if info.image_size != expected:
-        raise UserError(f"{dataset_dir} holds {info.image_size}px images but {encoder.name} expects {expected}px: "
-                        f"prepare the data again with `--image-size {expected}` (or `--model {encoder.name}`)")
-
-
 def _make_heads(names: list[str], encoder: Encoder, info: DatasetInfo, C: float | None, seed: int) -> dict[str, Head]:
     n_classes = len(info.labels) if info.task == "single_label" else None
     if encoder.is_run:
@@ -876,7 +869,7 @@ def fit_heads(
     _, info = load_dataset_dir(dataset_dir)
     if encoder.is_run:
         _check_run_matches(encoder, info)
-    _check_image_size(encoder, info, dataset_dir)
+    require_image_size(info, dataset_dir, encoder.preprocessing.image_size, encoder.name)
     cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / "embeddings"
     train, val = (extract_embeddings(encoder, dataset_dir, s, pooling, batch_size, cache_dir)
                   for s in ("train", REPORT_SPLIT))

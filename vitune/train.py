@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from vitune.config import TrainConfig
-from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir, require_split, uint8_rows
+from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir, require_image_size, require_split, uint8_rows
 from vitune.errors import UserError
 from vitune.inference import logits_to_scores, unscale_target
 from vitune.metrics import GREATER_IS_BETTER, MAIN_METRIC, MetricsResult, compute_metrics
@@ -83,14 +83,6 @@ def auto_pos_weight(train_split) -> torch.Tensor:
     positives = y.sum(axis=0)
     weights = np.where(positives > 0, (len(y) - positives) / np.maximum(positives, 1), 1.0)
     return torch.tensor(weights, dtype=torch.float32)
-
-
-def _check_image_size(info: DatasetInfo, prep: Preprocessing, config: TrainConfig) -> None:
-    if info.image_size != prep.image_size:
-        raise UserError(
-            f"{config.data} holds {info.image_size}px images but {config.model} expects {prep.image_size}px: "
-            f"prepare the data again with `--image-size {prep.image_size}` (or use a {info.image_size}px model)"
-        )
 
 
 def run_processor(model: str, image_size: int, trust_remote_code: bool = False):
@@ -184,7 +176,7 @@ def build_trainer(config: TrainConfig, ds, info: DatasetInfo) -> tuple[VituneTra
     from transformers.trainer_callback import ProgressCallback
 
     prep = resolve_preprocessing(config.model, config.trust_remote_code)
-    _check_image_size(info, prep, config)
+    require_image_size(info, config.data, prep.image_size, config.model)
     train_split = require_split(ds, "train", config.data)
     val_split = require_split(ds, "validation", config.data)
     label_range = train_label_range(train_split) if info.task == "regression" else None

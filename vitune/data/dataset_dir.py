@@ -113,6 +113,15 @@ def uint8_rows(split: datasets.Dataset, columns: tuple[str, ...] = ("pixel_value
     )
 
 
+def require_image_size(info: DatasetInfo, dataset_dir: Path | str, expected: int, model: str) -> None:
+    """Fail clearly when DATASET_DIR was cached at another size than ``model`` takes."""
+    if info.image_size != expected:
+        raise UserError(
+            f"{dataset_dir} holds {info.image_size}px images but {model} expects {expected}px: "
+            f"prepare the data again with `--image-size {expected}` (or `--model {model}`)"
+        )
+
+
 def require_split(ds: datasets.DatasetDict, split: str, dataset_dir: Path | str) -> datasets.Dataset:
     """Return split ``split`` or fail with the splits that exist."""
     if split not in ds:

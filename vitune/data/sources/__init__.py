@@ -13,7 +13,6 @@ from pathlib import Path
 from vitune.data.sources.base import Record, Skipped, SourceOptions, SourceRows
 from vitune.errors import UserError
 
-FORMATS = ("imagefolder", "csv", "chestxray14", "cifar", "hf")
 _MODULES = {
     "imagefolder": "vitune.data.sources.imagefolder",
     "csv": "vitune.data.sources.csv_source",
@@ -21,6 +20,7 @@ _MODULES = {
     "cifar": "vitune.data.sources.cifar",
     "hf": "vitune.data.sources.hf",
 }
+FORMATS = tuple(_MODULES)
 
 __all__ = ["FORMATS", "Record", "Skipped", "SourceOptions", "SourceRows", "detect_format", "read_source"]
 
