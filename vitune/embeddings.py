@@ -36,6 +36,7 @@ from vitune.data.dataset_dir import load_dataset_dir, require_split
 from vitune.errors import UserError
 from vitune.inference import normalize, pixel_batches, resolve_device
 from vitune.models import Preprocessing, load_model_config, resolve_model, resolve_preprocessing
+from vitune.run_dir import run_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,6 @@ POOLINGS = ("cls", "mean")
 CACHE_VERSION = 1
 _SPECIAL_TOKENS = ("cls_token", "distillation_token", "register_tokens")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
-
-
-def run_model_dir(model: str | Path) -> Path | None:
-    """``RUN_DIR/model`` when ``model`` is a RUN_DIR made by ``vitune train``, else None."""
-    candidate = Path(model).expanduser() / "model"
-    return candidate if (candidate / "config.json").is_file() else None
 
 
 def check_pooling(pooling: str) -> str:

@@ -29,13 +29,19 @@ METRICS_FILE = "metrics.json"
 THRESHOLDS_FILE = "thresholds.json"
 
 
+def run_model_dir(model: str | Path) -> Path | None:
+    """``RUN_DIR/model`` when ``model`` is a RUN_DIR made by ``vitune train``, else None."""
+    candidate = Path(model).expanduser() / MODEL_DIR
+    return candidate if (candidate / "config.json").is_file() else None
+
+
 def model_dir(run_dir: Path | str) -> Path:
     """``RUN_DIR/model``, or a clear error when ``run_dir`` is not a trained run."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"RUN_DIR {run_dir} does not exist: give the --out folder of `vitune train`")
-    path = run_dir / MODEL_DIR
-    if not (path / "config.json").is_file():
+    path = run_model_dir(run_dir)
+    if path is None:
         raise UserError(
             f"{run_dir} is not a vitune run (no {MODEL_DIR}/config.json): "
             "give the --out folder of `vitune train`"
