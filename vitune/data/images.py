@@ -78,11 +78,6 @@ def to_8bit(image: Image.Image) -> Image.Image:
     return image if image.mode == "L" else image.convert("RGB")
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB faithfully (16-bit scaled, alpha flattened on white)."""
-    return to_8bit(image).convert("RGB")
-
-
 def decode_image(source: Path | bytes, image_size: int) -> np.ndarray:
     """Decode ``source`` (a file or its bytes) to a uint8 array ``[3, image_size, image_size]``.
 
