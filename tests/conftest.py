@@ -102,7 +102,6 @@ def write_dataset_dir(
         format="synthetic",
         source="tests",
         splits=sizes,
-        label_range=[0.0, 100.0] if task == "regression" else None,
     ).save(out)
     return out
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vitune.inference import logits_to_scores, normalize, scale_target, task_of, unscale_target
+from vitune.inference import logits_to_scores, normalize
 from vitune.models import Preprocessing
 
 
@@ -26,18 +26,6 @@ def test_scores_per_task():
     assert logits_to_scores("regression", np.array([[0.0]]), bce)[0] == pytest.approx(50.0)
     mse = SimpleNamespace(vitune_regression_loss="mse", vitune_label_range=[10.0, 20.0])
     assert logits_to_scores("regression", np.array([[0.5]]), mse)[0] == pytest.approx(15.0)
-
-
-def test_target_scaling_round_trip():
-    values = np.array([10.0, 55.0, 100.0])
-    scaled = scale_target(values, (10.0, 100.0))
-    assert scaled.tolist() == pytest.approx([0.0, 0.5, 1.0])
-    assert unscale_target(scaled, (10.0, 100.0)).tolist() == pytest.approx(values.tolist())
-
-
-def test_task_of_problem_type():
-    assert task_of(SimpleNamespace(problem_type="multi_label_classification")) == "multi_label"
-    assert task_of(SimpleNamespace(problem_type="regression")) == "regression"
 
 
 def test_devices_are_checked_against_this_machine(monkeypatch):

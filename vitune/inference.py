@@ -3,7 +3,8 @@
 Shared by training (evaluation), heads (embeddings), evaluate and predict so every path
 preprocesses exactly as training did. Regression outputs are trained on the target scaled to
 [0, 1] with the training split's range; that range and the loss live in the model config
-(``vitune_label_range``, ``vitune_regression_loss``) so any saved model can be inverted.
+(``vitune_label_range``, ``vitune_regression_loss``) so any saved model can be inverted
+(:meth:`vitune.tasks.Regression.scores`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from vitune.errors import UserError
 from vitune.models import Preprocessing
+from vitune.tasks import Task, get_task
 
 
 def resolve_device(device: torch.device | str | None = None) -> torch.device:
@@ -52,41 +54,9 @@ def pixel_batches(dataset, batch_size: int) -> Iterator[np.ndarray]:
             yield np.stack(dataset[start : start + batch_size])
 
 
-def scale_target(values: np.ndarray, label_range: tuple[float, float]) -> np.ndarray:
-    """Regression target -> [0, 1] with the training range."""
-    lo, hi = label_range
-    return (np.asarray(values, dtype=np.float32) - lo) / max(hi - lo, 1e-12)
-
-
-def unscale_target(values: np.ndarray, label_range: tuple[float, float]) -> np.ndarray:
-    """[0, 1] -> the target's own units."""
-    lo, hi = label_range
-    return np.asarray(values, dtype=np.float64) * (hi - lo) + lo
-
-
-def logits_to_scores(task: str, logits: np.ndarray, config=None) -> np.ndarray:
+def logits_to_scores(task: str | Task, logits: np.ndarray, config=None) -> np.ndarray:
     """Probabilities for classification, predictions in target units for regression."""
-    logits = np.asarray(logits, dtype=np.float64)
-    if task == "multi_label":
-        return 1.0 / (1.0 + np.exp(-logits))
-    if task == "single_label":
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        exp = np.exp(shifted)
-        return exp / exp.sum(axis=1, keepdims=True)
-    out = logits.reshape(-1)
-    if getattr(config, "vitune_regression_loss", "mse") == "bce":
-        out = 1.0 / (1.0 + np.exp(-out))
-    label_range = getattr(config, "vitune_label_range", None) or (0.0, 1.0)
-    return unscale_target(out, tuple(label_range))
-
-
-def task_of(config) -> str:
-    """The vitune task of a classification model config (from its ``problem_type``)."""
-    return {
-        "multi_label_classification": "multi_label",
-        "single_label_classification": "single_label",
-        "regression": "regression",
-    }.get(getattr(config, "problem_type", None) or "", "single_label")
+    return get_task(task).scores(logits, config)
 
 
 @torch.inference_mode()

@@ -22,8 +22,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-MAIN_METRIC = {"multi_label": "roc_auc_macro", "single_label": "accuracy", "regression": "rmse"}
-GREATER_IS_BETTER = {"multi_label": True, "single_label": True, "regression": False}
+from vitune.tasks import Task, get_task
 
 
 @dataclass
@@ -124,7 +123,7 @@ def regression_metrics(y_true: np.ndarray, preds: np.ndarray) -> MetricsResult:
 
 
 def compute_metrics(
-    task: str,
+    task: str | Task,
     y_true: np.ndarray,
     scores: np.ndarray,
     labels: list[str],
@@ -135,19 +134,9 @@ def compute_metrics(
     ``scores`` are probabilities for classification (sigmoid per label for multi_label, softmax
     over classes for single_label) and predictions in target units for regression.
     """
-    if task == "multi_label":
-        return multi_label_metrics(y_true, scores, labels, thresholds)
-    if task == "single_label":
-        return single_label_metrics(y_true, scores, labels)
-    if task == "regression":
-        return regression_metrics(y_true, scores)
-    raise ValueError(f"unknown task {task!r}")
+    return get_task(task).metrics(y_true, scores, labels, thresholds)
 
 
-def is_better(task: str, candidate: float | None, best: float | None) -> bool:
+def is_better(task: str | Task, candidate: float | None, best: float | None) -> bool:
     """Whether ``candidate`` beats ``best`` on the task's main metric (None never wins)."""
-    if candidate is None:
-        return False
-    if best is None:
-        return True
-    return candidate > best if GREATER_IS_BETTER[task] else candidate < best
+    return get_task(task).is_better(candidate, best)

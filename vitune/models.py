@@ -11,14 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vitune.errors import UserError
+from vitune.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
-
-PROBLEM_TYPE = {
-    "single_label": "single_label_classification",
-    "multi_label": "multi_label_classification",
-    "regression": "regression",
-}
 
 
 @dataclass(frozen=True)
@@ -154,7 +149,7 @@ def default_image_size(model: str | None) -> int:
 
 def load_classifier(
     model: str,
-    task: str,
+    task: str | Task,
     labels: list[str],
     trust_remote_code: bool = False,
 ):
@@ -166,18 +161,19 @@ def load_classifier(
     from transformers import AutoModelForImageClassification
 
     source = resolve_model(model)
-    names = ["score"] if task == "regression" else list(labels)
+    task = get_task(task)
+    names = task.output_names(labels)
     try:
         net = AutoModelForImageClassification.from_pretrained(
             source,
             num_labels=len(names),
             id2label=dict(enumerate(names)),
             label2id={n: i for i, n in enumerate(names)},
-            problem_type=PROBLEM_TYPE[task],
+            problem_type=task.problem_type,
             ignore_mismatched_sizes=True,
             trust_remote_code=trust_remote_code,
         )
     except OSError as exc:
         raise UserError(f"cannot load model {model!r}: {exc}".splitlines()[0]) from exc
-    log.info("loaded %s with a new %d-output head for %s", source, len(names), task)
+    log.info("loaded %s with a new %d-output head for %s", source, len(names), task.name)
     return net

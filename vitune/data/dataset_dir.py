@@ -15,10 +15,10 @@ import datasets
 import numpy as np
 
 from vitune.errors import UserError
+from vitune.tasks import Task, get_task
 
 INFO_FILE = "dataset.json"
 INFO_VERSION = 1
-TASKS = ("single_label", "multi_label", "regression")
 SPLITS = ("train", "validation", "test")
 
 
@@ -36,17 +36,10 @@ class DatasetInfo:
     fingerprint: str = ""
     split_method: str = ""
     seed: int = 0
-    label_range: list[float] | None = None
     version: int = INFO_VERSION
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise UserError(f"unknown task {self.task!r}: use one of {', '.join(TASKS)}")
-
-    @property
-    def num_labels(self) -> int:
-        """Number of model outputs: one per label, or one for regression."""
-        return 1 if self.task == "regression" else len(self.labels)
+        get_task(self.task)  # an unknown task name is a UserError
 
     def to_json(self) -> dict:
         """The dict written to ``dataset.json``, spec keys first."""
@@ -73,17 +66,12 @@ class DatasetInfo:
             raise UserError(f"{path} is damaged ({exc}): prepare the dataset again") from exc
 
 
-def features_for(task: str, image_size: int) -> datasets.Features:
+def features_for(task: str | Task, image_size: int) -> datasets.Features:
     """The Arrow schema of a DATASET_DIR split for ``task`` at ``image_size``."""
-    label_feature = {
-        "multi_label": datasets.Sequence(datasets.Value("float32")),
-        "single_label": datasets.Value("int64"),
-        "regression": datasets.Value("float32"),
-    }[task]
     return datasets.Features(
         {
             "pixel_values": datasets.Array3D(shape=(3, image_size, image_size), dtype="uint8"),
-            "labels": label_feature,
+            "labels": get_task(task).label_feature(),
             "file": datasets.Value("string"),
             "group": datasets.Value("string"),
         }

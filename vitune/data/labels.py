@@ -15,9 +15,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from vitune.data.dataset_dir import TASKS
 from vitune.data.sources.base import Record
 from vitune.errors import UserError
+from vitune.tasks import MULTI_LABEL, REGRESSION, SINGLE_LABEL, TASK_NAMES, Task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -46,39 +46,29 @@ class LabelSpace:
     labels: list[str]
     label_range: tuple[float, float] | None = None
     separator: str = SEPARATOR
-    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+    _task: Task = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise UserError(f"unknown task {self.task!r}: use one of {', '.join(TASKS)}")
+        self._task = get_task(self.task)
         if not self.labels:
             raise UserError("a label space needs at least one label")
         if len(set(self.labels)) != len(self.labels):
             duplicates = sorted(name for name, n in Counter(self.labels).items() if n > 1)
             raise UserError(f"duplicate label names: {', '.join(duplicates)}")
-        self._index = {name: i for i, name in enumerate(self.labels)}
 
     def encode(self, raw_label: Any) -> list[float] | int | float:
         """The ``labels`` value of one raw label; raises :class:`BadLabel` (missing, malformed, unknown)."""
         if is_missing(raw_label):
             raise BadLabel("missing label")
-        if self.task == "regression":
-            return to_score(raw_label)
-        if self.task == "multi_label":
-            row = [0.0] * len(self.labels)
-            for name in names_of(raw_label, self.separator):
-                row[self._position(name)] = 1.0
-            return row
-        names = names_of(raw_label, None)
-        if len(names) != 1:
-            raise BadLabel("missing label" if not names else f"{len(names)} labels for a single-label task")
-        return self._position(names[0])
+        return self._task.encode(raw_label, self.labels, self.separator)
 
-    def _position(self, name: str) -> int:
-        try:
-            return self._index[name]
-        except KeyError:
-            raise BadLabel(f"unknown label {name!r}") from None
+
+def position(names: list[str], name: str) -> int:
+    """Index of label ``name`` in ``names``; an unknown name is a :class:`BadLabel`."""
+    try:
+        return names.index(name)
+    except ValueError:
+        raise BadLabel(f"unknown label {name!r}") from None
 
 
 def is_missing(raw: Any) -> bool:
@@ -135,13 +125,13 @@ def detect_task(raws: Sequence[Any]) -> str:
     with a fraction or more than ``MAX_CLASS_IDS`` distinct values) -> regression; else single_label.
     """
     if any(isinstance(raw, (list, tuple)) for raw in raws):
-        return "multi_label"
+        return MULTI_LABEL.name
     numbers = [value for value in map(_number, raws) if value is not None]
     if not raws or len(numbers) < NUMERIC_SHARE * len(raws):
-        return "single_label"
+        return SINGLE_LABEL.name
     typed = any(isinstance(raw, (int, float)) and not isinstance(raw, bool) for raw in raws)
     fractional = any(not value.is_integer() for value in numbers)
-    return "regression" if typed or fractional or len(set(numbers)) > MAX_CLASS_IDS else "single_label"
+    return (REGRESSION if typed or fractional or len(set(numbers)) > MAX_CLASS_IDS else SINGLE_LABEL).name
 
 
 def infer_label_space(
@@ -162,12 +152,12 @@ def infer_label_space(
         raise UserError("no record has a label: check --label-column and the label file")
     if task == "auto":
         task = detect_task(raws)
-    elif task not in TASKS:
-        raise UserError(f"unknown --task {task!r}: use auto or one of {', '.join(TASKS)}")
-    if task == "regression":
-        space = _regression_space(raws, label_name)
+    elif task not in TASK_NAMES:
+        raise UserError(f"unknown --task {task!r}: use auto or one of {', '.join(TASK_NAMES)}")
+    if get_task(task).is_classification:
+        space = _class_space(raws, get_task(task), label_order)
     else:
-        space = _class_space(raws, task, label_order)
+        space = _regression_space(raws, label_name)
     _log_counts(space, raws)
     return space
 
@@ -176,27 +166,26 @@ def _regression_space(raws: list[Any], label_name: str | None) -> LabelSpace:
     values = [value for value in map(_number, raws) if value is not None]
     if not values:
         raise UserError("--task regression needs numeric labels, but none is a number: check --label-column")
-    return LabelSpace("regression", [label_name or DEFAULT_SCORE_NAME], (min(values), max(values)))
+    return LabelSpace(REGRESSION.name, [label_name or DEFAULT_SCORE_NAME], (min(values), max(values)))
 
 
-def _class_space(raws: list[Any], task: str, label_order: Sequence[str] | None) -> LabelSpace:
+def _class_space(raws: list[Any], task: Task, label_order: Sequence[str] | None) -> LabelSpace:
     if label_order:
-        return LabelSpace(task, list(label_order))
-    separator = SEPARATOR if task == "multi_label" else None
+        return LabelSpace(task.name, list(label_order))
+    multi = task is MULTI_LABEL
     names: set[str] = set()
     for raw in raws:
         try:
-            found = names_of(raw, separator)
+            found = names_of(raw, SEPARATOR if multi else None)
         except BadLabel:
             continue  # reported when the record is encoded
-        if task == "single_label" and len(found) != 1:
-            continue
-        names.update(name for name in found if name)
+        if multi or len(found) == 1:
+            names.update(name for name in found if name)
     if not names:
-        raise UserError(f"no usable {task} label found: check --label-column and --task")
-    if task == "single_label" and len(names) < 2:
+        raise UserError(f"no usable {task.name} label found: check --label-column and --task")
+    if not multi and len(names) < 2:
         raise UserError(f"only one class ({next(iter(names))!r}) found: a classifier needs at least two")
-    return LabelSpace(task, sort_names(names))
+    return LabelSpace(task.name, sort_names(names))
 
 
 def sort_names(names: Iterable[str]) -> list[str]:
@@ -208,12 +197,12 @@ def sort_names(names: Iterable[str]) -> list[str]:
 
 
 def _log_counts(space: LabelSpace, raws: list[Any]) -> None:
-    if space.task == "regression":
+    if space.label_range is not None:
         low, high = space.label_range
         log.info("regression target %r: %d values in [%g, %g]", space.labels[0], len(raws), low, high)
         return
     counts: Counter[str] = Counter()
-    separator = space.separator if space.task == "multi_label" else None
+    separator = space.separator if get_task(space.task) is MULTI_LABEL else None
     for raw in raws:
         try:
             counts.update(names_of(raw, separator))

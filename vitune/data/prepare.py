@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from vitune.data.cache import CacheItem, build_cache, cached_info, check_out_dir, source_fingerprint
-from vitune.data.dataset_dir import TASKS, DatasetInfo
+from vitune.data.dataset_dir import DatasetInfo
 from vitune.data.sources.base import Record, Skipped, SourceOptions, SourceRows
 from vitune.data.splits import SPLIT_METHODS, assign_splits
 from vitune.errors import UserError
+from vitune.tasks import TASK_NAMES
 
 log = logging.getLogger(__name__)
 
-TASK_CHOICES = ("auto", *TASKS)
+TASK_CHOICES = ("auto", *TASK_NAMES)
 
 
 @dataclass
@@ -149,7 +150,6 @@ def run_prepare(config: PrepareConfig) -> DatasetInfo:
         fingerprint=fingerprint,
         split_method=assignment.method,
         seed=config.seed,
-        label_range=None if space.label_range is None else [float(v) for v in space.label_range],
     )
     info.save(config.out)
     return info

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from vitune.data.dataset_dir import SPLITS, DatasetInfo, load_dataset_dir
+from vitune.tasks import get_task
 
 GRID_SIDE = 4  # a 4x4 sample grid
 GRID_FILE = "samples.png"
@@ -32,12 +33,7 @@ class DatasetSummary:
 
 def label_text(value: Any, info: DatasetInfo) -> str:
     """An encoded label as names: ``"a, c"`` (multi-label, ``"none"`` if empty), ``"cat"``, ``"3.5"``."""
-    if info.task == "multi_label":
-        names = [name for name, flag in zip(info.labels, value) if flag >= 0.5]
-        return ", ".join(names) if names else "none"
-    if info.task == "single_label":
-        return info.labels[int(value)]
-    return f"{float(value):.4g}"
+    return get_task(info.task).label_text(value, info.labels)
 
 
 def summarize(dataset_dir: Path | str, rows: int = 10) -> DatasetSummary:
@@ -50,20 +46,9 @@ def summarize(dataset_dir: Path | str, rows: int = 10) -> DatasetSummary:
         for row in table.select(range(min(rows - len(first), len(table)))):
             first.append({"split": split, "file": row["file"], "labels": label_text(row["labels"], info),
                           "group": row["group"]})
-        frequencies[split] = _frequencies(np.asarray(table.with_format("numpy")["labels"]), info)
+        labels = np.asarray(table.with_format("numpy")["labels"])
+        frequencies[split] = get_task(info.task).frequencies(labels, info.labels)
     return DatasetSummary(info=info, rows=first, frequencies=frequencies)
-
-
-def _frequencies(labels: np.ndarray, info: DatasetInfo) -> dict[str, float]:
-    if info.task == "multi_label":
-        counts = labels.reshape(len(labels), -1).sum(axis=0) if len(labels) else np.zeros(len(info.labels))
-        return {name: int(count) for name, count in zip(info.labels, counts)}
-    if info.task == "single_label":
-        counts = np.bincount(labels.astype(np.int64), minlength=len(info.labels))
-        return {name: int(count) for name, count in zip(info.labels, counts)}
-    if not len(labels):
-        return {"n": 0}
-    return {"n": len(labels), "mean": float(labels.mean()), "min": float(labels.min()), "max": float(labels.max())}
 
 
 def write_sample_grid(dataset_dir: Path | str, out_png: Path | str, side: int = GRID_SIDE) -> Path:
@@ -121,8 +106,9 @@ def _frequency_table(summary: DatasetSummary):
     from rich.table import Table
 
     info = summary.info
-    table = Table(title="label frequencies" if info.task != "regression" else "target per split")
-    table.add_column("label" if info.task != "regression" else "statistic")
+    counted = get_task(info.task).is_classification
+    table = Table(title="label frequencies" if counted else "target per split")
+    table.add_column("label" if counted else "statistic")
     splits = list(summary.frequencies)
     for split in splits:
         size = info.splits.get(split, 0)
@@ -133,9 +119,9 @@ def _frequency_table(summary: DatasetSummary):
         for split in splits:
             value = summary.frequencies[split].get(key, 0)
             size = info.splits.get(split, 0)
-            if info.task == "regression":
-                cells.append(f"{value:.4g}")
-            else:
+            if counted:
                 cells.append(f"{int(value)} ({value / size:.1%})" if size else "0")
+            else:
+                cells.append(f"{value:.4g}")
         table.add_row(key, *cells)
     return table

@@ -28,6 +28,7 @@ import numpy as np
 
 from vitune.data.sources.base import Record
 from vitune.errors import UserError
+from vitune.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ _SOURCE_SPLIT_NAMES = {
     "test": "test",
     "testing": "test",
 }
-_REGRESSION_BINS = 10
 
 
 @dataclass
@@ -110,23 +110,14 @@ def _resolve_method(method: str, has_source_split: bool, has_groups: bool, task:
         return "official"
     if has_groups:
         return "group"
-    return "stratified" if task in ("single_label", "multi_label") else "random"
+    return get_task(task).default_split
 
 
 def _strata(labels: Sequence[Any], task: str) -> np.ndarray:
     """A 0/1 (or count) matrix ``[n, k]`` that stratification balances."""
-    n = len(labels)
-    if n == 0:
+    if len(labels) == 0:
         return np.zeros((0, 0))
-    if task == "multi_label":
-        return np.asarray(labels, dtype=np.float64).reshape(n, -1)
-    if task == "single_label":
-        classes = np.asarray(labels, dtype=np.int64)
-        return np.eye(int(classes.max()) + 1)[classes]
-    values = np.asarray(labels, dtype=np.float64)
-    edges = np.unique(np.quantile(values, np.linspace(0, 1, _REGRESSION_BINS + 1)[1:-1]))
-    bins = np.searchsorted(edges, values, side="right")
-    return np.eye(len(edges) + 1)[bins]
+    return get_task(task).strata(labels)
 
 
 def _source_splits(

@@ -24,6 +24,7 @@ from vitune.data.sources.base import ListingTracker, Record, Skipped, SourceOpti
 from vitune.data.sources.csv_source import read_table, require_column
 from vitune.data.sources.files import ListedFileError, SourceFiles
 from vitune.errors import UserError
+from vitune.tasks import MULTI_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
         records=records,
         skipped=skipped,
         label_order=label_order,
-        task="multi_label",
+        task=MULTI_LABEL.name,
         official_split=bool(splits),
     )
 

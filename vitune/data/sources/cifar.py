@@ -26,6 +26,7 @@ import numpy as np
 
 from vitune.data.sources.base import Record, Skipped, SourceOptions, SourceRows
 from vitune.errors import UserError
+from vitune.tasks import SINGLE_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
     if not records and not skipped:
         raise UserError(f"{folder} holds no CIFAR data batches")
     log.info("CIFAR %s: %d images, %d classes, %d skipped", folder.name, len(records), len(names), len(skipped))
-    return SourceRows(format="cifar", records=records, skipped=skipped, label_order=names, task="single_label")
+    return SourceRows(format="cifar", records=records, skipped=skipped, label_order=names, task=SINGLE_LABEL.name)
 
 
 def _read_batch(

@@ -24,6 +24,7 @@ from typing import Any
 from vitune.data.sources.base import ListingTracker, Record, Skipped, SourceOptions, SourceRows
 from vitune.data.sources.files import ListedFileError, SourceFiles
 from vitune.errors import UserError
+from vitune.tasks import MULTI_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
         records.append(Record(file=file, raw_label=raw_label, group=group or None))
     log.info("%s: %d rows, %d usable, %d skipped; label column %r%s", name, len(table.rows), len(records),
              len(skipped), label_column, " (multi-label)" if multi else "")
-    return SourceRows(format="csv", records=records, skipped=skipped, task="multi_label" if multi else None,
+    return SourceRows(format="csv", records=records, skipped=skipped, task=MULTI_LABEL.name if multi else None,
                       label_name=label_column)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from vitune.data.sources.base import SPLIT_NAMES, Record, Skipped, SourceOptions, SourceRows
 from vitune.errors import UserError
+from vitune.tasks import MULTI_LABEL, SINGLE_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
     label_column = _label_column(features, options.label_column, image_column, name)
     if options.group_column and options.group_column not in features:
         raise UserError(f"{name} has no column {options.group_column!r} (--group-column); it has {', '.join(features)}")
-    kind, label_order = _label_kind(features[label_column])
+    task, label_order = _class_label(features[label_column])
     columns = Columns(image_column, label_column, options.group_column, label_order, _allowed_roots(name))
     records: list[Record] = []
     skipped: list[Skipped] = []
@@ -62,7 +63,6 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
         skipped += split_skipped
     log.info("hf %s: %d rows, %d skipped; image column %r, label column %r", name, len(records), len(skipped),
              image_column, label_column)
-    task = kind if kind in ("single_label", "multi_label") else None
     return SourceRows(format="hf", records=records, skipped=skipped, label_order=label_order,
                       task=task, label_name=label_column)
 
@@ -104,27 +104,31 @@ def _label_column(features, wanted: str | None, image_column: str, name: str) ->
             raise UserError(f"{name} has no column {wanted!r} (--label-column); it has {', '.join(features)}")
         return wanted
     candidates = {c: f for c, f in features.items() if c != image_column}
-    kinds = {c: _label_kind(f)[0] for c, f in candidates.items()}
-    classes = [c for c in candidates if kinds[c] in ("single_label", "multi_label")]
+    classes = [c for c, f in candidates.items() if _class_label(f)[0] is not None]
     named = [c for c in candidates if c in ("label", "labels")]
-    ranked = [c for c in classes if c in named] + classes + named + [c for c in candidates if kinds[c] == "numeric"]
+    ranked = [c for c in classes if c in named] + classes + named + [c for c, f in candidates.items() if _is_numeric(f)]
     if not ranked:
         raise UserError(f"{name}: cannot tell the label column among {', '.join(candidates)}: pass --label-column")
     return ranked[0]
 
 
-def _label_kind(feature) -> tuple[str | None, list[str] | None]:
-    """``(task, label names)`` a label feature implies; ``("numeric", None)`` for numbers."""
+def _class_label(feature) -> tuple[str | None, list[str] | None]:
+    """``(task name, class names)`` a ``ClassLabel`` feature (or a list of them) implies, else ``(None, None)``."""
     import datasets
 
     if isinstance(feature, datasets.ClassLabel):
-        return "single_label", list(feature.names)
+        return SINGLE_LABEL.name, list(feature.names)
     inner = getattr(feature, "feature", None)
     if isinstance(feature, (datasets.List, datasets.LargeList)) and isinstance(inner, datasets.ClassLabel):
-        return "multi_label", list(inner.names)
-    if isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint", "float")):
-        return "numeric", None
+        return MULTI_LABEL.name, list(inner.names)
     return None, None
+
+
+def _is_numeric(feature) -> bool:
+    """A number column: class ids or a regression target, told apart from its values."""
+    import datasets
+
+    return isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint", "float"))
 
 
 @dataclass
