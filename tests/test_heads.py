@@ -14,6 +14,7 @@ from vitune.errors import UserError
 from vitune.embeddings import extract_embeddings
 from vitune.heads import (
     EnsembleHead,
+    HeadsConfig,
     LogRegHead,
     MLPHead,
     SVMHead,
@@ -160,7 +161,7 @@ def test_cuml_backend_expansion_reproduces_the_gpu_svm(monkeypatch):
     svm_module = types.SimpleNamespace(SVC=_FakeCumlSVC, SVR=None)
     monkeypatch.setitem(sys.modules, "cuml", types.SimpleNamespace(svm=svm_module))
     monkeypatch.setitem(sys.modules, "cuml.svm", svm_module)
-    monkeypatch.setattr("vitune.heads.cuml_available", lambda: True)
+    monkeypatch.setattr("vitune.heads.svm.cuml_available", lambda: True)
     x, y = informative("multi_label", 90)
     head = SVMHead("multi_label", C=2.0, backend="cuml").fit(x, y)
     assert head.backend_ == "cuml"
@@ -173,7 +174,7 @@ def test_cuml_backend_expansion_reproduces_the_gpu_svm(monkeypatch):
 def test_cuml_backend_requested_without_gpu_is_a_user_error(monkeypatch):
     from vitune.errors import UserError
 
-    monkeypatch.setattr("vitune.heads.cuml_available", lambda: False)
+    monkeypatch.setattr("vitune.heads.svm.cuml_available", lambda: False)
     x, y = informative("regression", 30)
     with pytest.raises(UserError, match="cuML"):
         SVMHead("regression", backend="cuml").fit(x, y)
@@ -196,10 +197,8 @@ REPORT_KEYS = {"embedding", "heads", "task", "split", "num_samples", "main_metri
 HEAD_KEYS = {"backend", "fit_seconds", "predict_seconds", "metrics", "per_label"}
 
 
-def quiet_fit(*args, **kwargs):
-    from rich.console import Console
-
-    return fit_heads(*args, console=Console(file=open("/dev/null", "w")), **kwargs)
+def quiet_fit(model, data, out=None, **kwargs):
+    return fit_heads(HeadsConfig(model=model, data=data, out=out, **kwargs)).to_json()
 
 
 def test_fit_heads_multi_label_on_frozen_checkpoint(tiny_vit, dataset_dir_factory, tmp_path):

@@ -1,14 +1,21 @@
-"""TrainConfig: every setting of a `vitune train` run, validated, and saved as ``config.yaml``.
+"""Command settings: one dataclass per command, each checking itself on construction.
 
-Defaults are the seeds' recipe (3 epochs, lr 2e-4, 25 % warm-up then cosine decay). The YAML
-file written into RUN_DIR holds every field, so ``vitune train --config RUN_DIR/config.yaml``
-repeats the run; flags given on the command line override the file's values.
+:class:`CommandConfig` is what they share: defaults defined once on the dataclass (the CLI reads
+its help and defaults from there), ``to_dict`` / ``from_dict`` and the checks that turn a bad value
+into a :class:`UserError` naming the flag and what to give. Each command's config lives beside its
+function (``vitune.heads.HeadsConfig``, ``vitune.evaluate.EvaluateConfig``, ...).
+
+:class:`TrainConfig` is every setting of a `vitune train` run, saved as ``config.yaml``. Defaults
+are the seeds' recipe (3 epochs, lr 2e-4, 25 % warm-up then cosine decay). The YAML file written
+into RUN_DIR holds every field, so ``vitune train --config RUN_DIR/config.yaml`` repeats the run;
+flags given on the command line override the file's values.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -34,9 +41,62 @@ REQUIRED = ("data", "model", "out")
 LOCAL_PATHS = ("data", "model", "out", "deepspeed")
 
 
+def flag(name: str) -> str:
+    """The command-line flag of a config field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """``value`` must be one of ``choices``."""
+    if value not in choices:
+        raise UserError(f"{flag(name)} {value!r} is not supported: use one of {', '.join(choices)}")
+
+
+def check_positive(name: str, value: Any) -> None:
+    """``value`` must be a number above 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise UserError(f"{flag(name)} {value!r} must be a positive number")
+
+
+class CommandConfig:
+    """Shared behaviour of the commands' config dataclasses."""
+
+    noun = "setting"  # what an unknown key is called in errors
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of field ``name`` (what the CLI shows and uses)."""
+        spec = cls.__dataclass_fields__[name]  # type: ignore[attr-defined]
+        if spec.default is not MISSING:
+            return spec.default
+        if spec.default_factory is not MISSING:
+            return spec.default_factory()
+        raise KeyError(f"{cls.__name__}.{name} has no default")
+
+    def to_dict(self) -> dict:
+        """Plain dict in field order."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def check_known(cls, values: dict) -> None:
+        """Reject keys that are not fields, listing the known ones."""
+        known = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise UserError(f"unknown {cls.noun}(s) {', '.join(unknown)}: known ones are {', '.join(known)}")
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        """Build from a dict, rejecting unknown keys with the list of known ones."""
+        cls.check_known(values)
+        return cls(**values)
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(CommandConfig):
     """All settings of one training run; checks itself on construction."""
+
+    noun = "training setting"
 
     data: str
     model: str
@@ -68,19 +128,15 @@ class TrainConfig:
             if not getattr(self, name):
                 raise UserError(f"missing --{name}: `vitune train --data DATASET_DIR --model MODEL --out RUN_DIR`")
             setattr(self, name, str(getattr(self, name)))
-        self._check_choice("precision", PRECISIONS)
-        self._check_choice("scheduler", SCHEDULERS)
-        self._check_choice("regression_loss", REGRESSION_LOSSES)
-        self._check_choice("pos_weight", POS_WEIGHTS)
-        self._check_choice("augment", AUGMENTS)
-        self._check_positive("epochs", self.epochs)
-        self._check_positive("lr", self.lr)
-        self._check_positive("batch_size", self.batch_size)
-        self._check_positive("grad_accum", self.grad_accum)
-        self._check_positive("save_total_limit", self.save_total_limit)
+        for name, choices in (("precision", PRECISIONS), ("scheduler", SCHEDULERS),
+                              ("regression_loss", REGRESSION_LOSSES), ("pos_weight", POS_WEIGHTS),
+                              ("augment", AUGMENTS)):
+            check_choice(name, getattr(self, name), choices)
+        for name in ("epochs", "lr", "batch_size", "grad_accum", "save_total_limit"):
+            check_positive(name, getattr(self, name))
         for name in ("eval_batch_size", "max_steps", "logging_steps"):
             if getattr(self, name) is not None:
-                self._check_positive(name, getattr(self, name))
+                check_positive(name, getattr(self, name))
         if not 0.0 <= self.warmup < 1.0:
             raise UserError(f"--warmup {self.warmup} is a fraction of the training steps: give a value in [0, 1)")
         if self.weight_decay < 0:
@@ -89,21 +145,6 @@ class TrainConfig:
             raise UserError(f"--num-workers {self.num_workers} is negative: use 0 (main process) or more")
         if self.deepspeed is not None and not Path(self.deepspeed).is_file():
             raise UserError(f"--deepspeed {self.deepspeed} does not exist: give a DeepSpeed JSON config file")
-
-    def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
-        value = getattr(self, name)
-        if value not in choices:
-            flag = name.replace("_", "-")
-            raise UserError(f"--{flag} {value!r} is not supported: use one of {', '.join(choices)}")
-
-    @staticmethod
-    def _check_positive(name: str, value) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise UserError(f"--{name.replace('_', '-')} {value!r} must be a positive number")
-
-    def to_dict(self) -> dict:
-        """Plain dict in field order (what ``config.yaml`` holds)."""
-        return asdict(self)
 
     def to_yaml(self) -> str:
         """The YAML text of this config, fields in declaration order."""
@@ -124,11 +165,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        """Build from a dict, rejecting unknown keys with the list of known ones."""
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise UserError(f"unknown training setting(s) {', '.join(unknown)}: known ones are {', '.join(known)}")
+        """Build from a dict (numbers given as text converted), rejecting unknown keys with the known ones."""
+        cls.check_known(values)
         values = _numbers_from_text(values)
         missing = [f"--{name}" for name in REQUIRED if values.get(name) in (None, "")]
         if missing:

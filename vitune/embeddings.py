@@ -35,8 +35,8 @@ import torch
 from vitune.data.dataset_dir import load_dataset_dir, require_split
 from vitune.errors import UserError
 from vitune.inference import normalize, pixel_batches, resolve_device
-from vitune.models import Preprocessing, load_model_config, resolve_model, resolve_preprocessing
-from vitune.run_dir import run_model_dir
+from vitune.models import Preprocessing, load_model_config, resolve_preprocessing
+from vitune.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +66,20 @@ def _file_stats(paths: Iterable[Path]) -> list[str]:
 
 
 class Encoder:
-    """A backbone that turns uint8 pixel batches into pooled embeddings (and a run's logits).
+    """A checkpoint that turns uint8 pixel batches into pooled embeddings.
 
-    Construction is cheap (config and processor only); the weights load on first use, so a
-    cache hit never loads the model.
+    ``source`` is a resolved checkpoint (Hub id or local directory) loaded with ``AutoModel``:
+    frozen pre-trained features. :class:`vitune.run_dir.Run` is the same for a fine-tuned RUN_DIR
+    (its classifier's logits come out of the same forward pass). Construction is cheap (config and
+    processor only); the weights load on first use, so a cache hit never loads the model.
     """
 
-    def __init__(self, model: str | Path, device: str | None = None, trust_remote_code: bool = False):
-        self.name = str(model)
-        run_dir = run_model_dir(model)
-        self.is_run = run_dir is not None
-        self.source = str(run_dir) if run_dir is not None else resolve_model(str(model))
+    is_run = False
+
+    def __init__(self, source: str | Path, name: str | None = None, device: torch.device | str | None = None,
+                 trust_remote_code: bool = False):
+        self.source = str(source)
+        self.name = name or self.source
         self.trust_remote_code = trust_remote_code
         self.device = resolve_device(device)
 
@@ -100,17 +103,27 @@ class Encoder:
         return _digest({"hub": self.source, "commit": getattr(self.config, "_commit_hash", None),
                         "config": self.config.to_dict()})
 
+    def _auto_class(self):
+        from transformers import AutoModel
+
+        return AutoModel
+
     @cached_property
     def net(self) -> torch.nn.Module:
-        """The loaded network: the run's classifier, or the bare backbone."""
-        from transformers import AutoModel, AutoModelForImageClassification
+        """The network (safetensors weights only), float32 in eval mode on ``device``."""
+        from transformers.utils import logging as hf_logging
 
-        loader = AutoModelForImageClassification if self.is_run else AutoModel
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a per-tensor loading bar is noise for one checkpoint
         try:
-            net = loader.from_pretrained(self.source, trust_remote_code=self.trust_remote_code)
+            net = self._auto_class().from_pretrained(self.source, trust_remote_code=self.trust_remote_code,
+                                                     use_safetensors=True)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot load model {self.name!r}: {exc}".splitlines()[0]) from exc
-        return net.eval().to(self.device)
+        finally:
+            if bar_was_on:
+                hf_logging.enable_progress_bar()
+        return net.float().eval().to(self.device)
 
     @property
     def backbone(self) -> torch.nn.Module:
@@ -138,7 +151,7 @@ class Encoder:
 
     @torch.inference_mode()
     def encode(self, pixels: np.ndarray, pooling: str = "cls") -> tuple[np.ndarray, np.ndarray | None]:
-        """One uint8 ``[B, 3, S, S]`` batch -> (embeddings ``[B, D]``, run logits or None)."""
+        """One uint8 ``[B, 3, S, S]`` batch -> (embeddings ``[B, D]``, a run's logits or None)."""
         captured: dict = {}
         hook = self.backbone.register_forward_hook(lambda _m, _i, out: captured.setdefault("out", out))
         try:
@@ -158,11 +171,9 @@ def embed_batches(
     desc: str = "embedding",
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Embeddings (float32 ``[N, D]``) and, for a run, logits of uint8 pixel batches, with a progress bar."""
-    from tqdm.auto import tqdm
-
     check_pooling(pooling)
     embeddings, logits = [], []
-    for batch in tqdm(batches, total=total, desc=desc, unit="batch", leave=False):
+    for batch in progress(batches, total=total, desc=desc, unit="batch"):
         pooled, batch_logits = encoder.encode(batch, pooling)
         embeddings.append(pooled)
         if batch_logits is not None:
@@ -224,8 +235,10 @@ def extract_embeddings(
     ``model`` is a RUN_DIR, a checkpoint (alias, Hub id, directory) or an :class:`Encoder`. For a
     run the classifier's logits over the split come with them (same forward pass).
     """
+    from vitune.run_dir import open_model
+
     check_pooling(pooling)
-    encoder = model if isinstance(model, Encoder) else Encoder(model)
+    encoder = model if isinstance(model, Encoder) else open_model(model)
     start = time.perf_counter()
     paths = None
     if cache_dir is not None:

@@ -55,6 +55,7 @@ class Task:
     greater_is_better: bool
     metric_keys: tuple[str, ...]
     is_classification = True
+    multi_output = False  # several 0/1 targets per image
     tunes_thresholds = False  # per-label decision thresholds tuned on validation
     takes_pos_weight = False  # --pos-weight auto applies
     default_split = "stratified"
@@ -173,6 +174,7 @@ class MultiLabel(Task):
     main_metric = "roc_auc_macro"
     greater_is_better = True
     metric_keys = ("roc_auc_macro", "average_precision_macro", "f1_macro")
+    multi_output = True
     tunes_thresholds = True
     takes_pos_weight = True
 

@@ -2,12 +2,15 @@
 
 * :class:`PixelCollator` turns uint8 DATASET_DIR rows into normalised float batches (with optional
   light augmentation for training) and task-shaped labels.
-* :class:`VituneTrainer` computes the task loss itself (multi-label BCE with optional
-  ``pos_weight``, single-label CE, regression MSE or BCE on the [0, 1]-scaled target) and keeps
+* :class:`VituneTrainer` computes the task's loss itself (:meth:`vitune.tasks.Task.loss`:
+  multi-label BCE with optional ``pos_weight``, single-label CE, regression MSE or BCE on the
+  [0, 1]-scaled target) and keeps
   a running loss on the device so divergence is caught without a host sync on every step.
 * :class:`EpochHistoryCallback` records the mean training loss and learning rate of each epoch
   into ``TrainerState.log_history`` (so it survives ``--resume``) and stops a diverged run with a
   :class:`UserError` before anything is evaluated or saved.
+* :class:`EpochLineProgressCallback` (on a terminal) and :class:`EpochLinePrinter` (in a log)
+  print one line per evaluation.
 """
 
 from __future__ import annotations
@@ -16,15 +19,15 @@ import math
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from vitune.errors import UserError
-from vitune.inference import normalize, scale_target
+from vitune.inference import normalize
 from vitune.models import Preprocessing
+from vitune.tasks import Task
 
 EPOCH_RECORD = "vitune_epoch"  # marks the per-epoch entries this module adds to log_history
 CROP_AREA = (0.85, 1.0)
@@ -55,12 +58,13 @@ def light_augment(x: torch.Tensor, hflip: bool = False) -> torch.Tensor:
 class PixelCollator:
     """Stack uint8 ``[3, S, S]`` rows, normalise with the checkpoint's mean/std, shape the labels.
 
-    Labels: multi_label float N-hot ``[B, K]``; single_label int64 ``[B]``; regression float ``[B]``
-    scaled to [0, 1] with ``label_range`` (the training split's min and max).
+    Labels as the task's loss takes them (:meth:`vitune.tasks.Task.batch_labels`): multi_label
+    float N-hot ``[B, K]``; single_label int64 ``[B]``; regression float ``[B]`` scaled to [0, 1]
+    with ``label_range`` (the training split's min and max).
     """
 
     prep: Preprocessing
-    task: str
+    task: Task
     label_range: tuple[float, float] | None = None
     augment: str = "none"
     hflip: bool = False
@@ -69,35 +73,8 @@ class PixelCollator:
         pixels = normalize(torch.stack([torch.as_tensor(r["pixel_values"]) for r in rows]), self.prep)
         if self.augment == "light":
             pixels = light_augment(pixels, self.hflip)
-        return {"pixel_values": pixels, "labels": self.labels([r["labels"] for r in rows])}
-
-    def labels(self, values: list) -> torch.Tensor:
-        """Task-shaped label tensor for one batch."""
-        if self.task == "single_label":
-            return torch.as_tensor(np.asarray(values), dtype=torch.long)
-        array = np.asarray([np.asarray(v) for v in values], dtype=np.float32)
-        if self.task == "regression":
-            array = scale_target(array.reshape(-1), self.label_range)
-        return torch.from_numpy(array)
-
-
-def task_loss(
-    task: str,
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    regression_loss: str = "mse",
-    pos_weight: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Mean loss of a batch for ``task`` (computed in float32 whatever the autocast dtype)."""
-    logits = logits.float()
-    if task == "multi_label":
-        return F.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=pos_weight)
-    if task == "single_label":
-        return F.cross_entropy(logits, labels.long())
-    prediction, target = logits.reshape(-1), labels.float().reshape(-1)
-    if regression_loss == "bce":
-        return F.binary_cross_entropy_with_logits(prediction, target)
-    return F.mse_loss(prediction, target)
+        labels = self.task.batch_labels([r["labels"] for r in rows], self.label_range)
+        return {"pixel_values": pixels, "labels": labels}
 
 
 class LossTracker:
@@ -134,7 +111,7 @@ class VituneTrainer(Trainer):
     # our loss is a per-batch mean: let Trainer divide it by the gradient-accumulation steps
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, task: str, regression_loss: str, pos_weight, train_collator, **kwargs):
+    def __init__(self, *args, task: Task, regression_loss: str, pos_weight, train_collator, **kwargs):
         super().__init__(*args, **kwargs)
         self.task = task
         self.regression_loss = regression_loss
@@ -175,7 +152,7 @@ class VituneTrainer(Trainer):
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         pos_weight = None if self.pos_weight is None else self.pos_weight.to(outputs.logits.device)
-        loss = task_loss(self.task, outputs.logits, labels, self.regression_loss, pos_weight)
+        loss = self.task.loss(outputs.logits, labels, self.regression_loss, pos_weight)
         if model.training:
             self.loss_tracker.add(loss, len(labels))
         return (loss, outputs) if return_outputs else loss
@@ -222,17 +199,32 @@ class EpochHistoryCallback(TrainerCallback):
         self.epoch_started = time.perf_counter()
 
 
+def evaluation_line(args, state, logs: dict) -> str | None:
+    """``epoch 2/10: validation loss 0.2409, roc_auc_macro 0.8260, ...`` for an evaluation log, else None."""
+    if "eval_loss" not in logs:
+        return None
+    shown = {k.removeprefix("eval_"): v for k, v in logs.items()
+             if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))}
+    values = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
+    return f"epoch {state.epoch:g}/{args.num_train_epochs:g}: validation {values}"
+
+
 class EpochLineProgressCallback(ProgressCallback):
-    """The Trainer's progress bars, with one short line per evaluation instead of every log dict."""
+    """The Trainer's progress bars (on a terminal), with one short line per evaluation instead of every log dict."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        if not (state.is_world_process_zero and self.training_bar is not None and "eval_loss" in logs):
-            return
-        shown = {k.removeprefix("eval_"): v for k, v in logs.items()
-                 if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))}
-        values = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
-        self.training_bar.write(f"epoch {state.epoch:g}/{args.num_train_epochs:g}: validation {values}")
+        line = evaluation_line(args, state, logs or {})
+        if state.is_world_process_zero and self.training_bar is not None and line:
+            self.training_bar.write(line)
+
+
+class EpochLinePrinter(TrainerCallback):
+    """Off a terminal: no bars, one line per evaluation on stdout."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        line = evaluation_line(args, state, logs or {})
+        if state.is_world_process_zero and line:
+            print(line, flush=True)
 
 
 class NonFiniteLossCallback(TrainerCallback):

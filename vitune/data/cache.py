@@ -29,6 +29,7 @@ from vitune.data.dataset_dir import INFO_FILE, SPLITS, DatasetInfo, features_for
 from vitune.data.images import BadImage, decode_image, pil_to_array
 from vitune.data.sources.base import Skipped
 from vitune.errors import UserError
+from vitune.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def build_cache(
             for split in SPLITS
         }
         decoded = _decode_all(ordered, image_size, workers)
-        for item, (pixels, reason) in zip(ordered, _progress(decoded, len(ordered))):
+        for item, (pixels, reason) in zip(ordered, progress(decoded, len(ordered), "decoding images", "image")):
             if reason is not None:
                 skipped.append(Skipped(item.file, reason))
                 continue
@@ -225,14 +226,3 @@ def decode_job(job: tuple[str | None, Any, int]) -> tuple[np.ndarray | None, str
         return None, exc.reason
     except OSError as exc:  # the file vanished or is unreadable between listing and decoding
         return None, f"unreadable file: {exc.strerror or exc}"
-
-
-def _progress(results: Iterator, total: int) -> Iterator:
-    """Wrap ``results`` in a progress bar on stderr (when it is a terminal)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("decoding images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    console = Console(stderr=True)
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
-        yield from progress.track(results, total=total)

@@ -1,0 +1,186 @@
+"""``vitune heads``: fit heads on a frozen backbone's embeddings and compare them on validation.
+
+The recipe: embed train and validation once (cached), build the heads of the dataset's task with
+:func:`vitune.heads.create_heads`, fit them on train, score them on validation, save them
+(:mod:`vitune.heads.storage`) and write ``heads.json``. :func:`predict_with_heads` is the way back:
+saved heads applied to new images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from vitune.config import CommandConfig, check_positive
+from vitune.data.dataset_dir import load_dataset_dir, require_image_size, require_split
+from vitune.embeddings import Encoder, check_pooling, embed_batches, extract_embeddings
+from vitune.errors import UserError
+from vitune.heads.base import Head
+from vitune.heads.ensemble import EnsembleHead
+from vitune.heads.registry import ENSEMBLE_MEMBERS, HEAD_NAMES, create_heads, parse_heads
+from vitune.heads.storage import HeadsDir, load_heads, read_heads_config, save_heads
+from vitune.heads.svm import SVMHead
+from vitune.run_dir import RunDir, open_model
+from vitune.tasks import get_task
+
+log = logging.getLogger(__name__)
+
+REPORT_SPLIT = "validation"
+
+
+@dataclass
+class HeadsConfig(CommandConfig):
+    """Settings of ``vitune heads``; checks itself on construction.
+
+    ``model`` is a RUN_DIR (``out`` defaults to ``RUN_DIR/heads``) or a checkpoint. ``C=None``
+    chooses the SVM's C by cross-validation on train. Embeddings are cached in ``cache_dir``
+    (default ``out/embeddings``).
+    """
+
+    model: str
+    data: str
+    out: str | None = None
+    heads: str = ",".join(HEAD_NAMES)
+    pooling: str = "cls"
+    C: float | None = None
+    batch_size: int = 32
+    seed: int = 0
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        self.model, self.data = str(self.model), str(self.data)
+        parse_heads(self.heads)
+        check_pooling(self.pooling)
+        if self.C is not None and not self.C > 0:
+            raise UserError(f"--C must be positive, got {self.C}")
+        check_positive("batch_size", self.batch_size)
+        if self.out is None and not RunDir(self.model).is_run():
+            raise UserError(f"{self.model} is not a RUN_DIR: give --out DIR for the heads")
+        self.out = str(self.out) if self.out is not None else str(RunDir(self.model).heads)
+
+    @property
+    def names(self) -> list[str]:
+        """The heads to fit, in ``HEAD_NAMES`` order."""
+        return parse_heads(self.heads)
+
+
+@dataclass
+class HeadsResult:
+    """What ``vitune heads`` measured: the contents of ``heads.json`` and where it is."""
+
+    out: Path
+    embedding: dict
+    heads: dict[str, dict]
+    task: str
+    split: str
+    num_samples: int
+    main_metric: str
+    model: str
+
+    def to_json(self) -> dict:
+        """The ``heads.json`` document."""
+        return {"embedding": self.embedding, "heads": self.heads, "task": self.task, "split": self.split,
+                "num_samples": self.num_samples, "main_metric": self.main_metric, "model": self.model}
+
+
+def split_targets(dataset_dir: Path | str, split: str) -> np.ndarray:
+    """The ``labels`` column of a DATASET_DIR split as a numpy array."""
+    ds, _ = load_dataset_dir(dataset_dir)
+    part = require_split(ds, split, dataset_dir)
+    return np.asarray(part.with_format("numpy", columns=["labels"])[:]["labels"])
+
+
+def _round(value):
+    return None if value is None else round(float(value), 6)
+
+
+def _score_head(name: str, head: Head, train, val, y_train, y_val, info, fit_seconds: dict) -> dict:
+    """Fit ``head`` on train, score it on validation: its ``heads.json`` entry."""
+    start = time.perf_counter()
+    head.fit(train.values, y_train)
+    seconds = time.perf_counter() - start
+    if isinstance(head, EnsembleHead):  # its members were fitted just before
+        seconds += sum(fit_seconds[m] for m in ENSEMBLE_MEMBERS)
+    fit_seconds[name] = seconds
+    start = time.perf_counter()
+    scores = head.predict_scores(val.values, val.logits)
+    predict_seconds = time.perf_counter() - start
+    result = get_task(info.task).metrics(y_val, scores, info.labels)
+    entry = {"backend": head.backend_, "fit_seconds": round(seconds, 4), "predict_seconds": round(predict_seconds, 4),
+             "metrics": {k: _round(v) for k, v in result.metrics.items()}, "per_label": result.per_label}
+    if isinstance(head, SVMHead):
+        entry["params"] = {"C": head.C_, "gamma": head.gamma_, "basis_size": len(head.basis_)}
+    return entry
+
+
+def fit_heads(config: HeadsConfig) -> HeadsResult:
+    """Fit heads on the train split's embeddings, evaluate on validation, save them and ``heads.json``."""
+    encoder = open_model(config.model)
+    where = HeadsDir(config.out)
+    _, info = load_dataset_dir(config.data)
+    if encoder.is_run:
+        encoder.check_dataset(info, config.data)
+    require_image_size(info, config.data, encoder.preprocessing.image_size, encoder.name)
+    cache_dir = Path(config.cache_dir) if config.cache_dir is not None else where.embeddings
+    train, val = (extract_embeddings(encoder, config.data, s, config.pooling, config.batch_size, cache_dir)
+                  for s in ("train", REPORT_SPLIT))
+    y_train, y_val = split_targets(config.data, "train"), split_targets(config.data, REPORT_SPLIT)
+    task = get_task(info.task)
+    fitted = create_heads(config.names, info.task, C=config.C, n_classes=len(info.labels), random_state=config.seed,
+                          run_config=encoder.config if encoder.is_run else None)
+    entries, fit_seconds = {}, {}
+    for name, head in fitted.items():
+        entries[name] = _score_head(name, head, train, val, y_train, y_val, info, fit_seconds)
+        log.info("%s head: %s=%s", name, task.main_metric, entries[name]["metrics"][task.main_metric])
+    result = HeadsResult(
+        out=where.root,
+        embedding={"dim": train.dim, "seconds": round(train.seconds + val.seconds, 4),
+                   "cached": train.cached and val.cached, "pooling": config.pooling},
+        heads={name: entries[name] for name in config.names},
+        task=info.task, split=REPORT_SPLIT, num_samples=len(y_val), main_metric=task.main_metric,
+        model=config.model,
+    )
+    model_path = Path(config.model)
+    save_heads(where.root, fitted, {"task": info.task, "labels": list(info.labels), "pooling": config.pooling,
+                                    "model": str(model_path.resolve()) if model_path.exists() else config.model,
+                                    "model_identity": encoder.identity})
+    where.report.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return result
+
+
+def _check_heads_fit(encoder: Encoder, config: dict, heads_dir: Path | str) -> None:
+    """A run's heads must have been fitted for its task and labels; a changed model is only a warning."""
+    if encoder.is_run:
+        task = get_task(config["task"])
+        if (task.name, task.output_names(config["labels"])) != (encoder.task.name, encoder.labels):
+            raise UserError(f"the heads in {heads_dir} are {config['task']} {config['labels']}, but {encoder.name} is "
+                            f"{encoder.task.name} {encoder.labels}: give the --heads-dir fitted on this run")
+    if encoder.identity != config.get("model_identity"):  # same labels; the files were touched or retrained
+        log.warning("the model changed since these heads were fitted; run `vitune heads` again")
+
+
+def predict_with_heads(
+    heads_dir: Path | str,
+    batches: Iterable[np.ndarray],
+    head: str = "ensemble",
+    model: str | Path | None = None,
+    total: int | None = None,
+) -> np.ndarray:
+    """Scores of saved head ``head`` on uint8 pixel batches ``[B, 3, S, S]``.
+
+    The images are embedded with ``model`` (default: the MODEL the heads were fitted on, e.g. the
+    RUN_DIR) and the saved pooling; the run's logits come from the same forward pass.
+    """
+    config = read_heads_config(heads_dir)
+    if head not in config["heads"]:
+        raise UserError(f"no {head!r} head in {heads_dir}: it has {', '.join(config['heads'])}")
+    encoder = open_model(model if model is not None else config["model"])
+    _check_heads_fit(encoder, config, heads_dir)
+    embeddings, logits = embed_batches(encoder, batches, config["pooling"], total=total)
+    return load_heads(heads_dir)[head].predict_scores(embeddings, logits)

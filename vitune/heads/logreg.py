@@ -1,0 +1,105 @@
+"""The logistic-regression head: the task's scikit-learn linear model on standardised embeddings.
+
+multi_label: ``OneVsRestClassifier(LogisticRegression)``, one model per label; single_label:
+multinomial ``LogisticRegression``; regression: ``Ridge`` (see
+:meth:`vitune.tasks.Task.logreg_estimator`). The fitted model is kept as one linear map
+(``coef_``, ``intercept_``) so it is stored without pickle and predicts with numpy.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from joblib import parallel_config
+from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
+
+from vitune.heads.base import Head
+
+ABSENT_CLASS_LOGIT = -50.0  # a class never seen in training: probability ~0
+
+
+def prior_logit(y: np.ndarray) -> float:
+    """The smoothed log-odds of a 0/1 column: what a label with one class in training predicts."""
+    p = (np.sum(y) + 1.0) / (len(y) + 2.0)
+    return float(np.log(p / (1.0 - p)))
+
+
+def one_vs_rest_parameters(model: OneVsRestClassifier, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(coef [L, D], intercept [L], iterations)`` of fitted per-label models.
+
+    A label with one class in training has no model; it gets no slope and the smoothed prior.
+    """
+    dim = model.n_features_in_
+    coef, intercept, iterations = np.zeros((len(model.estimators_), dim)), np.zeros(len(model.estimators_)), 1
+    for j, est in enumerate(model.estimators_):
+        if isinstance(est, LogisticRegression):
+            coef[j], intercept[j] = est.coef_[0], est.intercept_[0]
+            iterations = max(iterations, int(est.n_iter_.max()))
+        else:
+            intercept[j] = prior_logit(y[:, j])
+    return coef, intercept, iterations
+
+
+def multinomial_parameters(model: LogisticRegression, n_outputs: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(coef [K, D], intercept [K], iterations)`` over all K classes, absent ones at ~0 probability."""
+    coef = np.zeros((n_outputs, model.n_features_in_))
+    intercept = np.full(n_outputs, ABSENT_CLASS_LOGIT)
+    present = model.classes_.astype(np.int64)
+    fitted_coef, fitted_intercept = model.coef_, model.intercept_
+    if len(present) == 2:  # binary: softmax([-z/2, z/2]) == sigmoid(z)
+        fitted_coef = np.vstack([-fitted_coef / 2, fitted_coef / 2])
+        fitted_intercept = np.array([-fitted_intercept[0] / 2, fitted_intercept[0] / 2])
+    coef[present], intercept[present] = fitted_coef, fitted_intercept
+    return coef, intercept, int(model.n_iter_.max())
+
+
+class LogRegHead(Head):
+    """Logistic regression on standardised embeddings (per label / multinomial), Ridge for regression."""
+
+    _array_state = ("coef_", "intercept_")
+
+    def __init__(self, task: str = "multi_label", C: float = 1.0, max_iter: int = 1000,
+                 n_classes: int | None = None, n_jobs: int | None = -1):
+        self.task = task
+        self.C = C
+        self.max_iter = max_iter
+        self.n_classes = n_classes
+        self.n_jobs = n_jobs
+
+    def fit(self, X, y) -> "LogRegHead":
+        """Fit the task's linear model on standardised embeddings and keep it as ``coef_``, ``intercept_``."""
+        X, y = self._validate_fit(X, y)
+        self.backend_ = "sklearn"
+        xs = self._fit_scaler(X)
+        model = self._task.logreg_estimator(self.C, self.max_iter)
+        if isinstance(model, OneVsRestClassifier):
+            model.set_params(n_jobs=self.n_jobs)
+        if isinstance(model, LogisticRegression) and len(np.unique(y)) == 1:  # LogisticRegression refuses it
+            self._fit_one_class(int(y[0]), xs.shape[1])
+            return self
+        with warnings.catch_warnings(), parallel_config(backend="threading"):
+            warnings.filterwarnings("ignore", message="Label .* is present in all training examples")
+            model.fit(xs, y)
+        self.coef_, self.intercept_, self.n_iter_ = self._linear_parameters(model, y)
+        return self
+
+    def _fit_one_class(self, present: int, dim: int) -> None:
+        """Training with a single class: that class gets every image."""
+        self.coef_ = np.zeros((self.n_outputs_, dim))
+        self.intercept_ = np.full(self.n_outputs_, ABSENT_CLASS_LOGIT)
+        self.intercept_[present] = 0.0
+        self.n_iter_ = 1
+
+    def _linear_parameters(self, model, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        if isinstance(model, OneVsRestClassifier):
+            return one_vs_rest_parameters(model, y)
+        if isinstance(model, LogisticRegression):
+            return multinomial_parameters(model, self.n_outputs_)
+        return np.atleast_2d(model.coef_), np.atleast_1d(model.intercept_), 1  # Ridge: closed form
+
+    def _decision(self, X) -> np.ndarray:
+        """Linear decision values ``[N, outputs]``."""
+        X = self._validate_predict(X)
+        return self.scaler_.transform(X) @ self.coef_.T + self.intercept_

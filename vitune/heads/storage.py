@@ -1,0 +1,99 @@
+"""Fitted heads on disk, without pickle: every array in safetensors, the rest in JSON.
+
+A heads directory (default ``RUN_DIR/heads``) holds:
+
+- ``heads.safetensors``: every fitted array, keyed ``<head>.<attribute>`` (e.g. ``svm.basis_``,
+  ``svm.dual_coef_``, ``svm.mean_``, ``svm.sigmoid_a_``, ``mlp.w1_``, ``logreg.coef_``);
+- ``heads-config.json``: ``{"version": 1, "task", "labels", "pooling", "model", "model_identity",
+  "heads": {name: {"class", "params", "state"}}}`` where ``params`` are the ``__init__``
+  arguments and ``state`` the fitted scalars (``C_``, ``gamma_``, ``backend_``, ...). An
+  ensemble's ``state.members`` names the saved heads it averages;
+- ``heads.json``: the report of ``vitune heads``, and ``embeddings/`` its cache.
+
+Files written by vitune 0.1 have this layout and load unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from vitune.errors import UserError
+from vitune.heads.base import Head, jsonable
+from vitune.heads.ensemble import EnsembleHead
+from vitune.heads.registry import HEAD_CLASSES
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class HeadsDir:
+    """The paths inside one heads directory."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    config = property(lambda self: self.root / "heads-config.json", doc="Head classes, params and fitted scalars.")
+    arrays = property(lambda self: self.root / "heads.safetensors", doc="Every fitted array.")
+    report = property(lambda self: self.root / "heads.json", doc="The report of `vitune heads`.")
+    embeddings = property(lambda self: self.root / "embeddings", doc="The embedding cache.")
+
+
+def _ensemble_entry(name: str, head: EnsembleHead, heads: dict[str, Head]) -> dict:
+    members = []
+    for est in head.estimators_:
+        match = [n for n, h in heads.items() if h is est]
+        if not match:
+            raise ValueError(f"ensemble {name!r} has a member that is not saved beside it")
+        members.append(match[0])
+    state = {"members": members, "weights": head.weights_.tolist(), "backend_": head.backend_}
+    return {"class": EnsembleHead.__name__, "params": {}, "state": state}
+
+
+def save_heads(out_dir: Path | str, heads: dict[str, Head], meta: dict) -> None:
+    """Write ``heads.safetensors`` + ``heads-config.json`` (see the module docstring); no pickle."""
+    from safetensors.numpy import save_file
+
+    where = HeadsDir(out_dir)
+    where.root.mkdir(parents=True, exist_ok=True)
+    entries, arrays = {}, {}
+    for name, head in heads.items():
+        if isinstance(head, EnsembleHead):
+            entries[name] = _ensemble_entry(name, head, heads)
+            continue
+        values, head_arrays = head.get_state()
+        params = {k: jsonable(v) for k, v in head.get_params(deep=False).items()}
+        entries[name] = {"class": type(head).__name__, "params": params, "state": values}
+        arrays.update({f"{name}.{key}": value for key, value in head_arrays.items()})
+    save_file(arrays, str(where.arrays))
+    where.config.write_text(json.dumps({"version": FORMAT_VERSION, **meta, "heads": entries}, indent=2) + "\n")
+
+
+def read_heads_config(heads_dir: Path | str) -> dict:
+    """The ``heads-config.json`` of a heads directory (a clear error when missing)."""
+    path = HeadsDir(heads_dir).config
+    if not path.is_file():
+        raise UserError(f"{heads_dir} has no fitted heads ({path.name}): run `vitune heads` first")
+    return json.loads(path.read_text())
+
+
+def load_heads(heads_dir: Path | str) -> dict[str, Head]:
+    """Fitted heads saved by :func:`save_heads`, by name (members before their ensembles)."""
+    from safetensors.numpy import load_file
+
+    config = read_heads_config(heads_dir)
+    arrays = load_file(str(HeadsDir(heads_dir).arrays))
+    heads: dict[str, Head] = {}
+    ensembles_last = sorted(config["heads"].items(), key=lambda item: item[1]["class"] == EnsembleHead.__name__)
+    for name, entry in ensembles_last:
+        if entry["class"] == EnsembleHead.__name__:
+            state = entry["state"]
+            members = [(m, heads[m]) for m in state["members"]]
+            heads[name] = EnsembleHead(members, state["weights"], prefit=True).fit(None, None)
+            continue
+        head_arrays = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{name}.")}
+        heads[name] = HEAD_CLASSES[entry["class"]].from_state(entry["params"], entry["state"], head_arrays)
+    return heads

@@ -1,0 +1,40 @@
+"""Progress display: tqdm bars on a terminal, plain lines elsewhere.
+
+vitune uses one progress library, tqdm (the one ``transformers.Trainer`` and ``datasets`` draw
+with). When stdout or stderr is not a terminal (CI, ``nohup``, ``make demo > log``, a pipe), no
+bar is drawn, by vitune or by the libraries: each stage and epoch prints one line instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+def interactive() -> bool:
+    """Whether both stdout and stderr are terminals (bars are drawn only then)."""
+    return all(getattr(stream, "isatty", lambda: False)() for stream in (sys.stdout, sys.stderr))
+
+
+def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it") -> Iterator[T]:
+    """``iterable`` with a transient tqdm bar on a terminal, unchanged elsewhere."""
+    if not interactive():
+        yield from iterable
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(iterable, total=total, desc=desc, unit=unit, leave=False) as bar:
+        yield from bar
+
+
+def quiet_library_bars() -> None:
+    """Turn off the bars of ``datasets`` and ``transformers`` (loading, saving, mapping) off a terminal."""
+    if interactive():
+        return
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
