@@ -15,35 +15,15 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from vitune.config import DemoConfig
 from vitune.errors import UserError
 
 MARKER = "demo.json"  # written into OUT: marks a folder a later demo may overwrite
 DEMO_IMAGE_SIZE = 64
 SCRATCH_VIT = dict(patch_size=8, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512)
-
-
-@dataclass
-class DemoConfig:
-    """Settings of ``vitune demo``; checks itself on construction."""
-
-    out: Path = Path("runs/demo")
-    model: str | None = None
-    patients: int = 1000
-    epochs: float = 10
-    lr: float = 5e-4
-    batch_size: int = 32
-    bootstrap: int = 1000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.out = Path(self.out)
-        if self.patients < 20:
-            raise UserError(f"--patients {self.patients} is too few for train, validation and test: use 20 or more")
-        if not self.epochs > 0 or not self.lr > 0 or self.batch_size < 1:
-            raise UserError("--epochs, --lr and --batch-size must be positive")
 
 
 def make_scratch_vit(out: Path | str, image_size: int = DEMO_IMAGE_SIZE, seed: int = 0) -> Path:
@@ -97,8 +77,33 @@ class _Steps:
         self.echo(f"[{self.done}/{self.total}] {name}: {text} ({self.seconds[name]:.1f} s)")
 
 
-def run_demo(config: DemoConfig, echo=print) -> dict:
-    """Run the whole vitune path on built-in data into ``config.out``; return the summary (``demo.json``)."""
+@dataclass
+class DemoResult:
+    """The demo's summary, as written to ``OUT/demo.json``."""
+
+    status: str
+    seconds: float
+    step_seconds: dict[str, float]
+    model: str
+    images: dict[str, int]
+    validation_roc_auc_macro: float
+    heads_validation_roc_auc_macro: dict[str, float]
+    test_roc_auc_macro: float
+    test_roc_auc_macro_ci: list[float] | None
+    report: str
+
+    def to_json(self) -> dict:
+        """The ``demo.json`` document."""
+        return asdict(self)
+
+
+def run_demo(config: DemoConfig, echo=print, show_heads=None) -> DemoResult:
+    """Run the whole vitune path on built-in data into ``config.out``; return the summary (``demo.json``).
+
+    ``echo`` prints each step's line; ``show_heads`` (optional) is called with the heads result,
+    e.g. to print the CLI's comparison table.
+    """
+    from vitune.config import EvaluateConfig, HeadsConfig, ReportConfig
     from vitune.evaluate import evaluate
     from vitune.heads import fit_heads
     from vitune.report import build_report
@@ -120,46 +125,43 @@ def run_demo(config: DemoConfig, echo=print) -> dict:
     steps.report("train", f"{config.model or 'small ViT from a random start'}, {config.epochs:g} epochs, "
                           f"validation roc_auc_macro {val_auc:.4f}")
 
-    heads = steps.run("heads", lambda: fit_heads(out, out / "data", out / "heads", seed=config.seed))
-    head_aucs = {name: entry["metrics"]["roc_auc_macro"] for name, entry in heads["heads"].items()}
+    heads = steps.run("heads", lambda: fit_heads(HeadsConfig(model=out, data=out / "data", seed=config.seed)))
+    if show_heads is not None:
+        show_heads(heads)
+    head_aucs = {name: entry["metrics"]["roc_auc_macro"] for name, entry in heads.heads.items()}
     steps.report("heads", "validation roc_auc_macro " + ", ".join(f"{n} {v:.4f}" for n, v in head_aucs.items()))
 
-    test = steps.run("evaluate", lambda: evaluate(out, out / "data", "test", n_bootstrap=config.bootstrap,
-                                                  seed=config.seed))
-    test_auc = test["metrics"]["roc_auc_macro"]
-    interval = test["confidence_intervals"].get("roc_auc_macro")  # None when too few resamples were valid
+    test = steps.run("evaluate", lambda: evaluate(EvaluateConfig(run=out, data=out / "data", split="test",
+                                                                 bootstrap=config.bootstrap, seed=config.seed)))
+    test_auc = test.metrics["roc_auc_macro"]
+    interval = test.confidence_intervals.get("roc_auc_macro")  # None when too few resamples were valid
     shown = f"{interval[0]:.4f}-{interval[1]:.4f}" if interval else "n/a"
-    steps.report("evaluate", f"test roc_auc_macro {test_auc:.4f} (95% CI {shown}) on {test['num_samples']} images")
+    steps.report("evaluate", f"test roc_auc_macro {test_auc:.4f} (95% CI {shown}) on {test.num_samples} images")
 
-    report = steps.run("report", lambda: build_report(out))
+    report = steps.run("report", lambda: build_report(ReportConfig(run=out)))
     steps.report("report", str(report))
 
-    summary = {
-        "status": "done",
-        "seconds": round(time.perf_counter() - started, 1),
-        "step_seconds": steps.seconds,
-        "model": config.model or "scratch-vit",
-        "images": info.splits,
-        "validation_roc_auc_macro": val_auc,
-        "heads_validation_roc_auc_macro": head_aucs,
-        "test_roc_auc_macro": test_auc,
-        "test_roc_auc_macro_ci": interval,
-        "report": str(report),
-    }
-    (out / MARKER).write_text(json.dumps(summary, indent=2) + "\n")
-    echo(f"done in {summary['seconds']:.0f} s: test roc_auc_macro {test_auc:.4f}; open {report}")
+    summary = DemoResult(
+        status="done", seconds=round(time.perf_counter() - started, 1), step_seconds=steps.seconds,
+        model=config.model or "scratch-vit", images=info.splits, validation_roc_auc_macro=val_auc,
+        heads_validation_roc_auc_macro=head_aucs, test_roc_auc_macro=test_auc, test_roc_auc_macro_ci=interval,
+        report=str(report),
+    )
+    (out / MARKER).write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+    echo(f"done in {summary.seconds:.0f} s: test roc_auc_macro {test_auc:.4f}; open {report}")
     return summary
 
 
 def demo_data(config: DemoConfig):
     """Write the synthetic release into ``OUT/source`` and prepare it into ``OUT/data``."""
+    from vitune.config import PrepareConfig
     from vitune.data.prepare import prepare
     from vitune.data.synthetic import make_chestxray_like
 
     source = make_chestxray_like(config.out / "source", n_patients=config.patients, seed=config.seed)
     image_size = DEMO_IMAGE_SIZE if config.model is None else None
-    return prepare(source, config.out / "data", image_size=image_size, model=config.model, split="official",
-                   seed=config.seed)
+    return prepare(PrepareConfig(source=source, out=config.out / "data", image_size=image_size, model=config.model,
+                                 split="official", seed=config.seed))
 
 
 def demo_train(config: DemoConfig, image_size: int):

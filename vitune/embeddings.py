@@ -32,6 +32,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from vitune.config import check_pooling
 from vitune.data.dataset_dir import load_dataset_dir, require_split
 from vitune.errors import UserError
 from vitune.inference import normalize, pixel_batches, resolve_device
@@ -40,17 +41,9 @@ from vitune.progress import progress
 
 log = logging.getLogger(__name__)
 
-POOLINGS = ("cls", "mean")
 CACHE_VERSION = 1
 _SPECIAL_TOKENS = ("cls_token", "distillation_token", "register_tokens")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
-
-
-def check_pooling(pooling: str) -> str:
-    """Validate a pooling name (a clear error for anything but ``cls``/``mean``)."""
-    if pooling not in POOLINGS:
-        raise UserError(f"unknown pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
-    return pooling
 
 
 def _digest(payload) -> str:

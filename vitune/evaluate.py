@@ -6,8 +6,9 @@ at 0.5 and at the tuned thresholds. Confidence intervals are 95 % percentile boo
 over resampled images; a resample in which a label has a single class cannot score that label's
 AUC and is left out (the number of usable resamples is reported).
 
-Output: ``RUN_DIR/eval/<split>/metrics_<split>.json`` with ``roc.png``, ``pr.png`` (classification)
-and ``confusion.png`` (single-label), plus ``RUN_DIR/thresholds.json`` for ``vitune predict``.
+Output: ``RUN_DIR/eval/<split>/metrics_<split>.json`` with ``roc.png``, ``pr.png`` (classification),
+``confusion.png`` (single-label) or ``scatter.png`` (regression), plus ``RUN_DIR/thresholds.json``
+for ``vitune predict``.
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir, require_image_size, require_split
+from vitune.config import EvaluateConfig
+from vitune.data.dataset_dir import load_dataset_dir, require_split
 from vitune.errors import UserError
 from vitune.inference import pixel_batches
-from vitune.metrics import compute_metrics
-from vitune.plots import plot_confusion, plot_precision_recall, plot_predicted_vs_true, plot_roc
-from vitune.run_dir import Run, dataset_dir_of, load_run, save_thresholds
+from vitune.plots import plot_task
+from vitune.progress import progress
+from vitune.run_dir import Run, load_run
+from vitune.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +36,6 @@ CONFIDENCE = 0.95
 MIN_VALID_RESAMPLES = 20  # fewer usable resamples than this give no interval
 BOOTSTRAP_CELLS = 4_000_000  # resample-by-image cells held in memory at once
 TUNING_SPLIT = "validation"
-
-
-def eval_dir(run_dir: Path | str, split: str) -> Path:
-    """Where ``vitune evaluate`` writes the results of ``split``."""
-    return Path(run_dir) / "eval" / split
-
-
-def metrics_file(run_dir: Path | str, split: str) -> Path:
-    """``RUN_DIR/eval/<split>/metrics_<split>.json``."""
-    return eval_dir(run_dir, split) / f"metrics_{split}.json"
 
 
 # --- bootstrap -------------------------------------------------------------------------------
@@ -89,13 +83,6 @@ def _weighted_f1(counts: np.ndarray, y: np.ndarray, pred: np.ndarray) -> np.ndar
     return np.where(one_class, np.nan, f1)
 
 
-def _binary_targets(task: str, y_true: np.ndarray, n_outputs: int) -> np.ndarray:
-    """``[N, K]`` 0/1 targets: multi-label as is, single-label one-vs-rest."""
-    if task == "single_label":
-        return np.eye(n_outputs)[np.asarray(y_true, dtype=np.int64)]
-    return np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
-
-
 def _interval(values: list[np.ndarray]) -> tuple[list[float] | None, int]:
     samples = np.concatenate(values) if values else np.zeros(0)
     samples = samples[np.isfinite(samples)]
@@ -106,16 +93,15 @@ def _interval(values: list[np.ndarray]) -> tuple[list[float] | None, int]:
     return [float(low), float(high)], int(len(samples))
 
 
-def _classification_replicates(task, y_true, scores, labels, point, counts, thresholds) -> dict[str, np.ndarray]:
+def _classification_replicates(task: Task, y_true, scores, labels, point, counts, thresholds) -> dict[str, np.ndarray]:
     """Per-resample AUC per label, macro AUC and the task's second statistic (F1 or accuracy)."""
-    targets = _binary_targets(task, y_true, scores.shape[1])
+    targets = task.indicator(y_true, scores.shape[1])
     aucs = np.stack([weighted_auc(counts, targets[:, j], scores[:, j]) for j in range(len(labels))], axis=1)
     scored = [j for j, name in enumerate(labels) if point.per_label[name]["roc_auc"] is not None]
-    macro_key = "roc_auc_macro" if task == "multi_label" else "roc_auc_ovr"
     # A resample that loses one class of a scored label is skipped, so every macro averages the same labels.
-    out = {macro_key: aucs[:, scored].mean(axis=1) if scored else np.full(len(counts), np.nan)}
+    out = {task.macro_auc: aucs[:, scored].mean(axis=1) if scored else np.full(len(counts), np.nan)}
     out.update({f"roc_auc/{name}": aucs[:, j] for j, name in enumerate(labels)})
-    if task == "multi_label":
+    if task.multi_output:
         preds = scores >= thresholds
         out["f1_macro"] = (np.stack([_weighted_f1(counts, targets[:, j], preds[:, j]) for j in scored], axis=1)
                            .mean(axis=1) if scored else np.full(len(counts), np.nan))
@@ -136,7 +122,7 @@ def _regression_replicates(y_true: np.ndarray, preds: np.ndarray, counts: np.nda
 
 
 def bootstrap_intervals(
-    task: str,
+    task: str | Task,
     y_true: np.ndarray,
     scores: np.ndarray,
     labels: list[str],
@@ -152,14 +138,15 @@ def bootstrap_intervals(
     """
     if n_bootstrap < 1:
         raise UserError(f"--bootstrap {n_bootstrap} must be at least 1 (0 would give no intervals)")
+    task = get_task(task)
     scores = np.asarray(scores, dtype=np.float64)
-    point = compute_metrics(task, y_true, scores, labels, thresholds)
+    point = task.metrics(y_true, scores, labels, thresholds)
     replicates: dict[str, list[np.ndarray]] = {}
     for counts in resample_counts(len(y_true), n_bootstrap, seed):
-        if task == "regression":
-            batch = _regression_replicates(y_true, scores, counts)
-        else:
+        if task.is_classification:
             batch = _classification_replicates(task, y_true, scores, labels, point, counts, thresholds)
+        else:
+            batch = _regression_replicates(y_true, scores, counts)
         for key, values in batch.items():
             replicates.setdefault(key, []).append(values)
     result: dict = {"metrics": {}, "per_label": {}, "valid_resamples": {}}
@@ -207,46 +194,13 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) ->
     return thresholds, f1s
 
 
-def write_plots(task: str, y_true: np.ndarray, scores: np.ndarray, labels: list[str], out_dir: Path, split: str):
-    """ROC and precision-recall curves (classification), confusion matrix (single-label) or a scatter (regression)."""
-    if task == "regression":
-        title = f"Predicted vs true ({split})"
-        return {"scatter": plot_predicted_vs_true(y_true, scores, out_dir / "scatter.png", title)}
-    targets = _binary_targets(task, y_true, scores.shape[1])
-    plots = {
-        "roc": plot_roc(targets, scores, labels, out_dir / "roc.png", title=f"ROC ({split})"),
-        "pr": plot_precision_recall(targets, scores, labels, out_dir / "pr.png", title=f"Precision-recall ({split})"),
-    }
-    if task == "single_label":
-        plots["confusion"] = plot_confusion(
-            np.asarray(y_true, dtype=np.int64), scores.argmax(axis=1), labels, out_dir / "confusion.png",
-            title=f"Confusion matrix ({split})",
-        )
-    return plots
-
-
 # --- evaluate --------------------------------------------------------------------------------
-
-
-def check_compatible(run: Run, info: DatasetInfo, dataset_dir: Path) -> None:
-    """Fail clearly when the dataset's task, labels or image size do not fit the run's model."""
-    if info.task != run.task:
-        raise UserError(
-            f"{dataset_dir} is a {info.task} dataset but the run's model is {run.task}: pass the run's own --data"
-        )
-    if run.task != "regression" and list(info.labels) != run.labels:
-        raise UserError(
-            f"{dataset_dir} labels {info.labels} differ from the model's {run.labels}: pass the run's own --data"
-        )
-    require_image_size(info, dataset_dir, run.prep.image_size, str(run.run_dir))
 
 
 def split_scores(run: Run, split_data, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Targets and the run's scores over one DATASET_DIR split."""
-    from tqdm.auto import tqdm
-
-    batches = tqdm(pixel_batches(split_data, batch_size), total=math.ceil(len(split_data) / batch_size),
-                   desc=f"scoring {split_data.split}", unit="batch", leave=False, disable=None)
+    batches = progress(pixel_batches(split_data, batch_size), total=math.ceil(len(split_data) / batch_size),
+                       desc=f"scoring {split_data.split}", unit="batch")
     scores = run.scores(batches)
     y_true = np.asarray(split_data.with_format("numpy")["labels"])
     return y_true, scores
@@ -270,80 +224,93 @@ def _tuned_thresholds(run: Run, ds, split: str, y_eval, scores_eval, batch_size:
     return tune_thresholds(np.asarray(y_val, dtype=np.float64), scores_val, run.labels)
 
 
-def evaluate(
-    run_dir: Path | str,
-    data: Path | str | None = None,
-    split: str = "test",
-    n_bootstrap: int = 1000,
-    seed: int = 0,
-    batch_size: int = 64,
-    device: str | None = None,
-) -> dict:
-    """Evaluate ``RUN_DIR/model`` on ``split`` of ``data`` (default: the run's own DATASET_DIR).
+@dataclass
+class EvaluateResult:
+    """What ``vitune evaluate`` measured on one split; ``to_json()`` is ``metrics_<split>.json``.
 
-    Falls back to the validation split when ``split`` is ``"test"`` and there is none (said in
-    ``"note"``). Returns and writes ``RUN_DIR/eval/<split>/metrics_<split>.json``: ``task``,
-    ``split``, ``num_samples``, ``metrics`` (spec keys, multi-label also ``f1_macro_tuned``),
-    ``confidence_intervals``, ``per_label`` (with ``roc_auc_ci``; multi-label ``f1_tuned`` and
-    ``threshold_tuned``), ``thresholds``, ``bootstrap``, ``plots``. Multi-label runs also get
-    ``RUN_DIR/thresholds.json`` (tuned on validation) for ``vitune predict``.
+    ``metrics`` has the spec keys (multi-label also ``f1_macro_tuned``); ``per_label`` adds
+    ``roc_auc_ci`` and, multi-label, ``f1_tuned`` and ``threshold_tuned``; ``thresholds`` (multi-label)
+    are the validation-tuned ones; ``plots`` are relative to the RUN_DIR.
     """
-    if batch_size < 1 or n_bootstrap < 0:
-        raise UserError(f"--batch-size must be at least 1 and --bootstrap 0 or more (got {batch_size}, {n_bootstrap})")
-    run = load_run(run_dir, device)
-    dataset_dir = dataset_dir_of(run_dir, data)
+
+    task: str
+    split: str
+    num_samples: int
+    data: str
+    metrics: dict
+    confidence_intervals: dict
+    per_label: dict
+    bootstrap: dict
+    path: Path
+    note: str | None = None
+    thresholds: dict | None = None
+    plots: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The document written to ``RUN_DIR/eval/<split>/metrics_<split>.json``."""
+        document = {k: v for k, v in asdict(self).items() if k not in ("path", "note", "thresholds", "plots")}
+        document.update({k: getattr(self, k) for k in ("note", "thresholds") if getattr(self, k) is not None})
+        document["plots"] = self.plots
+        return document
+
+
+def _scored_split(run: Run, config: EvaluateConfig):
+    """(dataset, the evaluated split, a note or None, its targets and scores)."""
+    dataset_dir = run.dir.dataset_dir(config.data)
     ds, info = load_dataset_dir(dataset_dir)
-    check_compatible(run, info, dataset_dir)
-    split, note = _choose_split(ds, split, dataset_dir)
-    y_true, scores = split_scores(run, ds[split], batch_size)
+    run.check_dataset(info, dataset_dir)
+    split, note = _choose_split(ds, config.split, dataset_dir)
+    y_true, scores = split_scores(run, ds[split], config.batch_size)
     log.info("scored %d %s images", len(y_true), split)
-
-    thresholds, tuned_f1 = np.full(len(run.labels), 0.5), {}
-    if run.task == "multi_label" and TUNING_SPLIT in ds:
-        thresholds, tuned_f1 = _tuned_thresholds(run, ds, split, y_true, scores, batch_size)
-    result = compute_metrics(run.task, y_true, scores, run.labels)
-    intervals = bootstrap_intervals(run.task, y_true, scores, run.labels, n_bootstrap, seed)
-    out_dir = eval_dir(run_dir, split)
-    report = {
-        "task": run.task,
-        "split": split,
-        "num_samples": int(len(y_true)),
-        "data": str(dataset_dir),
-        "metrics": dict(result.metrics),
-        "confidence_intervals": intervals["metrics"],
-        "per_label": result.per_label,
-        "bootstrap": {"resamples": n_bootstrap, "seed": seed, "confidence": CONFIDENCE,
-                      "valid_resamples": intervals["valid_resamples"]},
-    }
-    if run.task == "multi_label" and split == TUNING_SPLIT:
-        note = f"{note or 'evaluated on validation'}; thresholds were tuned on it too, so f1_macro_tuned is optimistic"
-    if note:
-        report["note"] = note
-    for name in run.labels if run.task != "regression" else []:
-        report["per_label"][name]["roc_auc_ci"] = intervals["per_label"].get(name)
-    if run.task == "multi_label":
-        _add_tuned(report, run, y_true, scores, thresholds, tuned_f1, split)
-    report["plots"] = {k: str(p.relative_to(run_dir)) for k, p in
-                       write_plots(run.task, y_true, scores, run.labels, out_dir, split).items()}
-    path = metrics_file(run_dir, split)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    report["path"] = str(path)
-    return report
+    return ds, dataset_dir, split, note, y_true, scores
 
 
-def _add_tuned(report: dict, run: Run, y_true, scores, thresholds: np.ndarray, tuned_f1: dict, split: str) -> None:
+def evaluate(config: EvaluateConfig) -> EvaluateResult:
+    """Evaluate ``RUN_DIR/model`` on a split with bootstrap intervals and plots; write ``metrics_<split>.json``.
+
+    Multi-label runs also get per-label thresholds tuned on validation (``RUN_DIR/thresholds.json``,
+    used by ``vitune predict``) and F1 at those thresholds.
+    """
+    run = load_run(config.run, config.device)
+    ds, dataset_dir, split, note, y_true, scores = _scored_split(run, config)
+    task = run.task
+    point = task.metrics(y_true, scores, run.labels)
+    intervals = bootstrap_intervals(task, y_true, scores, run.labels, config.bootstrap, config.seed)
+    result = EvaluateResult(
+        task=task.name, split=split, num_samples=int(len(y_true)), data=str(dataset_dir),
+        metrics=dict(point.metrics), confidence_intervals=intervals["metrics"], per_label=point.per_label,
+        bootstrap={"resamples": config.bootstrap, "seed": config.seed, "confidence": CONFIDENCE,
+                   "valid_resamples": intervals["valid_resamples"]},
+        path=run.dir.eval_metrics(split), note=note,
+    )
+    for name in run.labels if task.is_classification else []:
+        result.per_label[name]["roc_auc_ci"] = intervals["per_label"].get(name)
+    if task.tunes_thresholds:
+        if split == TUNING_SPLIT:
+            result.note = f"{note or 'evaluated on validation'}; thresholds were tuned on it too, so f1_macro_tuned is optimistic"
+        thresholds, tuned_f1 = np.full(len(run.labels), 0.5), {}
+        if TUNING_SPLIT in ds:
+            thresholds, tuned_f1 = _tuned_thresholds(run, ds, split, y_true, scores, config.batch_size)
+        _add_tuned(result, run, y_true, scores, thresholds, tuned_f1)
+    plots = plot_task(task, y_true, scores, run.labels, run.dir.eval_dir(split), split)
+    result.plots = {k: str(p.relative_to(run.run_dir)) for k, p in plots.items()}
+    result.path.parent.mkdir(parents=True, exist_ok=True)
+    result.path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    return result
+
+
+def _add_tuned(result: EvaluateResult, run: Run, y_true, scores, thresholds: np.ndarray, tuned_f1: dict) -> None:
     """F1 at the validation-tuned thresholds, and ``RUN_DIR/thresholds.json``."""
-    tuned = compute_metrics(run.task, y_true, scores, run.labels, thresholds)
-    report["metrics"]["f1_macro_tuned"] = tuned.metrics["f1_macro"]
+    tuned = run.task.metrics(y_true, scores, run.labels, thresholds)
+    result.metrics["f1_macro_tuned"] = tuned.metrics["f1_macro"]
     for name in run.labels:
-        report["per_label"][name]["f1_tuned"] = tuned.per_label[name]["f1"]
-        report["per_label"][name]["threshold_tuned"] = tuned.per_label[name]["threshold"]
-    report["thresholds"] = {
+        result.per_label[name]["f1_tuned"] = tuned.per_label[name]["f1"]
+        result.per_label[name]["threshold_tuned"] = tuned.per_label[name]["threshold"]
+    result.thresholds = {
         "tuned_on": TUNING_SPLIT if tuned_f1 else None,
         "values": {name: float(t) for name, t in zip(run.labels, thresholds)},
     }
     if tuned_f1:
         details = {"tuned_on": TUNING_SPLIT, "criterion": "f1", "f1_on_validation": tuned_f1,
-                   "evaluated_split": split}
-        report["thresholds"]["path"] = str(save_thresholds(run.run_dir, report["thresholds"]["values"], details))
+                   "evaluated_split": result.split}
+        result.thresholds["path"] = str(run.dir.save_thresholds(result.thresholds["values"], details))

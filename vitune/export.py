@@ -20,23 +20,20 @@ import json
 import logging
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from vitune.config import ExportConfig
 from vitune.data.dataset_dir import load_dataset_dir
 from vitune.errors import UserError
 from vitune.inference import normalize, pixel_batches
-from vitune.metrics import MAIN_METRIC, compute_metrics
-from vitune.run_dir import Run, dataset_dir_of, load_run, load_thresholds
+from vitune.run_dir import Run, load_run
 
 log = logging.getLogger(__name__)
 
-MIN_OPSET = 14  # scaled_dot_product_attention and LayerNorm export from here on
-
-DEFAULT_OPSET = 17
-TOLERANCE = 1e-4
 CHECK_IMAGES = 5  # an odd batch, unlike the export example's 2, proves the batch axis is dynamic
 EXPORT_BATCH = 2
 VALIDATION_SPLIT = "validation"
@@ -53,10 +50,10 @@ class _LogitsOnly(torch.nn.Module):
         return self.model(pixel_values=pixel_values).logits
 
 
-def _validation_split(run_dir: Path | str, data: Path | str | None, run: Run):
+def _validation_split(data: Path | str | None, run: Run):
     """The run's validation split (with targets), or None when the dataset is not available."""
     try:
-        dataset_dir = dataset_dir_of(run_dir, data)
+        dataset_dir = run.dir.dataset_dir(data)
         ds, info = load_dataset_dir(dataset_dir)
     except UserError as exc:
         if data is not None:
@@ -99,16 +96,16 @@ def _add_metadata(run: Run, onnx_path: Path) -> None:
     import onnx
 
     model = onnx.load(str(onnx_path))
-    thresholds = load_thresholds(run.run_dir, run.labels) if run.task == "multi_label" else None
+    thresholds = run.thresholds()
     values = {
-        "vitune_task": run.task,
+        "vitune_task": run.task.name,
         "vitune_labels": json.dumps(run.labels),
         "vitune_image_size": str(run.prep.image_size),
         "vitune_mean": json.dumps(list(run.prep.mean)),
         "vitune_std": json.dumps(list(run.prep.std)),
         "vitune_input": "pixel_values: float32 [batch, 3, S, S], RGB, (x / 255 - mean) / std",
     }
-    if run.task == "regression":
+    if not run.task.is_classification:
         values["vitune_label_range"] = json.dumps(getattr(run.config, "vitune_label_range", None))
         values["vitune_regression_loss"] = str(getattr(run.config, "vitune_regression_loss", "mse"))
     if thresholds is not None:
@@ -149,7 +146,7 @@ def _quantize(onnx_path: Path, out_path: Path) -> None:
 
 def _main_metric(run: Run, y_true: np.ndarray, logits: np.ndarray) -> float | None:
     scores = run.logits_to_scores(logits)
-    return compute_metrics(run.task, y_true, scores, run.labels).metrics[MAIN_METRIC[run.task]]
+    return run.task.metrics(y_true, scores, run.labels).metrics[run.task.main_metric]
 
 
 def _quantization_check(run: Run, float_path: Path, quant_path: Path, validation, check: np.ndarray,
@@ -169,7 +166,7 @@ def _quantization_check(run: Run, float_path: Path, quant_path: Path, validation
         "size_mb": round(quant_path.stat().st_size / 2**20, 2),
         "samples": int(len(before)),
         "max_abs_diff": float(np.abs(before - after).max()),
-        "metric": MAIN_METRIC[run.task],
+        "metric": run.task.main_metric,
         "before": None,
         "after": None,
     }
@@ -187,59 +184,55 @@ def _require_onnx_extra() -> None:
         raise UserError(f"export needs {' and '.join(missing)}: pip install 'vitune[onnx]'")
 
 
-def export_onnx(
-    run_dir: Path | str,
-    onnx_path: Path | str,
-    quantize: bool = False,
-    opset: int = DEFAULT_OPSET,
-    tolerance: float = TOLERANCE,
-    data: Path | str | None = None,
-    max_samples: int = 512,
-    batch_size: int = 32,
-) -> dict:
-    """Export ``RUN_DIR/model`` to ``onnx_path`` and verify it with ONNX Runtime against torch.
+@dataclass
+class ExportResult:
+    """The exported file and its checks; ``quantized`` is None without ``--quantize``."""
 
-    Returns ``{"onnx", "opset", "size_mb", "seconds", "check_images", "max_abs_diff", "tolerance",
-    "quantized"}`` where ``quantized`` (or None) is ``{"path", "size_mb", "samples",
-    "max_abs_diff", "metric", "before", "after", "split"}`` measured on up to ``max_samples``
-    validation images. Raises :class:`UserError` when the ONNX output differs by more than ``tolerance``.
-    """
-    if tolerance <= 0:
-        raise UserError(f"--tolerance {tolerance} must be positive")
-    _require_onnx_extra()
-    if opset < MIN_OPSET:
-        raise UserError(f"--opset {opset} is too old for the transformer's attention: use {MIN_OPSET} or newer (default 17)")
-    run = load_run(run_dir, device="cpu")
-    onnx_path = Path(onnx_path)
+    onnx: Path
+    opset: int
+    size_mb: float
+    seconds: float
+    check_images: int
+    max_abs_diff: float
+    tolerance: float
+    quantized: dict | None = None
+
+
+def _verified_export(run: Run, onnx_path: Path, config: ExportConfig, check: np.ndarray) -> ExportResult:
+    """Export, add the metadata and check onnxruntime against torch on ``check`` images."""
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    _export(run, onnx_path, opset)
+    _export(run, onnx_path, config.opset)
     _add_metadata(run, onnx_path)
     seconds = time.perf_counter() - start
-
-    validation = _validation_split(run_dir, data, run)
-    check = _check_pixels(validation, run.prep.image_size)
     reference = run.logits([check])
     max_diff = float(np.abs(_onnx_logits(_session(onnx_path), [check], run) - reference).max())
     log.debug("onnxruntime vs torch on %d images: max abs logit difference %.3g", len(check), max_diff)
-    if not max_diff <= tolerance:
+    if not max_diff <= config.tolerance:
         raise UserError(
-            f"{onnx_path}: onnxruntime differs from torch by {max_diff:.3g} > {tolerance:g}; "
+            f"{onnx_path}: onnxruntime differs from torch by {max_diff:.3g} > {config.tolerance:g}; "
             "try another --opset or loosen --tolerance"
         )
-    result = {
-        "onnx": str(onnx_path),
-        "opset": opset,
-        "size_mb": round(onnx_path.stat().st_size / 2**20, 2),
-        "seconds": round(seconds, 2),
-        "check_images": int(len(check)),
-        "max_abs_diff": max_diff,
-        "tolerance": tolerance,
-        "quantized": None,
-    }
-    if quantize:
+    return ExportResult(onnx_path, config.opset, round(onnx_path.stat().st_size / 2**20, 2), round(seconds, 2),
+                        int(len(check)), max_diff, config.tolerance)
+
+
+def export_onnx(config: ExportConfig) -> ExportResult:
+    """Export ``RUN_DIR/model`` to ONNX and verify it with ONNX Runtime against torch.
+
+    ``quantized`` (with ``--quantize``) is ``{"path", "size_mb", "samples", "max_abs_diff",
+    "metric", "before", "after", "split"}`` measured on up to ``max_samples`` validation images.
+    Raises :class:`UserError` when the ONNX output differs by more than ``tolerance``.
+    """
+    _require_onnx_extra()
+    run = load_run(config.run, device="cpu")
+    validation = _validation_split(config.data, run)
+    check = _check_pixels(validation, run.prep.image_size)
+    onnx_path = Path(config.onnx)
+    result = _verified_export(run, onnx_path, config, check)
+    if config.quantize:
         quant_path = onnx_path.with_name(f"{onnx_path.stem}.int8.onnx")
         _quantize(onnx_path, quant_path)
-        result["quantized"] = _quantization_check(run, onnx_path, quant_path, validation, check,
-                                                  max_samples, batch_size)
+        result.quantized = _quantization_check(run, onnx_path, quant_path, validation, check,
+                                               config.max_samples, config.batch_size)
     return result

@@ -174,3 +174,31 @@ def plot_confusion(
     ax.set_ylabel("true")
     ax.set_title(title)
     return _save(fig, out)
+
+
+TASK_PLOTS = ("roc", "pr", "confusion", "scatter")
+
+
+def plot_task(task, y_true, scores, labels: Sequence[str], out_dir: Path | str, split: str,
+              kinds: Sequence[str] = TASK_PLOTS) -> dict[str, Path]:
+    """The plots of one split that fit ``task`` (a :class:`vitune.tasks.Task`), among ``kinds``.
+
+    Classification: ``roc.png`` and ``pr.png`` (one-vs-rest for single-label) and, for one class per
+    image, ``confusion.png``; regression: ``scatter.png``. Returns ``{kind: path}`` of those written.
+    """
+    out_dir = Path(out_dir)
+    if not task.is_classification:
+        if "scatter" not in kinds:
+            return {}
+        return {"scatter": plot_predicted_vs_true(y_true, scores, out_dir / "scatter.png", f"Predicted vs true ({split})")}
+    scores = np.asarray(scores, dtype=np.float64)
+    targets = task.indicator(y_true, scores.shape[1])
+    makers = {
+        "roc": lambda: plot_roc(targets, scores, labels, out_dir / "roc.png", title=f"ROC ({split})"),
+        "pr": lambda: plot_precision_recall(targets, scores, labels, out_dir / "pr.png",
+                                            title=f"Precision-recall ({split})"),
+    }
+    if not task.multi_output:
+        makers["confusion"] = lambda: plot_confusion(np.asarray(y_true, dtype=np.int64), scores.argmax(axis=1), labels,
+                                                     out_dir / "confusion.png", title=f"Confusion matrix ({split})")
+    return {kind: make() for kind, make in makers.items() if kind in kinds}

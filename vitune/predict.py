@@ -23,18 +23,17 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from vitune.config import MODEL_HEAD, PredictConfig
 from vitune.data.images import BadImage, decode_image
 from vitune.data.sources.base import Skipped
 from vitune.data.sources.files import is_hidden, is_image_name
 from vitune.errors import UserError
-from vitune.models import resolve_preprocessing
-from vitune.run_dir import load_run, load_thresholds, model_dir
+from vitune.progress import interactive
+from vitune.run_dir import RunDir, load_run
+from vitune.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 
-HEADS = ("model", "svm", "logreg", "mlp", "ensemble")
-HEADS_DIR = "heads"
-LABEL_SEPARATOR = "|"  # between predicted labels of one image, as in ChestX-ray14's CSV
 
 
 @dataclass
@@ -91,7 +90,7 @@ def decoded_batches(
     """uint8 ``[B, 3, S, S]`` batches of the files that decode; appends to ``done`` / ``skipped`` as it goes."""
     from tqdm.auto import tqdm
 
-    progress = tqdm(total=len(files), desc="predicting", unit="image", leave=False, disable=None)
+    progress = tqdm(total=len(files), desc="predicting", unit="image", leave=False, disable=not interactive())
     for start in range(0, len(files), batch_size):
         arrays = []
         for path in files[start : start + batch_size]:
@@ -112,60 +111,38 @@ def decoded_batches(
 class Scorer:
     """How one head turns pixel batches into scores, with the run's task, labels and image size."""
 
-    task: str
+    task: Task
     labels: list[str]
     image_size: int
     scores: Callable[[Iterable[np.ndarray]], np.ndarray]
     thresholds: np.ndarray | None
 
 
-def make_scorer(run_dir: Path | str, head: str = "model", heads_dir: Path | str | None = None,
+def make_scorer(run_dir: Path | str, head: str = MODEL_HEAD, heads_dir: Path | str | None = None,
                 device: str | None = None) -> Scorer:
     """The fine-tuned model (``head="model"``) or a saved frozen-backbone head of the run."""
-    if head not in HEADS:
-        raise UserError(f"unknown --head {head!r}: use one of {', '.join(HEADS)}")
-    if head == "model":
-        run = load_run(run_dir, device)
-        thresholds = load_thresholds(run_dir, run.labels) if run.task == "multi_label" else None
-        return Scorer(run.task, run.labels, run.prep.image_size, run.scores, thresholds)
+    run = load_run(run_dir, device)
+    if head == MODEL_HEAD:
+        return Scorer(run.task, run.labels, run.prep.image_size, run.scores, run.thresholds())
     from vitune.heads import predict_with_heads, read_heads_config
 
-    heads_dir = Path(heads_dir) if heads_dir is not None else Path(run_dir) / HEADS_DIR
+    heads_dir = Path(heads_dir) if heads_dir is not None else RunDir(run_dir).heads
     config = read_heads_config(heads_dir)
     if head not in config["heads"]:
         raise UserError(f"no {head!r} head in {heads_dir}: it has {', '.join(config['heads'])}")
-    if config["task"] == "multi_label":
+    task = get_task(config["task"])
+    if task.tunes_thresholds:
         log.info("head %s: multi-label decisions at 0.5 (tuned thresholds belong to the model)", head)
-    image_size = resolve_preprocessing(str(model_dir(run_dir))).image_size
 
     def scores(batches: Iterable[np.ndarray]) -> np.ndarray:
         return predict_with_heads(heads_dir, batches, head, model=run_dir)
 
-    return Scorer(config["task"], list(config["labels"]), image_size, scores, None)
+    return Scorer(task, list(config["labels"]), run.prep.image_size, scores, None)
 
 
 def _rows(scorer: Scorer, files: list[Path], scores: np.ndarray) -> list[dict]:
-    rows = []
-    if scorer.task == "regression":
-        for path, value in zip(files, np.asarray(scores).reshape(-1)):
-            rows.append({"file": str(path), "predicted": float(value)})
-        return rows
     thresholds = scorer.thresholds if scorer.thresholds is not None else np.full(len(scorer.labels), 0.5)
-    for path, probs in zip(files, scores):
-        row = {"file": str(path), **{name: float(p) for name, p in zip(scorer.labels, probs)}}
-        if scorer.task == "multi_label":
-            row["predicted"] = LABEL_SEPARATOR.join(n for n, p, t in zip(scorer.labels, probs, thresholds) if p >= t)
-        else:
-            best = int(np.argmax(probs))
-            row["predicted"], row["probability"] = scorer.labels[best], float(probs[best])
-        rows.append(row)
-    return rows
-
-
-def _columns(task: str, labels: list[str]) -> list[str]:
-    if task == "regression":
-        return ["file", "predicted"]
-    return ["file", *labels, "predicted", *(["probability"] if task == "single_label" else [])]
+    return [scorer.task.prediction_row(str(path), row, scorer.labels, thresholds) for path, row in zip(files, scores)]
 
 
 def write_csv(predictions: Predictions, out: Path | str) -> Path:
@@ -189,40 +166,30 @@ def format_table(predictions: Predictions) -> str:
     return "\n".join("  ".join(text.ljust(w) for text, w in zip(line, widths)).rstrip() for line in lines)
 
 
-def predict(
-    run_dir: Path | str,
-    inputs: Iterable[Path | str],
-    out: Path | str | None = None,
-    head: str = "model",
-    batch_size: int = 32,
-    heads_dir: Path | str | None = None,
-    device: str | None = None,
-) -> Predictions:
-    """Predict every image in ``inputs`` (files or folders) with the run's model or one of its heads.
+def predict(config: PredictConfig) -> Predictions:
+    """Predict every image in ``config.inputs`` (files or folders) with the run's model or one of its heads.
 
-    Writes a CSV to ``out`` when given. Unusable files land in ``skipped`` with their reason; a
-    :class:`UserError` is raised when a path does not exist or no image could be predicted.
+    Writes a CSV to ``config.out`` when given. Unusable files land in ``skipped`` with their reason;
+    a :class:`UserError` is raised when a path does not exist or no image could be predicted.
     """
-    if batch_size < 1:
-        raise UserError(f"--batch-size {batch_size} must be at least 1")
-    files, skipped = expand_inputs(inputs)
-    scorer = make_scorer(run_dir, head, heads_dir, device)
+    files, skipped = expand_inputs(config.inputs)
+    scorer = make_scorer(config.run, config.head, config.heads_dir, config.device)
     done: list[Path] = []
-    batches = decoded_batches(files, scorer.image_size, batch_size, done, skipped)
+    batches = decoded_batches(files, scorer.image_size, config.batch_size, done, skipped)
     first = next(batches, None)
     if first is None:
         reasons = "; ".join(f"{Path(s.file).name}: {s.reason}" for s in skipped[:3])
         raise UserError(f"no image to predict{f' ({reasons})' if reasons else ''}: give readable image files")
     scores = scorer.scores(itertools.chain([first], batches))
     predictions = Predictions(
-        task=scorer.task,
+        task=scorer.task.name,
         labels=scorer.labels,
-        head=head,
-        columns=_columns(scorer.task, scorer.labels),
+        head=config.head,
+        columns=scorer.task.prediction_columns(scorer.labels),
         rows=_rows(scorer, done, scores),
         skipped=skipped,
         thresholds=None if scorer.thresholds is None else [float(t) for t in scorer.thresholds],
     )
-    if out is not None:
-        predictions.out = write_csv(predictions, out)
+    if config.out is not None:
+        predictions.out = write_csv(predictions, config.out)
     return predictions

@@ -7,6 +7,7 @@ bar is drawn, by vitune or by the libraries: each stage and epoch prints one lin
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Iterable, Iterator, TypeVar
 
@@ -29,12 +30,16 @@ def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", un
         yield from bar
 
 
+LIBRARY_SWITCHES = ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS")  # datasets; transformers + hub
+
+
 def quiet_library_bars() -> None:
-    """Turn off the bars of ``datasets`` and ``transformers`` (loading, saving, mapping) off a terminal."""
+    """Off a terminal, turn off the bars of ``datasets`` and ``transformers`` (loading, saving, mapping).
+
+    Through their environment switches, read when they are imported (so this imports neither);
+    a user's own setting wins.
+    """
     if interactive():
         return
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    datasets.disable_progress_bars()
-    hf_logging.disable_progress_bar()
+    for name in LIBRARY_SWITCHES:
+        os.environ.setdefault(name, "1")

@@ -5,7 +5,8 @@ learning-rate curves, per-epoch history), metrics (each ``vitune evaluate`` spli
 bootstrap intervals, else the end-of-training validation metrics), per-label results, heads
 (``heads/heads.json``) and the configuration (``config.yaml``). Every image is embedded as a
 base64 data URI and the stylesheet is inline, so the file can be mailed or archived alone. A
-missing part is noted in its section instead of failing the report.
+missing part is noted in its section instead of failing the report. Local paths are shown
+relative to the RUN_DIR, so the report says nothing of the machine that wrote it.
 """
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ import datetime as dt
 import html
 import json
 import logging
+import os
 from pathlib import Path
 
+from vitune.config import LOCAL_PATHS, ReportConfig
 from vitune.data.dataset_dir import DatasetInfo
 from vitune.errors import UserError
-from vitune.run_dir import CONFIG_FILE, METRICS_FILE, MODEL_DIR, dataset_dir_of, read_config
+from vitune.layout import HeadsDir, RunDir
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "report.html"
 SECTIONS = ("Data", "Training", "Metrics", "Per-label results", "Heads", "Configuration")
 MAX_SKIPPED_SHOWN = 10
 PER_LABEL_ORDER = ("roc_auc", "roc_auc_ci", "average_precision", "f1", "f1_tuned", "threshold_tuned",
@@ -86,6 +88,14 @@ def missing(text: str) -> str:
     return f'<p class="missing">{_esc(text)}</p>'
 
 
+def relative(value, run_dir: Path) -> str:
+    """A local path as seen from the RUN_DIR (``../data/cxr14``); anything else (a Hub id, ``hf:NAME``) as is."""
+    text = str(value)
+    if not Path(text).is_absolute() and not Path(text).exists():
+        return text
+    return os.path.relpath(Path(text).resolve(), run_dir.resolve())
+
+
 def _read_json(path: Path) -> dict | None:
     if not path.is_file():
         return None
@@ -100,7 +110,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _sample_grid(run_dir: Path, dataset_dir: Path) -> Path:
-    existing = [dataset_dir / "samples.png", run_dir / "plots" / "samples.png"]
+    existing = [dataset_dir / "samples.png", RunDir(run_dir).plots / "samples.png"]
     for path in existing:
         if path.is_file():
             return path
@@ -112,13 +122,13 @@ def _sample_grid(run_dir: Path, dataset_dir: Path) -> Path:
 def data_section(run_dir: Path) -> str:
     """Dataset counts per split, labels, skipped files and the sample grid."""
     try:
-        dataset_dir = dataset_dir_of(run_dir)
+        dataset_dir = RunDir(run_dir).dataset_dir()
         info = DatasetInfo.load(dataset_dir)
     except UserError as exc:
         return missing(f"dataset not available: {exc}")
     parts = [
-        f'<p class="meta">{_esc(dataset_dir)} — task {_esc(info.task)}, {info.image_size}px images, '
-        f"format {_esc(info.format)}, source {_esc(info.source)}</p>",
+        f'<p class="meta">{_esc(relative(dataset_dir, run_dir))} — task {_esc(info.task)}, {info.image_size}px images, '
+        f"format {_esc(info.format)}, source {_esc(relative(info.source, run_dir))}</p>",
         table(["split", "images"], [[s, n] for s, n in info.splits.items()] + [["total", sum(info.splits.values())]]),
         f"<p><b>{len(info.labels)} label(s):</b> {_esc(', '.join(info.labels))}</p>",
         f"<p><b>Skipped while preparing:</b> {len(info.skipped)} file(s)</p>",
@@ -136,12 +146,12 @@ def data_section(run_dir: Path) -> str:
 def training_section(run_dir: Path, metrics: dict | None) -> str:
     """Loss and learning-rate curves, timing and the per-epoch history."""
     parts = []
-    plots = [(run_dir / "plots" / name, caption) for name, caption in
+    plots = [(RunDir(run_dir).plots / name, caption) for name, caption in
              (("loss.png", "Training loss"), ("lr.png", "Learning rate"))]
     figures = [image(path, caption) for path, caption in plots if path.is_file()]
     parts.append("".join(figures) if figures else missing("no training curves (plots/loss.png, plots/lr.png)"))
     if metrics is None:
-        parts.append(missing(f"no {METRICS_FILE}: training did not finish"))
+        parts.append(missing(f"no {RunDir(run_dir).metrics.name}: training did not finish"))
         return "\n".join(parts)
     parts.append(f'<p class="meta">training time {fmt(metrics.get("train_seconds"))} s, '
                  f'{fmt(metrics.get("samples_per_second"))} samples/s</p>')
@@ -154,7 +164,7 @@ def training_section(run_dir: Path, metrics: dict | None) -> str:
 
 def _evaluations(run_dir: Path) -> list[dict]:
     """Results of ``vitune evaluate``, test split first."""
-    found = [_read_json(p) for p in sorted((run_dir / "eval").glob("*/metrics_*.json"))]
+    found = [_read_json(p) for p in RunDir(run_dir).evaluated()]
     return sorted((f for f in found if f), key=lambda f: (f.get("split") != "test", f.get("split", "")))
 
 
@@ -191,9 +201,9 @@ def metrics_section(run_dir: Path, metrics: dict | None, evaluations: list[dict]
                      f"{metrics.get('num_samples')} images)</h3>")
         parts.append(_metrics_table(metrics))
         if not evaluations:
-            figures = [image(run_dir / "plots" / name, caption) for name, caption in
-                       (("roc.png", "ROC curves"), ("confusion.png", "Confusion matrix"))
-                       if (run_dir / "plots" / name).is_file()]
+            plots = RunDir(run_dir).plots
+            figures = [image(plots / name, caption) for name, caption in
+                       (("roc.png", "ROC curves"), ("confusion.png", "Confusion matrix")) if (plots / name).is_file()]
             parts.append("".join(figures))
     return "\n".join(parts)
 
@@ -215,7 +225,7 @@ def per_label_section(metrics: dict | None, evaluations: list[dict]) -> str:
 
 def heads_section(run_dir: Path) -> str:
     """The frozen-backbone heads' comparison from ``heads/heads.json``."""
-    report = _read_json(run_dir / "heads" / "heads.json")
+    report = _read_json(HeadsDir(RunDir(run_dir).heads).report)
     if report is None:
         return missing("no heads/heads.json: run `vitune heads --model RUN_DIR --data DATASET_DIR --out RUN_DIR/heads`")
     parts = []
@@ -232,45 +242,52 @@ def heads_section(run_dir: Path) -> str:
 
 
 def config_section(run_dir: Path) -> str:
-    """``config.yaml`` verbatim."""
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        return missing(f"no {CONFIG_FILE}")
-    return f"<pre>{_esc(path.read_text())}</pre>"
+    """``config.yaml``, with its local paths relative to the RUN_DIR."""
+    import yaml
+
+    run = RunDir(run_dir)
+    if not run.config.is_file():
+        return missing(f"no {run.config.name}")
+    values = run.read_config()
+    shown = {k: relative(v, run_dir) if k in LOCAL_PATHS and v is not None else v for k, v in values.items()}
+    return f"<pre>{_esc(yaml.safe_dump(shown, sort_keys=False))}</pre>"
 
 
 # --- report ------------------------------------------------------------------------------------
 
 
-def build_report(run_dir: Path | str, out: Path | str | None = None) -> Path:
-    """Write the self-contained HTML report of ``run_dir`` (default ``RUN_DIR/report.html``) and return its path."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"RUN_DIR {run_dir} does not exist: give the --out folder of `vitune train`")
-    if not (run_dir / METRICS_FILE).is_file() and not (run_dir / MODEL_DIR).is_dir():
-        raise UserError(f"{run_dir} is not a vitune run (no {METRICS_FILE} or {MODEL_DIR}/)")
-    metrics = _read_json(run_dir / METRICS_FILE)
-    evaluations = _evaluations(run_dir)
-    config = read_config(run_dir)
-    bodies = {
-        "Data": data_section(run_dir),
-        "Training": training_section(run_dir, metrics),
-        "Metrics": metrics_section(run_dir, metrics, evaluations),
-        "Per-label results": per_label_section(metrics, evaluations),
-        "Heads": heads_section(run_dir),
-        "Configuration": config_section(run_dir),
-    }
+def _page(run_dir: Path, metrics: dict | None, config: dict, bodies: dict[str, str]) -> str:
     task = (metrics or {}).get("task") or "unknown task"
+    model = relative(config["model"], run_dir) if config.get("model") else "unknown"
     generated = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     sections = "\n".join(f'<section id="{_esc(name.lower().replace(" ", "-"))}"><h2>{_esc(name)}</h2>\n{bodies[name]}'
                          "</section>" for name in SECTIONS)
-    page = (
+    return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>vitune report: {_esc(run_dir.name)}</title><style>{STYLE}</style></head><body>\n"
         f"<h1>vitune report: {_esc(run_dir.name)}</h1>\n"
-        f'<p class="meta">model {_esc(config.get("model", "unknown"))} — {_esc(task)} — generated {generated}</p>\n'
+        f'<p class="meta">model {_esc(model)} — {_esc(task)} — generated {generated}</p>\n'
         f"{sections}\n</body></html>\n"
     )
-    out = Path(out) if out is not None else run_dir / REPORT_FILE
-    out.write_text(page, encoding="utf-8")
+
+
+def build_report(config: ReportConfig) -> Path:
+    """Write the self-contained HTML report of a RUN_DIR and return its path."""
+    run = RunDir(config.run)
+    if not run.root.is_dir():
+        raise UserError(f"RUN_DIR {run.root} does not exist: give the --out folder of `vitune train`")
+    if not run.metrics.is_file() and not run.model.is_dir():
+        raise UserError(f"{run.root} is not a vitune run (no {run.metrics.name} or {run.model.name}/)")
+    metrics = _read_json(run.metrics)
+    evaluations = _evaluations(run.root)
+    bodies = {
+        "Data": data_section(run.root),
+        "Training": training_section(run.root, metrics),
+        "Metrics": metrics_section(run.root, metrics, evaluations),
+        "Per-label results": per_label_section(metrics, evaluations),
+        "Heads": heads_section(run.root),
+        "Configuration": config_section(run.root),
+    }
+    out = Path(config.out)
+    out.write_text(_page(run.root, metrics, run.read_config(), bodies), encoding="utf-8")
     return out

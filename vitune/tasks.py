@@ -54,6 +54,7 @@ class Task:
     main_metric: str
     greater_is_better: bool
     metric_keys: tuple[str, ...]
+    macro_auc: str | None = None  # the key of the macro AUC-ROC over labels, when there is one
     is_classification = True
     multi_output = False  # several 0/1 targets per image
     tunes_thresholds = False  # per-label decision thresholds tuned on validation
@@ -174,6 +175,7 @@ class MultiLabel(Task):
     main_metric = "roc_auc_macro"
     greater_is_better = True
     metric_keys = ("roc_auc_macro", "average_precision_macro", "f1_macro")
+    macro_auc = "roc_auc_macro"
     multi_output = True
     tunes_thresholds = True
     takes_pos_weight = True
@@ -258,6 +260,7 @@ class SingleLabel(Task):
     main_metric = "accuracy"
     greater_is_better = True
     metric_keys = ("accuracy", "f1_macro", "roc_auc_ovr")
+    macro_auc = "roc_auc_ovr"
 
     def label_feature(self):
         import datasets

@@ -1,9 +1,9 @@
 """`vitune train`: fine-tune a classifier on a DATASET_DIR with ``transformers.Trainer``.
 
-The run directory (RUN_DIR) ends up with ``model/`` (``save_pretrained`` + the image processor at
-the training resolution), ``metrics.json`` (validation, best epoch), ``plots/``, ``config.yaml``,
-``checkpoints/`` (for ``--resume``) and ``predictions/validation.npz`` (targets and scores, for
-threshold tuning by ``vitune evaluate``).
+The run directory (RUN_DIR, :class:`vitune.run_dir.RunDir`) ends up with ``model/``
+(``save_pretrained`` + the image processor at the training resolution), ``metrics.json``
+(validation, best epoch), ``plots/``, ``config.yaml`` and ``checkpoints/`` (for ``--resume``).
+:func:`build_trainer` is the wiring on its own: the ``transformers.Trainer``, ready for ``.train()``.
 
 Image size: the DATASET_DIR must be cached at the model's own resolution. A run-time
 ``interpolate_pos_encoding`` would train, but the saved model would then fail in
@@ -27,12 +27,15 @@ import torch
 from vitune.config import TrainConfig
 from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir, require_image_size, require_split, uint8_rows
 from vitune.errors import UserError
-from vitune.inference import logits_to_scores, unscale_target
-from vitune.metrics import GREATER_IS_BETTER, MAIN_METRIC, MetricsResult, compute_metrics
-from vitune.models import Preprocessing, load_classifier, load_image_processor, resolve_preprocessing
+from vitune.metrics import MetricsResult
+from vitune.models import load_classifier, load_image_processor, resolve_preprocessing
+from vitune.progress import interactive
+from vitune.run_dir import RunDir
+from vitune.tasks import Task, get_task
 from vitune.trainer import (
     EPOCH_RECORD,
     EpochHistoryCallback,
+    EpochLinePrinter,
     EpochLineProgressCallback,
     NonFiniteLossCallback,
     PixelCollator,
@@ -45,17 +48,11 @@ LOG_POINTS = 50  # about this many train-loss / lr points per run, for the plots
 
 
 @dataclass
-class RunResult:
+class TrainResult:
     """What a finished run produced: its directory and the contents of ``metrics.json``."""
 
     run_dir: Path
     metrics: dict
-    best_checkpoint: str | None
-
-    @property
-    def model_dir(self) -> Path:
-        """``RUN_DIR/model``: loadable by ``from_pretrained`` and ``pipeline``."""
-        return self.run_dir / "model"
 
 
 def resolve_precision(precision: str) -> str:
@@ -68,18 +65,14 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
-def train_label_range(train_split) -> tuple[float, float]:
-    """Min and max of the training regression target (the [0, 1] scaling the model learns)."""
-    values = np.asarray(train_split.with_format("numpy", columns=["labels"])["labels"], dtype=np.float64)
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        raise UserError(f"the training target is constant ({lo}): regression needs at least two distinct values")
-    return lo, hi
+def split_labels(split) -> np.ndarray:
+    """The ``labels`` column of a DATASET_DIR split (or a view of one) as a numpy array."""
+    return np.asarray(split.with_format("numpy", columns=["labels"])["labels"])
 
 
 def auto_pos_weight(train_split) -> torch.Tensor:
     """Per-label negatives/positives on the training split (1 for a label without positives)."""
-    y = np.asarray(train_split.with_format("numpy", columns=["labels"])["labels"], dtype=np.float64)
+    y = split_labels(train_split).astype(np.float64)
     positives = y.sum(axis=0)
     weights = np.where(positives > 0, (len(y) - positives) / np.maximum(positives, 1), 1.0)
     return torch.tensor(weights, dtype=torch.float32)
@@ -106,13 +99,13 @@ def _num_workers(config: TrainConfig) -> int:
     return min(8, (os.cpu_count() or 2) // 2) if torch.cuda.is_available() else 0
 
 
-def training_arguments(config: TrainConfig, task: str):
+def training_arguments(config: TrainConfig, task: Task):
     """``TrainingArguments`` for ``config`` (epoch evaluation/checkpoints, best model kept)."""
     from transformers import TrainingArguments
 
     precision = resolve_precision(config.precision)
     return TrainingArguments(
-        output_dir=str(Path(config.out) / "checkpoints"),
+        output_dir=str(RunDir(config.out).checkpoints),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
         learning_rate=config.lr,
@@ -129,28 +122,27 @@ def training_arguments(config: TrainConfig, task: str):
         save_strategy="epoch",
         save_total_limit=config.save_total_limit,
         load_best_model_at_end=True,
-        metric_for_best_model=MAIN_METRIC[task],
-        greater_is_better=GREATER_IS_BETTER[task],
+        metric_for_best_model=task.main_metric,
+        greater_is_better=task.greater_is_better,
         logging_steps=config.logging_steps or 1.0 / LOG_POINTS,
         logging_nan_inf_filter=False,  # a NaN must surface (and stop the run), not be averaged away
         dataloader_num_workers=_num_workers(config),
         remove_unused_columns=False,
         label_names=["labels"],
         report_to="none",
+        disable_tqdm=not interactive(),
         deepspeed=config.deepspeed,
         use_cpu=not torch.cuda.is_available(),  # also what makes torchrun on CPU real DDP (gloo)
     )
 
 
-def _trainer_metrics(task: str, labels: list[str], model_config, label_range):
+def _trainer_metrics(task: Task, labels: list[str], model_config, label_range):
     """The ``compute_metrics`` callback: aggregate metrics per evaluation (None -> NaN for Trainer)."""
 
     def metrics(eval_pred) -> dict[str, float]:
-        y_true = eval_pred.label_ids
-        if task == "regression":
-            y_true = unscale_target(y_true, label_range)
-        scores = logits_to_scores(task, eval_pred.predictions, model_config)
-        result = compute_metrics(task, y_true, scores, labels)
+        y_true = task.targets_from_batches(eval_pred.label_ids, label_range)
+        scores = task.scores(eval_pred.predictions, model_config)
+        result = task.metrics(y_true, scores, labels)
         return {k: (math.nan if v is None else v) for k, v in result.metrics.items()}
 
     return metrics
@@ -159,7 +151,7 @@ def _trainer_metrics(task: str, labels: list[str], model_config, label_range):
 def _checkpoint_to_resume(config: TrainConfig) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
-    folder = Path(config.out) / "checkpoints"
+    folder = RunDir(config.out).checkpoints
     last = get_last_checkpoint(str(folder)) if folder.is_dir() else None
     if config.resume and last is None:
         raise UserError(f"--resume: {folder} holds no checkpoint; drop --resume to start the run")
@@ -170,45 +162,59 @@ def _checkpoint_to_resume(config: TrainConfig) -> str | None:
     return last if config.resume else None
 
 
-def build_trainer(config: TrainConfig, ds, info: DatasetInfo) -> tuple[VituneTrainer, Preprocessing]:
-    """Model, collators, arguments and callbacks wired into a :class:`VituneTrainer`."""
-    from transformers import set_seed
-    from transformers.trainer_callback import ProgressCallback
+def _show_progress(trainer: VituneTrainer) -> None:
+    """Bars and one line per evaluation on a terminal; only the lines elsewhere."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    trainer.pop_callback(ProgressCallback)
+    trainer.pop_callback(PrinterCallback)  # it prints every log dict
+    trainer.add_callback(EpochLineProgressCallback if interactive() else EpochLinePrinter)
+
+
+def build_trainer(config: TrainConfig) -> VituneTrainer:
+    """The :class:`transformers.Trainer` of ``config``, ready for ``.train()``.
+
+    Model with a new head for the dataset's task and labels, uint8 collators that normalise (and
+    augment for training), ``TrainingArguments``, metrics and vitune's callbacks (epoch history,
+    divergence stop, progress lines). Raises :class:`UserError` for data that does not fit.
+    """
+    from transformers import set_seed
+
+    ds, info = load_dataset_dir(config.data)
+    task = get_task(info.task)
     prep = resolve_preprocessing(config.model, config.trust_remote_code)
     require_image_size(info, config.data, prep.image_size, config.model)
     train_split = require_split(ds, "train", config.data)
     val_split = require_split(ds, "validation", config.data)
-    label_range = train_label_range(train_split) if info.task == "regression" else None
-    if config.pos_weight == "auto" and info.task != "multi_label":
-        raise UserError("--pos-weight auto balances rare labels of a multi_label dataset: use --pos-weight off")
+    label_range = task.label_range(split_labels(train_split))
+    if config.pos_weight == "auto" and not task.takes_pos_weight:
+        raise UserError(f"--pos-weight auto balances rare labels of a multi_label dataset, not {task.name}: "
+                        "use --pos-weight off")
     pos_weight = auto_pos_weight(train_split) if config.pos_weight == "auto" else None
 
     set_seed(config.seed)  # the new head is initialised here, before Trainer seeds
-    model = load_classifier(config.model, info.task, info.labels, config.trust_remote_code)
+    model = load_classifier(config.model, task, info.labels, config.trust_remote_code)
     if label_range is not None:
         model.config.vitune_label_range = list(label_range)
         model.config.vitune_regression_loss = config.regression_loss
 
-    args = training_arguments(config, info.task)
     trainer = VituneTrainer(
         model=model,
-        args=args,
+        args=training_arguments(config, task),
         train_dataset=uint8_rows(train_split),
         eval_dataset=uint8_rows(val_split),
-        data_collator=PixelCollator(prep, info.task, label_range),
-        train_collator=PixelCollator(prep, info.task, label_range, config.augment, config.augment_hflip),
+        data_collator=PixelCollator(prep, task, label_range),
+        train_collator=PixelCollator(prep, task, label_range, config.augment, config.augment_hflip),
         processing_class=run_processor(config.model, info.image_size, config.trust_remote_code),
-        compute_metrics=_trainer_metrics(info.task, info.labels, model.config, label_range),
-        task=info.task,
+        compute_metrics=_trainer_metrics(task, info.labels, model.config, label_range),
+        info=info,
         regression_loss=config.regression_loss,
         pos_weight=pos_weight,
     )
-    if trainer.pop_callback(ProgressCallback) is not None:  # absent when the user disabled tqdm
-        trainer.add_callback(EpochLineProgressCallback)
+    _show_progress(trainer)
     trainer.add_callback(EpochHistoryCallback(trainer.loss_tracker, config.lr))
     trainer.add_callback(NonFiniteLossCallback(config.lr))
-    return trainer, prep
+    return trainer
 
 
 def epoch_history(log_history: list[dict]) -> list[dict]:
@@ -231,36 +237,28 @@ def _throughput(log_history: list[dict]) -> tuple[float, float]:
     return seconds, (samples / seconds if seconds > 0 else 0.0)
 
 
-def validation_scores(trainer: VituneTrainer, ds, info: DatasetInfo) -> tuple[np.ndarray, np.ndarray]:
-    """Targets (in target units) and scores of the best model on the validation split."""
-    val_split = ds["validation"]
+def validation_scores(trainer: VituneTrainer) -> tuple[np.ndarray, np.ndarray]:
+    """Targets (in target units) and scores of the trainer's model on the validation split."""
     output = trainer.predict(trainer.eval_dataset)
-    scores = logits_to_scores(info.task, output.predictions, trainer.model.config)
-    y_true = np.asarray(val_split.with_format("numpy", columns=["labels"])["labels"])
-    return y_true, scores
+    scores = trainer.task.scores(output.predictions, trainer.model.config)
+    return split_labels(trainer.eval_dataset), scores
 
 
-def write_plots(run_dir: Path, task: str, labels: list[str], y_true, scores, log_history: list[dict]) -> None:
+def write_plots(run: RunDir, info: DatasetInfo, y_true, scores, log_history: list[dict]) -> None:
     """``plots/loss.png``, ``plots/lr.png`` and, for classification, ``roc.png`` / ``confusion.png``."""
-    from vitune.plots import plot_confusion, plot_loss, plot_lr, plot_roc
+    from vitune.plots import plot_loss, plot_lr, plot_task
 
-    plots = run_dir / "plots"
     train_logs = [e for e in log_history if "loss" in e and "learning_rate" in e]
     eval_logs = [e for e in log_history if "eval_loss" in e]
     plot_loss(
         [e["step"] for e in train_logs],
         [e["loss"] for e in train_logs],
-        plots / "loss.png",
+        run.plots / "loss.png",
         [e["step"] for e in eval_logs],
         [e["eval_loss"] for e in eval_logs],
     )
-    plot_lr([e["step"] for e in train_logs], [e["learning_rate"] for e in train_logs], plots / "lr.png")
-    if task == "multi_label":
-        plot_roc(y_true, scores, labels, plots / "roc.png", title="Validation ROC")
-    elif task == "single_label":
-        one_hot = np.eye(len(labels))[np.asarray(y_true, dtype=int)]
-        plot_roc(one_hot, scores, labels, plots / "roc.png", title="Validation ROC (one-vs-rest)")
-        plot_confusion(y_true, scores.argmax(axis=1), labels, plots / "confusion.png", title="Validation")
+    plot_lr([e["step"] for e in train_logs], [e["learning_rate"] for e in train_logs], run.plots / "lr.png")
+    plot_task(get_task(info.task), y_true, scores, info.labels, run.plots, "validation", kinds=("roc", "confusion"))
 
 
 def metrics_document(info: DatasetInfo, result: MetricsResult, y_true, log_history: list[dict]) -> dict:
@@ -278,22 +276,7 @@ def metrics_document(info: DatasetInfo, result: MetricsResult, y_true, log_histo
     }
 
 
-def save_run(trainer: VituneTrainer, run_dir: Path, info: DatasetInfo, y_true, scores, document: dict) -> None:
-    """Metrics, predictions and plots into RUN_DIR (main process only; the model is saved before)."""
-    (run_dir / "model" / "training_args.bin").unlink(missing_ok=True)  # a pickle, not needed to load
-    (run_dir / "metrics.json").write_text(json.dumps(document, indent=2) + "\n")
-    predictions = run_dir / "predictions"
-    predictions.mkdir(exist_ok=True)
-    np.savez(
-        predictions / "validation.npz",
-        y_true=np.asarray(y_true),
-        scores=np.asarray(scores),
-        labels=np.asarray(info.labels),
-    )
-    write_plots(run_dir, info.task, info.labels, y_true, scores, trainer.state.log_history)
-
-
-def train(config: TrainConfig) -> RunResult:
+def train(config: TrainConfig) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.data`` and fill ``config.out`` (RUN_DIR).
 
     Evaluates on the validation split each epoch, keeps the best checkpoint by the task's main
@@ -301,23 +284,23 @@ def train(config: TrainConfig) -> RunResult:
     checkpoint in ``RUN_DIR/checkpoints`` with the same final result as an uninterrupted run.
     """
     resolve_precision(config.precision)  # a precision this machine lacks fails before any work
-    ds, info = load_dataset_dir(config.data)
-    run_dir = Path(config.out)
+    run = RunDir(config.out)
     resume_from = _checkpoint_to_resume(config)
-    trainer, _ = build_trainer(config, ds, info)
+    trainer = build_trainer(config)
+    info = trainer.info
     if trainer.is_world_process_zero():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.save(run_dir / "config.yaml")
-    log.info(
-        "training %s on %s (%s, %d train / %d validation images) -> %s",
-        config.model, config.data, info.task, len(ds["train"]), len(ds["validation"]), run_dir,
-    )
+        run.root.mkdir(parents=True, exist_ok=True)
+        config.save(run.config)
+    log.info("training %s on %s (%s, %d train / %d validation images) -> %s", config.model, config.data, info.task,
+             len(trainer.train_dataset), len(trainer.eval_dataset), run.root)
     trainer.train(resume_from_checkpoint=resume_from)
-    y_true, scores = validation_scores(trainer, ds, info)
-    result = compute_metrics(info.task, y_true, scores, info.labels)
+    y_true, scores = validation_scores(trainer)
+    result = trainer.task.metrics(y_true, scores, info.labels)
     document = metrics_document(info, result, y_true, trainer.state.log_history)
-    trainer.save_model(str(run_dir / "model"))  # every process: gathers DeepSpeed shards, rank 0 writes
+    trainer.save_model(str(run.model))  # every process: gathers DeepSpeed shards, rank 0 writes
     if trainer.is_world_process_zero():
-        save_run(trainer, run_dir, info, y_true, scores, document)
+        (run.model / "training_args.bin").unlink(missing_ok=True)  # a pickle, not needed to load
+        run.metrics.write_text(json.dumps(document, indent=2) + "\n")
+        write_plots(run, info, y_true, scores, trainer.state.log_history)
     log.info("validation %s: %s", info.task, json.dumps(result.metrics))
-    return RunResult(run_dir, document, trainer.state.best_model_checkpoint)
+    return TrainResult(run.root, document)

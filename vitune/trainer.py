@@ -24,10 +24,11 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
+from vitune.data.dataset_dir import DatasetInfo
 from vitune.errors import UserError
 from vitune.inference import normalize
 from vitune.models import Preprocessing
-from vitune.tasks import Task
+from vitune.tasks import Task, get_task
 
 EPOCH_RECORD = "vitune_epoch"  # marks the per-epoch entries this module adds to log_history
 CROP_AREA = (0.85, 1.0)
@@ -106,14 +107,18 @@ class LossTracker:
 
 
 class VituneTrainer(Trainer):
-    """``Trainer`` with vitune's task loss and an augmenting collator used for training only."""
+    """``Trainer`` with vitune's task loss and an augmenting collator used for training only.
+
+    ``info`` is the DATASET_DIR's :class:`DatasetInfo` (task and label names of the run).
+    """
 
     # our loss is a per-batch mean: let Trainer divide it by the gradient-accumulation steps
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, task: Task, regression_loss: str, pos_weight, train_collator, **kwargs):
+    def __init__(self, *args, info: DatasetInfo, regression_loss: str, pos_weight, train_collator, **kwargs):
         super().__init__(*args, **kwargs)
-        self.task = task
+        self.info = info
+        self.task: Task = get_task(info.task)
         self.regression_loss = regression_loss
         self.pos_weight = pos_weight
         self.train_collator = train_collator

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
+from vitune.config import ShowConfig
 from vitune.data.dataset_dir import SPLITS, DatasetInfo, load_dataset_dir
 from vitune.tasks import get_task
 
 GRID_SIDE = 4  # a 4x4 sample grid
-GRID_FILE = "samples.png"
 
 
 @dataclass
@@ -77,12 +77,12 @@ def write_sample_grid(dataset_dir: Path | str, out_png: Path | str, side: int = 
     return out_png
 
 
-def show(dataset_dir: Path | str, out_png: Path | str | None = None, rows: int = 10, console=None) -> DatasetSummary:
-    """Print the first ``rows`` rows and label frequencies, write the sample grid (default DATASET_DIR/samples.png)."""
+def show(config: ShowConfig, console=None) -> DatasetSummary:
+    """Print the first rows and label frequencies of a DATASET_DIR and write its sample grid."""
     from rich.console import Console
 
-    summary = summarize(dataset_dir, rows)
-    summary.grid = write_sample_grid(dataset_dir, out_png or Path(dataset_dir) / GRID_FILE)
+    summary = summarize(config.dataset_dir, config.rows)
+    summary.grid = write_sample_grid(config.dataset_dir, config.out)
     console = console or Console()
     console.print(_rows_table(summary))
     console.print(_frequency_table(summary))

@@ -27,12 +27,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from vitune.data.sources.base import Record
+from vitune.config import SPLIT_METHODS
 from vitune.errors import UserError
 from vitune.tasks import get_task
 
 log = logging.getLogger(__name__)
 
-SPLIT_METHODS = ("auto", "random", "stratified", "group", "official")
 _SOURCE_SPLIT_NAMES = {
     "train": "train",
     "training": "train",

@@ -17,57 +17,22 @@ from typing import Iterable
 
 import numpy as np
 
-from vitune.config import CommandConfig, check_positive
+from vitune.config import HeadsConfig
 from vitune.data.dataset_dir import load_dataset_dir, require_image_size, require_split
-from vitune.embeddings import Encoder, check_pooling, embed_batches, extract_embeddings
+from vitune.embeddings import Encoder, embed_batches, extract_embeddings
 from vitune.errors import UserError
 from vitune.heads.base import Head
 from vitune.heads.ensemble import EnsembleHead
-from vitune.heads.registry import ENSEMBLE_MEMBERS, HEAD_NAMES, create_heads, parse_heads
-from vitune.heads.storage import HeadsDir, load_heads, read_heads_config, save_heads
+from vitune.heads.registry import ENSEMBLE_MEMBERS, create_heads
+from vitune.heads.storage import load_heads, read_heads_config, save_heads
 from vitune.heads.svm import SVMHead
-from vitune.run_dir import RunDir, open_model
+from vitune.layout import HeadsDir
+from vitune.run_dir import open_model
 from vitune.tasks import get_task
 
 log = logging.getLogger(__name__)
 
 REPORT_SPLIT = "validation"
-
-
-@dataclass
-class HeadsConfig(CommandConfig):
-    """Settings of ``vitune heads``; checks itself on construction.
-
-    ``model`` is a RUN_DIR (``out`` defaults to ``RUN_DIR/heads``) or a checkpoint. ``C=None``
-    chooses the SVM's C by cross-validation on train. Embeddings are cached in ``cache_dir``
-    (default ``out/embeddings``).
-    """
-
-    model: str
-    data: str
-    out: str | None = None
-    heads: str = ",".join(HEAD_NAMES)
-    pooling: str = "cls"
-    C: float | None = None
-    batch_size: int = 32
-    seed: int = 0
-    cache_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        self.model, self.data = str(self.model), str(self.data)
-        parse_heads(self.heads)
-        check_pooling(self.pooling)
-        if self.C is not None and not self.C > 0:
-            raise UserError(f"--C must be positive, got {self.C}")
-        check_positive("batch_size", self.batch_size)
-        if self.out is None and not RunDir(self.model).is_run():
-            raise UserError(f"{self.model} is not a RUN_DIR: give --out DIR for the heads")
-        self.out = str(self.out) if self.out is not None else str(RunDir(self.model).heads)
-
-    @property
-    def names(self) -> list[str]:
-        """The heads to fit, in ``HEAD_NAMES`` order."""
-        return parse_heads(self.heads)
 
 
 @dataclass

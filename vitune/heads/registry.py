@@ -1,9 +1,14 @@
-"""Head names and how each is built: ``create_head(name, task)`` is the one place that knows."""
+"""How each head is built: ``create_head(name, task)`` is the one place that knows.
+
+The valid names (``HEAD_NAMES``, the ``--heads`` choices) are in :mod:`vitune.config`, so the CLI
+can check them without importing scikit-learn; every name but ``ensemble`` has a builder here.
+"""
 
 from __future__ import annotations
 
 from typing import Callable, Iterable
 
+from vitune.config import HEAD_NAMES
 from vitune.errors import UserError
 from vitune.heads.base import Head
 from vitune.heads.ensemble import EnsembleHead
@@ -12,7 +17,6 @@ from vitune.heads.mlp import MLPHead
 from vitune.heads.run_classifier import RunClassifierHead
 from vitune.heads.svm import SVMHead
 
-HEAD_NAMES = ("svm", "logreg", "mlp", "ensemble")
 ENSEMBLE_MEMBERS = ("mlp", "svm")
 HEAD_CLASSES: dict[str, type[Head]] = {
     cls.__name__: cls for cls in (SVMHead, LogRegHead, MLPHead, RunClassifierHead, EnsembleHead)
@@ -33,6 +37,7 @@ _BUILDERS: dict[str, Callable[..., Head]] = {
         task, C=1.0 if C is None else C, n_classes=n_classes),
     "mlp": _mlp,
 }
+assert set(_BUILDERS) == set(HEAD_NAMES) - {"ensemble"}, "every head name has a builder"
 
 
 def create_head(name: str, task: str, *, C: float | None = None, n_classes: int | None = None,
@@ -43,7 +48,7 @@ def create_head(name: str, task: str, *, C: float | None = None, n_classes: int 
     fine-tuned model's config when the heads sit on a RUN_DIR: ``mlp`` is then its own classifier.
     """
     if name not in _BUILDERS:
-        raise UserError(f"unknown head {name!r}: choose from {','.join(_BUILDERS)}")
+        raise UserError(f"unknown head {name!r}: choose from {','.join(_BUILDERS)} (or ensemble, of mlp and svm)")
     return _BUILDERS[name](task, C, n_classes, random_state, run_config)
 
 
@@ -55,12 +60,3 @@ def create_heads(names: Iterable[str], task: str, **params) -> dict[str, Head]:
     if "ensemble" in names:
         heads["ensemble"] = EnsembleHead([(m, heads[m]) for m in ENSEMBLE_MEMBERS], prefit=True)
     return heads
-
-
-def parse_heads(heads: str | Iterable[str]) -> list[str]:
-    """``"svm,logreg"`` or a list -> validated head names, in ``HEAD_NAMES`` order."""
-    names = [h.strip() for h in (heads.split(",") if isinstance(heads, str) else heads) if h.strip()]
-    unknown = sorted(set(names) - set(HEAD_NAMES))
-    if unknown or not names:
-        raise UserError(f"unknown head(s) {', '.join(unknown) or '(none given)'}: choose from {','.join(HEAD_NAMES)}")
-    return [h for h in HEAD_NAMES if h in names]

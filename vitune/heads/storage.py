@@ -16,30 +16,15 @@ Files written by vitune 0.1 have this layout and load unchanged.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from vitune.errors import UserError
 from vitune.heads.base import Head, jsonable
 from vitune.heads.ensemble import EnsembleHead
 from vitune.heads.registry import HEAD_CLASSES
+from vitune.layout import HeadsDir
 
 FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class HeadsDir:
-    """The paths inside one heads directory."""
-
-    root: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
-
-    config = property(lambda self: self.root / "heads-config.json", doc="Head classes, params and fitted scalars.")
-    arrays = property(lambda self: self.root / "heads.safetensors", doc="Every fitted array.")
-    report = property(lambda self: self.root / "heads.json", doc="The report of `vitune heads`.")
-    embeddings = property(lambda self: self.root / "embeddings", doc="The embedding cache.")
 
 
 def _ensemble_entry(name: str, head: EnsembleHead, heads: dict[str, Head]) -> dict:

@@ -1,24 +1,18 @@
-"""Command settings: one dataclass per command, each checking itself on construction.
+"""TrainConfig: every setting of a `vitune train` run, validated, and saved as ``config.yaml``.
 
-:class:`CommandConfig` is what they share: defaults defined once on the dataclass (the CLI reads
-its help and defaults from there), ``to_dict`` / ``from_dict`` and the checks that turn a bad value
-into a :class:`UserError` naming the flag and what to give. Each command's config lives beside its
-function (``vitune.heads.HeadsConfig``, ``vitune.evaluate.EvaluateConfig``, ...).
-
-:class:`TrainConfig` is every setting of a `vitune train` run, saved as ``config.yaml``. Defaults
-are the seeds' recipe (3 epochs, lr 2e-4, 25 % warm-up then cosine decay). The YAML file written
-into RUN_DIR holds every field, so ``vitune train --config RUN_DIR/config.yaml`` repeats the run;
-flags given on the command line override the file's values.
+Defaults are the seeds' recipe (3 epochs, lr 2e-4, 25 % warm-up then cosine decay). The YAML
+file written into RUN_DIR holds every field, so ``vitune train --config RUN_DIR/config.yaml``
+repeats the run; flags given on the command line override the file's values.
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import yaml
 
+from vitune.config.base import CommandConfig, check_choice, check_positive
 from vitune.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -39,57 +33,6 @@ POS_WEIGHTS = ("off", "auto")
 AUGMENTS = ("none", "light")
 REQUIRED = ("data", "model", "out")
 LOCAL_PATHS = ("data", "model", "out", "deepspeed")
-
-
-def flag(name: str) -> str:
-    """The command-line flag of a config field: ``batch_size`` -> ``--batch-size``."""
-    return "--" + name.replace("_", "-")
-
-
-def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    """``value`` must be one of ``choices``."""
-    if value not in choices:
-        raise UserError(f"{flag(name)} {value!r} is not supported: use one of {', '.join(choices)}")
-
-
-def check_positive(name: str, value: Any) -> None:
-    """``value`` must be a number above 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise UserError(f"{flag(name)} {value!r} must be a positive number")
-
-
-class CommandConfig:
-    """Shared behaviour of the commands' config dataclasses."""
-
-    noun = "setting"  # what an unknown key is called in errors
-
-    @classmethod
-    def default(cls, name: str) -> Any:
-        """The default of field ``name`` (what the CLI shows and uses)."""
-        spec = cls.__dataclass_fields__[name]  # type: ignore[attr-defined]
-        if spec.default is not MISSING:
-            return spec.default
-        if spec.default_factory is not MISSING:
-            return spec.default_factory()
-        raise KeyError(f"{cls.__name__}.{name} has no default")
-
-    def to_dict(self) -> dict:
-        """Plain dict in field order."""
-        return asdict(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def check_known(cls, values: dict) -> None:
-        """Reject keys that are not fields, listing the known ones."""
-        known = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise UserError(f"unknown {cls.noun}(s) {', '.join(unknown)}: known ones are {', '.join(known)}")
-
-    @classmethod
-    def from_dict(cls, values: dict):
-        """Build from a dict, rejecting unknown keys with the list of known ones."""
-        cls.check_known(values)
-        return cls(**values)
 
 
 @dataclass

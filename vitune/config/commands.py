@@ -1,0 +1,267 @@
+"""The configs of the other commands: data prepare and show, heads, evaluate, predict, export, report, demo."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vitune.config.base import (
+    DEFAULT_OPSET,
+    GRID_FILE,
+    HEAD_NAMES,
+    MIN_OPSET,
+    MODEL_HEAD,
+    SPLIT_METHODS,
+    TASK_CHOICES,
+    CommandConfig,
+    check_pooling,
+    check_positive,
+    parse_heads,
+)
+from vitune.errors import UserError
+from vitune.layout import RunDir
+
+
+@dataclass
+class PrepareConfig(CommandConfig):
+    """Settings of ``vitune data prepare`` (its flags; ``fmt`` is ``--format``), validated on construction.
+
+    ``workers`` are decoding processes (default all cores); ``image_size`` defaults to ``model``'s
+    input size, else 224.
+    """
+
+    source: str
+    out: Path
+    fmt: str = "auto"
+    image_size: int | None = None
+    model: str | None = None
+    task: str = "auto"
+    split: str = "auto"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+    group_column: str | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    label_separator: str | None = None
+    no_finding_as_label: bool = False
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        self.source = str(self.source)
+        if not self.source.startswith("hf:"):
+            self.source = str(Path(self.source).expanduser())
+        self.out = Path(self.out).expanduser()
+        if self.task not in TASK_CHOICES:
+            raise UserError(f"unknown --task {self.task!r}: use one of {', '.join(TASK_CHOICES)}")
+        if self.split not in SPLIT_METHODS:
+            raise UserError(f"unknown --split {self.split!r}: use one of {', '.join(SPLIT_METHODS)}")
+        for flag, value in (("--val-fraction", self.val_fraction), ("--test-fraction", self.test_fraction)):
+            if not 0.0 <= value < 1.0:
+                raise UserError(f"{flag} {value} is outside [0, 1): pass a fraction such as 0.1")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise UserError(
+                f"--val-fraction + --test-fraction = {self.val_fraction + self.test_fraction:g} leaves no "
+                "training data: make their sum below 1"
+            )
+        if self.image_size is not None and not 1 <= self.image_size <= 4096:
+            raise UserError(f"--image-size {self.image_size} is out of range: use 1 to 4096 (224 is usual)")
+        if self.workers is not None and self.workers < 1:
+            raise UserError(f"workers must be at least 1, got {self.workers}")
+        if not self.source.startswith("hf:") and not Path(self.source).exists():
+            raise UserError(f"SOURCE {self.source} does not exist: pass a folder, a label CSV or hf:NAME")
+        if Path(self.source).is_file() and Path(self.source).suffix.lower() != ".csv":
+            raise UserError(f"SOURCE {self.source} is a file: pass a folder, a label CSV (.csv) or hf:NAME")
+
+    def resolved_image_size(self) -> int:
+        """``--image-size``, else the model's input size, else 224."""
+        if self.image_size is not None:
+            return self.image_size
+        from vitune.models import default_image_size
+
+        return default_image_size(self.model)
+
+    def source_options(self):
+        """The options the source readers take (a :class:`vitune.data.sources.base.SourceOptions`)."""
+        from vitune.data.sources.base import SourceOptions
+
+        return SourceOptions(
+            image_column=self.image_column,
+            label_column=self.label_column,
+            label_separator=self.label_separator,
+            group_column=self.group_column,
+            no_finding_as_label=self.no_finding_as_label,
+        )
+
+    def fingerprint_settings(self, image_size: int) -> dict[str, Any]:
+        """The options that change the cached result (not ``out``, ``model`` or ``workers``)."""
+        settings = asdict(self)
+        for key in ("source", "out", "model", "workers"):
+            settings.pop(key)
+        settings["image_size"] = image_size
+        return settings
+
+
+
+@dataclass
+class ShowConfig(CommandConfig):
+    """Settings of ``vitune data show``: the DATASET_DIR, the grid PNG (default inside it), rows printed."""
+
+    dataset_dir: str
+    out: str | None = None
+    rows: int = 10
+
+    def __post_init__(self) -> None:
+        self.dataset_dir = str(self.dataset_dir)
+        check_positive("rows", self.rows)
+        self.out = str(self.out) if self.out is not None else str(Path(self.dataset_dir) / GRID_FILE)
+
+
+
+@dataclass
+class HeadsConfig(CommandConfig):
+    """Settings of ``vitune heads``; checks itself on construction.
+
+    ``model`` is a RUN_DIR (``out`` defaults to ``RUN_DIR/heads``) or a checkpoint. ``C=None``
+    chooses the SVM's C by cross-validation on train. Embeddings are cached in ``cache_dir``
+    (default ``out/embeddings``).
+    """
+
+    model: str
+    data: str
+    out: str | None = None
+    heads: str = ",".join(HEAD_NAMES)
+    pooling: str = "cls"
+    C: float | None = None
+    batch_size: int = 32
+    seed: int = 0
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        self.model, self.data = str(self.model), str(self.data)
+        parse_heads(self.heads)
+        check_pooling(self.pooling)
+        if self.C is not None and not self.C > 0:
+            raise UserError(f"--C must be positive, got {self.C}")
+        check_positive("batch_size", self.batch_size)
+        if self.out is None and not RunDir(self.model).is_run():
+            raise UserError(f"{self.model} is not a RUN_DIR: give --out DIR for the heads")
+        self.out = str(self.out) if self.out is not None else str(RunDir(self.model).heads)
+
+    @property
+    def names(self) -> list[str]:
+        """The heads to fit, in ``HEAD_NAMES`` order."""
+        return parse_heads(self.heads)
+
+
+
+@dataclass
+class EvaluateConfig(CommandConfig):
+    """Settings of ``vitune evaluate``; checks itself on construction.
+
+    ``data`` defaults to the run's own DATASET_DIR; ``split`` ``"test"`` falls back to validation
+    when there is no test split (said in the result's ``note``).
+    """
+
+    run: str
+    data: str | None = None
+    split: str = "test"
+    bootstrap: int = 1000
+    seed: int = 0
+    batch_size: int = 64
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        self.run = str(self.run)
+        check_positive("batch_size", self.batch_size)
+        if self.bootstrap < 0:
+            raise UserError(f"--bootstrap {self.bootstrap} must be 0 or more")
+
+
+
+@dataclass
+class PredictConfig(CommandConfig):
+    """Settings of ``vitune predict``; checks itself on construction.
+
+    ``head`` is ``model`` (the fine-tuned classifier) or a head saved by ``vitune heads`` in
+    ``heads_dir`` (default ``RUN_DIR/heads``); ``out`` is a CSV to write.
+    """
+
+    run: str
+    inputs: list[str]
+    out: str | None = None
+    head: str = MODEL_HEAD
+    heads_dir: str | None = None
+    batch_size: int = 32
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        self.run, self.inputs = str(self.run), [str(p) for p in self.inputs]
+        check_positive("batch_size", self.batch_size)
+        if self.head != MODEL_HEAD and self.head not in HEAD_NAMES:
+            raise UserError(f"unknown --head {self.head!r}: use one of {', '.join((MODEL_HEAD, *HEAD_NAMES))}")
+
+
+
+@dataclass
+class ExportConfig(CommandConfig):
+    """Settings of ``vitune export``; checks itself on construction.
+
+    ``tolerance`` is the largest allowed |onnxruntime - torch| logit difference; ``quantize`` also
+    writes ``FILE.int8.onnx`` and scores it on up to ``max_samples`` validation images of ``data``
+    (default: the run's own DATASET_DIR).
+    """
+
+    run: str
+    onnx: str
+    quantize: bool = False
+    opset: int = DEFAULT_OPSET
+    tolerance: float = 1e-4
+    data: str | None = None
+    max_samples: int = 512
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        self.run, self.onnx = str(self.run), str(self.onnx)
+        check_positive("tolerance", self.tolerance)
+        check_positive("max_samples", self.max_samples)
+        check_positive("batch_size", self.batch_size)
+        if self.opset < MIN_OPSET:
+            raise UserError(f"--opset {self.opset} is too old for the transformer's attention: "
+                            f"use {MIN_OPSET} or newer (default {DEFAULT_OPSET})")
+
+
+
+@dataclass
+class ReportConfig(CommandConfig):
+    """Settings of ``vitune report``: the RUN_DIR and the HTML file (default ``RUN_DIR/report.html``)."""
+
+    run: str
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        self.run = str(self.run)
+        self.out = str(self.out) if self.out is not None else str(RunDir(self.run).report)
+
+
+
+@dataclass
+class DemoConfig(CommandConfig):
+    """Settings of ``vitune demo``; checks itself on construction."""
+
+    out: Path = Path("runs/demo")
+    model: str | None = None
+    patients: int = 1000
+    epochs: float = 10
+    lr: float = 5e-4
+    batch_size: int = 32
+    bootstrap: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out)
+        if self.patients < 20:
+            raise UserError(f"--patients {self.patients} is too few for train, validation and test: use 20 or more")
+        if not self.epochs > 0 or not self.lr > 0 or self.batch_size < 1:
+            raise UserError("--epochs, --lr and --batch-size must be positive")
