@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 
@@ -25,8 +24,7 @@ def test_two_process_cpu_training(tiny_vit, dataset_dir_factory, tmp_path):
     doc = json.loads((run / "metrics.json").read_text())
     assert doc["num_samples"] == 23  # gathered from both ranks without the padding duplicates
     assert [h["epoch"] for h in doc["history"]] == [1, 2]
-    saved = np.load(run / "predictions" / "validation.npz")
-    assert saved["scores"].shape == (23, 3)
+    assert not (run / "predictions").exists()
     assert {p.name for p in (run / "plots").iterdir()} == {"loss.png", "lr.png", "roc.png"}
     # 40 images, 2 ranks x 4 per step -> 5 steps an epoch, so each checkpoint sits at a multiple of 5
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-10", "checkpoint-5"]

@@ -5,7 +5,8 @@ import json
 import pytest
 from tiny_run import run_cli
 
-from vitune.demo import MARKER, DemoConfig, clear_previous_demo, make_scratch_vit, run_demo
+from vitune.config import DemoConfig
+from vitune.demo import MARKER, clear_previous_demo, make_scratch_vit, run_demo
 from vitune.errors import UserError
 
 
@@ -48,7 +49,7 @@ def test_small_demo_runs_the_whole_path(tmp_path):
                  "heads/heads.json", "eval/test/metrics_test.json", "report.html", "config.yaml"):
         assert (out / path).is_file(), path
     saved = json.loads((out / MARKER).read_text())
-    assert saved == json.loads(json.dumps(summary)) and saved["status"] == "done"
+    assert saved == json.loads(json.dumps(summary.to_json())) and saved["status"] == "done"
     test = json.loads((out / "eval/test/metrics_test.json").read_text())
     assert saved["test_roc_auc_macro"] == test["metrics"]["roc_auc_macro"]
     assert set(saved["heads_validation_roc_auc_macro"]) == {"svm", "logreg", "mlp", "ensemble"}
@@ -63,7 +64,7 @@ def test_demo_with_a_given_checkpoint_prepares_at_its_size(tmp_path, tiny_vit):
                        echo=lambda line: None)
     dataset = json.loads((tmp_path / "d" / "data" / "dataset.json").read_text())
     assert dataset["image_size"] == resolve_preprocessing(str(tiny_vit)).image_size
-    assert summary["model"] == str(tiny_vit) and not (tmp_path / "d" / "base-model").exists()
+    assert summary.model == str(tiny_vit) and not (tmp_path / "d" / "base-model").exists()
 
 
 def test_cli_demo_refuses_a_foreign_out(tmp_path, capsys, monkeypatch):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from vitune.embeddings import Encoder, cache_key, extract_embeddings, run_model_dir
+from vitune.embeddings import Encoder, cache_key, extract_embeddings
+from vitune.layout import RunDir
 from vitune.errors import UserError
 from vitune.inference import normalize
 from vitune.models import resolve_preprocessing
@@ -61,7 +62,7 @@ def test_run_dir_gives_base_model_embeddings_and_classifier_logits(tiny_vit, dat
     net = load_classifier(str(tiny_vit), "multi_label", ["a", "b", "c"])
     net.save_pretrained(run / "model")
     AutoImageProcessor.from_pretrained(tiny_vit).save_pretrained(run / "model")
-    assert run_model_dir(run) == run / "model" and run_model_dir(tiny_vit) is None
+    assert RunDir(run).is_run() and RunDir(run).model == run / "model" and not RunDir(tiny_vit).is_run()
     result = extract_embeddings(str(run), data, "validation", cache_dir=tmp_path / "c")
     np.testing.assert_allclose(result.values, reference_hidden(tiny_vit, data, "validation")[:, 0], atol=1e-5)
     # ViT's classifier reads the [CLS] state: logits = classifier(embedding).

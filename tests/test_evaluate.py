@@ -20,7 +20,9 @@ from vitune.evaluate import (
 )
 from vitune.inference import logits_to_scores, normalize
 from vitune.metrics import compute_metrics
-from vitune.run_dir import dataset_dir_of, load_run
+from vitune.config import EvaluateConfig
+from vitune.layout import RunDir
+from vitune.run_dir import load_run
 
 
 def direct_scores(run_dir, dataset_dir, split):
@@ -73,8 +75,8 @@ def test_bootstrap_intervals_regression_contain_estimate():
 
 def test_evaluate_multi_label(tmp_path, tmp_path_factory, tiny_vit):
     run_dir = tiny_run_copy(tmp_path_factory, tiny_vit, "multi_label", tmp_path / "run")
-    result = evaluate(run_dir, n_bootstrap=300, seed=0)
-    data = dataset_dir_of(run_dir)
+    result = evaluate(EvaluateConfig(run=run_dir, bootstrap=300, seed=0)).to_json()
+    data = RunDir(run_dir).dataset_dir()
     y_test, s_test = direct_scores(run_dir, data, "test")
     y_val, s_val = direct_scores(run_dir, data, "validation")
     labels = ["a", "b", "c"]
@@ -104,7 +106,7 @@ def test_evaluate_multi_label(tmp_path, tmp_path_factory, tiny_vit):
 def test_evaluate_single_label_without_test_split_uses_validation(tmp_path, tmp_path_factory, tiny_vit):
     run_dir = tiny_run_copy(tmp_path_factory, tiny_vit, "single_label", tmp_path / "run",
                             sizes={"train": 48, "validation": 30})
-    result = evaluate(run_dir, n_bootstrap=200)
+    result = evaluate(EvaluateConfig(run=run_dir, bootstrap=200)).to_json()
     assert result["split"] == "validation" and "no test split" in result["note"]
     low, high = result["confidence_intervals"]["accuracy"]
     assert low <= result["metrics"]["accuracy"] <= high
@@ -116,9 +118,9 @@ def test_evaluate_rejects_a_dataset_with_other_labels(tmp_path, tmp_path_factory
     run_dir = tiny_run_copy(tmp_path_factory, tiny_vit, "multi_label", tmp_path / "run")
     other = dataset_dir_factory(task="multi_label", labels=["x", "y", "z"])
     with pytest.raises(UserError, match="labels"):
-        evaluate(run_dir, data=other, n_bootstrap=10)
+        evaluate(EvaluateConfig(run=run_dir, data=other, bootstrap=10))
     with pytest.raises(UserError, match="no 'train2' split"):
-        evaluate(run_dir, split="train2", n_bootstrap=10)
+        evaluate(EvaluateConfig(run=run_dir, split="train2", bootstrap=10))
 
 
 def test_cli_evaluate(tmp_path, tmp_path_factory, tiny_vit, monkeypatch, capsys):
@@ -141,4 +143,4 @@ def test_zero_batch_size_is_a_user_error(tmp_path):
     from vitune.errors import UserError
 
     with pytest.raises(UserError, match="--batch-size must be at least 1"):
-        evaluate(tmp_path / "run", batch_size=0)
+        evaluate(EvaluateConfig(run=tmp_path / "run", batch_size=0))

@@ -2,6 +2,7 @@
 
 import json
 
+import datasets
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -10,10 +11,17 @@ import torch
 from tiny_run import run_cli, tiny_run_copy
 
 import vitune.export
+from vitune.config import ExportConfig
 from vitune.errors import UserError
 from vitune.export import export_onnx
 from vitune.inference import normalize
+from vitune.layout import RunDir
+from vitune.metrics import compute_metrics
 from vitune.run_dir import load_run
+
+
+def export(run_dir, onnx_path, **settings):
+    return export_onnx(ExportConfig(run=run_dir, onnx=onnx_path, **settings))
 
 
 @pytest.fixture
@@ -22,8 +30,8 @@ def run_dir(tmp_path, tmp_path_factory, tiny_vit):
 
 
 def test_export_matches_torch_on_any_batch_size(run_dir, tmp_path):
-    result = export_onnx(run_dir, tmp_path / "model.onnx")
-    assert result["max_abs_diff"] < 1e-4 and result["check_images"] == 5 and result["quantized"] is None
+    result = export(run_dir, tmp_path / "model.onnx")
+    assert result.max_abs_diff < 1e-4 and result.check_images == 5 and result.quantized is None
 
     run = load_run(run_dir, "cpu")
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -42,11 +50,21 @@ def test_export_matches_torch_on_any_batch_size(run_dir, tmp_path):
 
 
 def test_quantized_export_reports_metric_change(run_dir, tmp_path):
-    result = export_onnx(run_dir, tmp_path / "model.onnx", quantize=True)
-    quant = result["quantized"]
-    assert quant["path"] == str(tmp_path / "model.int8.onnx") and quant["size_mb"] < result["size_mb"]
+    result = export(run_dir, tmp_path / "model.onnx", quantize=True)
+    quant = result.quantized
+    assert quant["path"] == str(tmp_path / "model.int8.onnx") and quant["size_mb"] < result.size_mb
     assert quant["metric"] == "roc_auc_macro" and quant["split"] == "validation" and quant["samples"] == 24
-    assert 0.0 <= quant["before"] <= 1.0 and 0.0 <= quant["after"] <= 1.0
+    # "before" is the float model's validation AUC (= torch's), "after" the int8 file's, recomputed here
+    run = load_run(run_dir, "cpu")
+    validation = datasets.load_from_disk(str(RunDir(run_dir).dataset_dir()))["validation"].with_format("numpy")
+    x = normalize(torch.as_tensor(np.asarray(validation["pixel_values"])), run.prep)
+    y = np.asarray(validation["labels"])
+    with torch.no_grad():
+        torch_auc = compute_metrics("multi_label", y, run.logits_to_scores(run.model(pixel_values=x).logits.numpy()),
+                                    run.labels).metrics["roc_auc_macro"]
+    int8 = ort.InferenceSession(quant["path"], providers=["CPUExecutionProvider"]).run(["logits"], {"pixel_values": x.numpy()})[0]
+    int8_auc = compute_metrics("multi_label", y, run.logits_to_scores(int8), run.labels).metrics["roc_auc_macro"]
+    assert quant["before"] == pytest.approx(torch_auc, abs=1e-6) and quant["after"] == pytest.approx(int8_auc, abs=1e-9)
     assert abs(quant["after"] - quant["before"]) < 0.2
     assert 0.0 < quant["max_abs_diff"] < 0.5  # int8 weights change the logits a little, not wholesale
     assert not list(tmp_path.glob(".*prep.onnx"))
@@ -56,7 +74,7 @@ def test_export_fails_when_onnxruntime_disagrees(run_dir, tmp_path, monkeypatch)
     real = vitune.export._onnx_logits
     monkeypatch.setattr(vitune.export, "_onnx_logits", lambda *args: real(*args) + 1e-3)
     with pytest.raises(UserError, match="differs from torch"):
-        export_onnx(run_dir, tmp_path / "model.onnx")
+        export(run_dir, tmp_path / "model.onnx")
 
 
 def test_cli_export(run_dir, tmp_path, monkeypatch, capsys):
@@ -69,18 +87,12 @@ def test_cli_export(run_dir, tmp_path, monkeypatch, capsys):
 def test_export_without_the_onnx_extra_says_what_to_install(tmp_path, monkeypatch):
     import importlib.util
 
-    from vitune.errors import UserError
-    from vitune.export import export_onnx
-
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
     with pytest.raises(UserError, match=r"export needs onnxruntime: pip install 'vitune\[onnx\]'"):
-        export_onnx(tmp_path / "run", tmp_path / "m.onnx")
+        export(tmp_path / "run", tmp_path / "m.onnx")
 
 
 def test_too_old_opset_is_a_user_error(tmp_path):
-    from vitune.errors import UserError
-    from vitune.export import export_onnx
-
     with pytest.raises(UserError, match="--opset 3 is too old"):
-        export_onnx(tmp_path / "run", tmp_path / "m.onnx", opset=3)
+        export(tmp_path / "run", tmp_path / "m.onnx", opset=3)

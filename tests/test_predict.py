@@ -12,8 +12,15 @@ from tiny_run import run_cli, tiny_run_copy
 from vitune.data.images import decode_image
 from vitune.errors import UserError
 from vitune.inference import logits_to_scores, normalize
-from vitune.predict import expand_inputs, predict
+from vitune.config import HeadsConfig, PredictConfig
+from vitune.layout import RunDir
+from vitune.predict import expand_inputs
+from vitune.predict import predict as predict_config
 from vitune.run_dir import load_run
+
+
+def predict(run_dir, inputs, **settings):
+    return predict_config(PredictConfig(run=run_dir, inputs=inputs, **settings))
 
 
 @pytest.fixture
@@ -112,12 +119,12 @@ def test_cli_predict(tmp_path, tmp_path_factory, tiny_vit, image_folder, monkeyp
 
 
 def test_predict_with_saved_heads(tmp_path, tmp_path_factory, tiny_vit, image_folder):
-    from vitune.embeddings import Encoder, embed_batches
+    from vitune.embeddings import embed_batches
     from vitune.heads import fit_heads, load_heads
-    from vitune.run_dir import dataset_dir_of
+    from vitune.run_dir import open_model
 
     run_dir = tiny_run_copy(tmp_path_factory, tiny_vit, "multi_label", tmp_path / "run")
-    fit_heads(run_dir, dataset_dir_of(run_dir), run_dir / "heads", heads="logreg,mlp")
+    fit_heads(HeadsConfig(model=run_dir, data=RunDir(run_dir).dataset_dir(), heads="logreg,mlp"))
     files = [image_folder / name for name in GOOD]
 
     def probs(result):
@@ -127,7 +134,7 @@ def test_predict_with_saved_heads(tmp_path, tmp_path_factory, tiny_vit, image_fo
     # a run's mlp head is its own fine-tuned classifier
     np.testing.assert_allclose(probs(predict(run_dir, files, head="mlp")), own, atol=1e-5)
     pixels = np.stack([decode_image(p, 32) for p in files])
-    embeddings, logits = embed_batches(Encoder(run_dir), [pixels], "cls")
+    embeddings, logits = embed_batches(open_model(run_dir), [pixels], "cls")
     expected = load_heads(run_dir / "heads")["logreg"].predict_scores(embeddings, logits)
     np.testing.assert_allclose(probs(predict(run_dir, files, head="logreg")), expected, atol=1e-6)
     with pytest.raises(UserError, match="no 'svm' head"):
@@ -138,10 +145,9 @@ def test_predict_with_saved_heads(tmp_path, tmp_path_factory, tiny_vit, image_fo
 
 def test_heads_of_a_run_with_other_labels_are_refused(tmp_path, tmp_path_factory, tiny_vit, image_folder):
     from vitune.heads import fit_heads
-    from vitune.run_dir import dataset_dir_of
 
     run_dir = tiny_run_copy(tmp_path_factory, tiny_vit, "multi_label", tmp_path / "run")
     other = tiny_run_copy(tmp_path_factory, tiny_vit, "single_label", tmp_path / "other")
-    fit_heads(other, dataset_dir_of(other), other / "heads", heads="logreg")
+    fit_heads(HeadsConfig(model=other, data=RunDir(other).dataset_dir(), heads="logreg"))
     with pytest.raises(UserError, match="give the --heads-dir fitted on this run"):
         predict(run_dir, [image_folder / GOOD[0]], head="logreg", heads_dir=other / "heads")

@@ -1,6 +1,7 @@
 """`vitune report`: one self-contained HTML file with every section; missing parts noted, not fatal."""
 
 import json
+import os
 import re
 
 import yaml
@@ -9,7 +10,8 @@ from tiny_run import run_cli, tiny_run_copy
 from vitune.data.dataset_dir import DatasetInfo
 from vitune.evaluate import evaluate
 from vitune.report import SECTIONS, build_report, fmt
-from vitune.run_dir import dataset_dir_of
+from vitune.config import EvaluateConfig, ReportConfig
+from vitune.layout import RunDir
 
 
 def assert_self_contained(page: str) -> None:
@@ -20,14 +22,14 @@ def assert_self_contained(page: str) -> None:
 
 def test_report_has_every_section_with_evaluation_and_heads(tmp_path, tmp_path_factory, tiny_vit):
     run_dir = tiny_run_copy(tmp_path_factory, tiny_vit, "multi_label", tmp_path / "run")
-    result = evaluate(run_dir, n_bootstrap=100)
+    result = evaluate(EvaluateConfig(run=run_dir, bootstrap=100)).to_json()
     heads = {"embedding": {"dim": 32, "seconds": 0.5, "cached": False},
              "heads": {"svm": {"backend": "sklearn", "fit_seconds": 0.25, "predict_seconds": 0.01,
                                "metrics": {"roc_auc_macro": 0.8125}}}}
     (run_dir / "heads").mkdir()
     (run_dir / "heads" / "heads.json").write_text(json.dumps(heads))
 
-    page = build_report(run_dir).read_text()
+    page = build_report(ReportConfig(run=run_dir)).read_text()
     assert (run_dir / "report.html").is_file()
     for name in SECTIONS:
         assert f"<h2>{name}</h2>" in page
@@ -36,7 +38,9 @@ def test_report_has_every_section_with_evaluation_and_heads(tmp_path, tmp_path_f
     low, high = result["confidence_intervals"]["roc_auc_macro"]
     assert f"<td>{fmt(result['metrics']['roc_auc_macro'])}</td><td>[{fmt(low)}, {fmt(high)}]</td>" in page
     assert "<td>svm</td><td>sklearn</td><td>0.2500</td>" in page and "0.8125" in page
-    assert f"data: {dataset_dir_of(run_dir)}" in page  # config.yaml verbatim
+    data = os.path.relpath(RunDir(run_dir).dataset_dir(), run_dir)
+    assert f"data: {data}" in page and data.startswith("..")  # config.yaml, paths relative to the RUN_DIR
+    assert str(tmp_path) not in page and str(tiny_vit) not in page  # nothing of this machine's layout
     assert 'class="missing"' not in page
 
 
@@ -47,7 +51,7 @@ def test_report_notes_missing_parts(tmp_path, tmp_path_factory, tiny_vit):
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     (run_dir / "plots" / "lr.png").unlink()
 
-    page = build_report(run_dir, tmp_path / "r.html").read_text()
+    page = build_report(ReportConfig(run=run_dir, out=tmp_path / "r.html")).read_text()
     for name in SECTIONS:
         assert f"<h2>{name}</h2>" in page
     assert "dataset not available" in page and "run `vitune evaluate RUN_DIR`" in page
@@ -61,14 +65,14 @@ def test_report_lists_skipped_files(tmp_path, tmp_path_factory, tiny_vit):
     data_dir = tmp_path / "data"
     import shutil
 
-    shutil.copytree(dataset_dir_of(run_dir), data_dir)
+    shutil.copytree(RunDir(run_dir).dataset_dir(), data_dir)
     info = DatasetInfo.load(data_dir)
     info.skipped = [{"file": f"bad{i}.png", "reason": "truncated image"} for i in range(12)]
     info.save(data_dir)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "data": str(data_dir)}))
 
-    page = build_report(run_dir).read_text()
+    page = build_report(ReportConfig(run=run_dir)).read_text()
     assert "12 file(s)" in page and "<td>bad9.png</td><td>truncated image</td>" in page
     assert "bad10.png" not in page  # only the first reasons are listed
     assert (run_dir / "plots" / "samples.png").is_file()  # generated, the dataset had none

@@ -11,71 +11,64 @@ import torch
 import yaml
 
 from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir
-from vitune.inference import normalize, scale_target
-from vitune.metrics import compute_metrics
+from vitune.inference import normalize
+from vitune.layout import RunDir
 from vitune.models import load_classifier, load_image_processor, resolve_preprocessing
 from vitune.plots import plot_loss, plot_lr
-
-
-def _targets(task: str, labels, label_range) -> torch.Tensor:
-    if task == "multi_label":
-        return torch.as_tensor(np.asarray(labels), dtype=torch.float32)
-    if task == "single_label":
-        return torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    return torch.as_tensor(scale_target(np.asarray(labels), label_range), dtype=torch.float32)
+from vitune.tasks import get_task
 
 
 def make_tiny_run(run_dir: Path, checkpoint: Path, dataset_dir: Path, steps: int = 15, seed: int = 0) -> Path:
     """Fit a tiny classifier for ``steps`` full-batch Adam steps on the train split and save a RUN_DIR."""
     torch.manual_seed(seed)
     ds, info = load_dataset_dir(dataset_dir)
-    model = load_classifier(str(checkpoint), info.task, info.labels)
-    if info.task == "regression":
-        model.config.vitune_label_range = list(info.label_range)
+    task = get_task(info.task)
+    train = ds["train"].with_format("numpy")
+    label_range = task.label_range(np.asarray(train["labels"]))
+    model = load_classifier(str(checkpoint), task, info.labels)
+    if label_range is not None:
+        model.config.vitune_label_range = list(label_range)
         model.config.vitune_regression_loss = "mse"
     prep = resolve_preprocessing(str(checkpoint))
-    train = ds["train"].with_format("numpy")
     pixels = normalize(torch.from_numpy(np.array(train["pixel_values"])), prep)
-    targets = _targets(info.task, train["labels"], info.label_range)
+    targets = task.batch_labels(list(train["labels"]), label_range)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     model.train()
     for _ in range(steps):
-        loss = model(pixel_values=pixels, labels=targets).loss
+        loss = task.loss(model(pixel_values=pixels).logits, targets)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     model.eval()
-    run_dir = Path(run_dir)
-    model.save_pretrained(run_dir / "model")
-    load_image_processor(str(checkpoint)).save_pretrained(run_dir / "model")
-    _write_run_files(run_dir, model, info, dataset_dir, checkpoint, losses, prep)
-    return run_dir
+    run = RunDir(run_dir)
+    model.save_pretrained(run.model)
+    load_image_processor(str(checkpoint)).save_pretrained(run.model)
+    _write_run_files(run, model, info, dataset_dir, checkpoint, losses, prep)
+    return run.root
 
 
-def _write_run_files(run_dir, model, info: DatasetInfo, dataset_dir, checkpoint, losses, prep) -> None:
+def _write_run_files(run: RunDir, model, info: DatasetInfo, dataset_dir, checkpoint, losses, prep) -> None:
     ds, _ = load_dataset_dir(dataset_dir)
     val = ds["validation"].with_format("numpy")
     with torch.no_grad():
         logits = model(pixel_values=normalize(torch.from_numpy(np.array(val["pixel_values"])), prep)).logits.numpy()
-    from vitune.inference import logits_to_scores
-
-    scores = logits_to_scores(info.task, logits, model.config)
-    result = compute_metrics(info.task, val["labels"], scores, info.labels)
+    task = get_task(info.task)
+    result = task.metrics(val["labels"], task.scores(logits, model.config), info.labels)
     steps = list(range(1, len(losses) + 1))
     lrs = [3e-3] * len(losses)
-    (run_dir / "metrics.json").write_text(json.dumps({
+    run.metrics.write_text(json.dumps({
         "task": info.task, "split": "validation", "num_samples": len(val),
         "metrics": result.metrics, "per_label": result.per_label,
         "history": [{"epoch": 1, "train_loss": losses[-1], "lr": lrs[-1], "eval_loss": None}],
         "train_seconds": 1.0, "samples_per_second": 100.0,
     }, indent=2))
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(
-        {"data": str(dataset_dir), "model": str(checkpoint), "out": str(run_dir), "epochs": 1, "lr": 3e-3},
+    run.config.write_text(yaml.safe_dump(
+        {"data": str(dataset_dir), "model": str(checkpoint), "out": str(run.root), "epochs": 1, "lr": 3e-3},
         sort_keys=False))
-    plot_loss(steps, losses, run_dir / "plots" / "loss.png")
-    plot_lr(steps, lrs, run_dir / "plots" / "lr.png")
+    plot_loss(steps, losses, run.plots / "loss.png")
+    plot_lr(steps, lrs, run.plots / "lr.png")
 
 
 _BUILT: dict[str, Path] = {}

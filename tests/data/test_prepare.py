@@ -12,11 +12,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitune.data import DatasetInfo, load_dataset_dir, prepare
+from vitune.config import PrepareConfig
+from vitune.data import DatasetInfo, load_dataset_dir
 from vitune.data import cache as cache_module
+from vitune.data import prepare as prepare_config
+from vitune.data import synthetic
 from vitune.errors import UserError
 
 from test_cache import write_known_images  # noqa: E402  (tests/data is on sys.path under pytest)
+
+
+def prepare(source, out, **settings) -> DatasetInfo:
+    return prepare_config(PrepareConfig(source=source, out=out, **settings))
 
 SPEC_KEYS = {"version", "task", "labels", "image_size", "format", "source", "splits", "skipped", "fingerprint"}
 
@@ -103,7 +110,6 @@ def test_image_size_comes_from_the_model(imagefolder, tmp_path, tiny_vit):
 
 
 def test_chestxray14_official_split_groups_patients(tmp_path):
-    synthetic = pytest.importorskip("vitune.data.synthetic")
     source = tmp_path / "nih"
     synthetic.make_chestxray_like(source, n_patients=40, image_size=32)
     out = tmp_path / "ds"

@@ -9,13 +9,14 @@ import numpy as np
 from PIL import Image
 from rich.console import Console
 
+from vitune.config import ShowConfig
 from vitune.data.show import show, summarize
 
 
 def test_show_multi_label_rows_frequencies_and_grid(dataset_dir_factory, tmp_path):
     path = dataset_dir_factory(task="multi_label", sizes={"train": 20, "validation": 8})
     buffer = io.StringIO()
-    summary = show(path, out_png=tmp_path / "grid.png", rows=3, console=Console(file=buffer, width=200))
+    summary = show(ShowConfig(path, out=tmp_path / "grid.png", rows=3), console=Console(file=buffer, width=200))
 
     train = datasets.load_from_disk(str(path))["train"]
     first = train[0]
@@ -47,5 +48,5 @@ def test_summarize_single_label_and_regression(dataset_dir_factory):
 
 def test_show_writes_default_grid_into_dataset_dir(dataset_dir_factory):
     path = dataset_dir_factory(task="single_label", sizes={"train": 5, "validation": 2})
-    summary = show(path, console=Console(file=io.StringIO()))
+    summary = show(ShowConfig(path), console=Console(file=io.StringIO()))
     assert summary.grid == path / "samples.png" and summary.grid.is_file()

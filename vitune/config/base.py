@@ -40,6 +40,12 @@ def check_positive(name: str, value: Any) -> None:
         raise UserError(f"{flag(name)} {value!r} must be a positive number")
 
 
+def check_count(name: str, value: Any, minimum: int = 1) -> None:
+    """``value`` must be a whole number of at least ``minimum`` (a batch size, a count)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"{flag(name)} must be at least {minimum} (got {value!r})")
+
+
 def parse_heads(heads: str | Iterable[str]) -> list[str]:
     """``"svm,logreg"`` or a list -> validated head names, in ``HEAD_NAMES`` order."""
     names = [h.strip() for h in (heads.split(",") if isinstance(heads, str) else heads) if h.strip()]

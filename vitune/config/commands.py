@@ -15,6 +15,7 @@ from vitune.config.base import (
     SPLIT_METHODS,
     TASK_CHOICES,
     CommandConfig,
+    check_count,
     check_pooling,
     check_positive,
     parse_heads,
@@ -114,7 +115,7 @@ class ShowConfig(CommandConfig):
 
     def __post_init__(self) -> None:
         self.dataset_dir = str(self.dataset_dir)
-        check_positive("rows", self.rows)
+        check_count("rows", self.rows)
         self.out = str(self.out) if self.out is not None else str(Path(self.dataset_dir) / GRID_FILE)
 
 
@@ -144,7 +145,7 @@ class HeadsConfig(CommandConfig):
         check_pooling(self.pooling)
         if self.C is not None and not self.C > 0:
             raise UserError(f"--C must be positive, got {self.C}")
-        check_positive("batch_size", self.batch_size)
+        check_count("batch_size", self.batch_size)
         if self.out is None and not RunDir(self.model).is_run():
             raise UserError(f"{self.model} is not a RUN_DIR: give --out DIR for the heads")
         self.out = str(self.out) if self.out is not None else str(RunDir(self.model).heads)
@@ -174,9 +175,8 @@ class EvaluateConfig(CommandConfig):
 
     def __post_init__(self) -> None:
         self.run = str(self.run)
-        check_positive("batch_size", self.batch_size)
-        if self.bootstrap < 0:
-            raise UserError(f"--bootstrap {self.bootstrap} must be 0 or more")
+        check_count("batch_size", self.batch_size)
+        check_count("bootstrap", self.bootstrap, minimum=0)
 
 
 
@@ -198,7 +198,7 @@ class PredictConfig(CommandConfig):
 
     def __post_init__(self) -> None:
         self.run, self.inputs = str(self.run), [str(p) for p in self.inputs]
-        check_positive("batch_size", self.batch_size)
+        check_count("batch_size", self.batch_size)
         if self.head != MODEL_HEAD and self.head not in HEAD_NAMES:
             raise UserError(f"unknown --head {self.head!r}: use one of {', '.join((MODEL_HEAD, *HEAD_NAMES))}")
 
@@ -225,8 +225,8 @@ class ExportConfig(CommandConfig):
     def __post_init__(self) -> None:
         self.run, self.onnx = str(self.run), str(self.onnx)
         check_positive("tolerance", self.tolerance)
-        check_positive("max_samples", self.max_samples)
-        check_positive("batch_size", self.batch_size)
+        check_count("max_samples", self.max_samples)
+        check_count("batch_size", self.batch_size)
         if self.opset < MIN_OPSET:
             raise UserError(f"--opset {self.opset} is too old for the transformer's attention: "
                             f"use {MIN_OPSET} or newer (default {DEFAULT_OPSET})")
