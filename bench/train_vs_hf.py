@@ -74,8 +74,7 @@ def write_imagefolder(source: Path, dataset_dir: Path, out: Path) -> list[str]:
 def stock_recipe(source: Path, dataset_dir: Path, checkpoint: Path, work: Path, args) -> dict:
     """(a): imagefolder + with_transform(ViTImageProcessor) + Trainer, as in the seeds."""
     import datasets
-    from transformers import (AutoModelForImageClassification, Trainer, TrainingArguments, ViTImageProcessor,
-                              set_seed)
+    from transformers import AutoModelForImageClassification, Trainer, TrainingArguments, ViTImageProcessor, set_seed
 
     started = time.perf_counter()
     labels = write_imagefolder(source, dataset_dir, work / "imagefolder")

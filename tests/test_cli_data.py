@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-
 from tiny_run import run_cli
 
 

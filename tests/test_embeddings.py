@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from vitune.embeddings import Encoder, cache_key, extract_embeddings
-from vitune.layout import RunDir
 from vitune.errors import UserError
 from vitune.inference import normalize
+from vitune.layout import RunDir
 from vitune.models import resolve_preprocessing
 
 

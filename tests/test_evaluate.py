@@ -8,6 +8,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tiny_run import run_cli, tiny_run_copy
 
+from vitune.config import EvaluateConfig
 from vitune.data.dataset_dir import load_dataset_dir
 from vitune.errors import UserError
 from vitune.evaluate import (
@@ -19,9 +20,8 @@ from vitune.evaluate import (
     weighted_auc,
 )
 from vitune.inference import logits_to_scores, normalize
-from vitune.metrics import compute_metrics
-from vitune.config import EvaluateConfig
 from vitune.layout import RunDir
+from vitune.metrics import compute_metrics
 from vitune.run_dir import load_run
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from vitune.errors import UserError
 from vitune.embeddings import extract_embeddings
+from vitune.errors import UserError
 from vitune.heads import (
     EnsembleHead,
     HeadsConfig,

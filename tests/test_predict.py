@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 from tiny_run import run_cli, tiny_run_copy
 
+from vitune.config import HeadsConfig, PredictConfig
 from vitune.data.images import decode_image
 from vitune.errors import UserError
 from vitune.inference import logits_to_scores, normalize
-from vitune.config import HeadsConfig, PredictConfig
 from vitune.layout import RunDir
 from vitune.predict import expand_inputs
 from vitune.predict import predict as predict_config

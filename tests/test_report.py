@@ -7,11 +7,11 @@ import re
 import yaml
 from tiny_run import run_cli, tiny_run_copy
 
+from vitune.config import EvaluateConfig, ReportConfig
 from vitune.data.dataset_dir import DatasetInfo
 from vitune.evaluate import evaluate
-from vitune.report import SECTIONS, build_report, fmt
-from vitune.config import EvaluateConfig, ReportConfig
 from vitune.layout import RunDir
+from vitune.report import SECTIONS, build_report, fmt
 
 
 def assert_self_contained(page: str) -> None:

@@ -7,14 +7,15 @@ import pytest
 import torch
 
 from vitune.errors import UserError
-from vitune.tasks import MULTI_LABEL, REGRESSION, SINGLE_LABEL, TASK_NAMES, get_task, scale_target, task_of_config, unscale_target
+from vitune.tasks import MULTI_LABEL, REGRESSION, SINGLE_LABEL, TASK_NAMES, get_task, task_of_config, unscale_target
 
 
 def test_target_scaling_round_trip():
     values = np.array([10.0, 55.0, 100.0])
-    scaled = scale_target(values, (10.0, 100.0))
-    assert scaled.tolist() == pytest.approx([0.0, 0.5, 1.0])
-    assert unscale_target(scaled, (10.0, 100.0)).tolist() == pytest.approx(values.tolist())
+    scaled = REGRESSION.batch_labels(list(values), (10.0, 100.0))
+    assert scaled.dtype == torch.float32 and scaled.tolist() == pytest.approx([0.0, 0.5, 1.0])
+    assert REGRESSION.targets_from_batches(scaled.numpy(), (10.0, 100.0)).tolist() == pytest.approx(values.tolist())
+    assert unscale_target(np.array([0.5]), None).tolist() == [0.5]
 
 
 def test_task_of_problem_type():

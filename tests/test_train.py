@@ -7,6 +7,7 @@ import json
 import datasets
 import numpy as np
 import pytest
+from tiny_run import run_cli
 from transformers import TrainerCallback
 from transformers.utils import logging as hf_logging
 
@@ -14,11 +15,10 @@ import vitune.train as train_module
 from vitune.config import TrainConfig
 from vitune.data.dataset_dir import DatasetInfo, features_for
 from vitune.errors import UserError
-from vitune.metrics import compute_metrics
 from vitune.inference import logits_to_scores, pixel_batches
+from vitune.metrics import compute_metrics
 from vitune.run_dir import load_run
 from vitune.train import train
-from tiny_run import run_cli
 
 hf_logging.disable_progress_bar()
 METRICS_KEYS = {"task", "split", "num_samples", "metrics", "per_label", "history", "train_seconds", "samples_per_second"}

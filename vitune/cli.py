@@ -1,37 +1,26 @@
 """The ``vitune`` command line: a thin Typer layer over the library API.
 
-Each command parses flags, calls one library function and prints its result. A
-:class:`vitune.errors.UserError` becomes one line on stderr and exit code 2.
+Each command is built from its config dataclass (:mod:`vitune.config`): one flag per field, with the
+field's default and the help of the class docstring, so nothing is written twice. The function
+behind a command takes the validated config, calls one library function and prints its result.
+A :class:`vitune.errors.UserError` becomes one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 import sys
+import typing
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 
-from vitune.config import (
-    DemoConfig,
-    EvaluateConfig,
-    ExportConfig,
-    HeadsConfig,
-    PredictConfig,
-    PrepareConfig,
-    ReportConfig,
-    ShowConfig,
-    TrainConfig,
-)
+from vitune import config as settings
 from vitune.errors import UserError
 from vitune.layout import HeadsDir
-
-
-def train_help(name: str, text: str) -> str:
-    """Help of a `vitune train` flag, ending with its default as TrainConfig defines it."""
-    return f"{text} [{TrainConfig.default(name)}]."
-
 
 app = typer.Typer(
     help="Fine-tune vision transformers on your own images.",
@@ -42,6 +31,51 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Prepare and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+CONFIG_FILE_HELP = "YAML config (e.g. RUN_DIR/config.yaml); flags override it."
+ARGUMENT_NAMES = {"run": "RUN_DIR", "inputs": "IMAGES_OR_FOLDERS"}  # else the field name in capitals
+
+
+def _parameter(config_cls, spec: dataclasses.Field, annotation, overridable: bool) -> inspect.Parameter:
+    """The typer parameter of one config field: a positional argument or a flag with its default and help."""
+    help_text = config_cls.field_help().get(spec.name, "")
+    required = spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
+    default = ... if required else config_cls.default(spec.name)
+    if spec.name in config_cls.arguments:
+        metavar = ARGUMENT_NAMES.get(spec.name, spec.name.upper())
+        info = typer.Argument(default, help=help_text, show_default=not required, metavar=metavar)
+    elif overridable:  # None = not given, so a --config file's value stands
+        names = f"{config_cls.flag(spec.name)}/--no-{config_cls.flag(spec.name)[2:]}" if annotation is bool else None
+        shown = "" if required or default is None else f" [{default}]"
+        info = typer.Option(None, *filter(None, [names or config_cls.flag(spec.name)]), help=help_text + shown)
+        annotation = Optional[annotation]
+    else:
+        info = typer.Option(default, config_cls.flag(spec.name), help=help_text, show_default=default is not None)
+    return inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
+
+
+def config_command(group: typer.Typer, name: str, config_cls, overridable: bool = False):
+    """Register the decorated ``function(config)`` as command ``name`` with one flag per field of ``config_cls``.
+
+    ``overridable`` commands (``train``) also take ``--config FILE.yaml``; the flags given override it.
+    """
+    hints = typing.get_type_hints(config_cls)
+
+    def register(function: Callable) -> Callable:
+        parameters = [_parameter(config_cls, spec, hints[spec.name], overridable)
+                      for spec in dataclasses.fields(config_cls)]
+        if overridable:
+            parameters.insert(3, inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                                                   default=typer.Option(None, "--config", help=CONFIG_FILE_HELP)))
+
+        def command(**values) -> None:
+            function(config_cls.from_cli(values))
+
+        command.__signature__ = inspect.Signature(parameters)
+        command.__doc__, command.__name__ = function.__doc__, function.__name__
+        group.command(name)(command)
+        return function
+
+    return register
 
 
 @app.command("models")
@@ -57,33 +91,15 @@ def models_cmd() -> None:
         typer.echo(f"{alias.name:<{name_width}}  {alias.image_size:>4}  {alias.hub_id:<{hub_width}}  {alias.note}".rstrip())
 
 
-@data_app.command("prepare")
-def data_prepare_cmd(
-    source: str = typer.Argument(..., help="Image folder, label CSV, ChestX-ray14 or CIFAR folder, or hf:NAME[:CONFIG]."),
-    out: Path = typer.Option(..., "--out", help="DATASET_DIR to write (a datasets.DatasetDict + dataset.json)."),
-    fmt: str = typer.Option(PrepareConfig.default("fmt"), "--format", help="auto|imagefolder|csv|chestxray14|cifar|hf."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Square size S (default: the model's, else 224)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Take the image size from this model (alias, Hub id, dir)."),
-    task: str = typer.Option(PrepareConfig.default("task"), "--task", help="auto|single_label|multi_label|regression."),
-    split: str = typer.Option(PrepareConfig.default("split"), "--split", help="auto|random|stratified|group|official."),
-    val_fraction: float = typer.Option(PrepareConfig.default("val_fraction"), "--val-fraction", help="Fraction of images for validation."),
-    test_fraction: float = typer.Option(PrepareConfig.default("test_fraction"), "--test-fraction", help="Fraction of images for test."),
-    seed: int = typer.Option(PrepareConfig.default("seed"), "--seed", help="Seed of the split."),
-    group_column: Optional[str] = typer.Option(None, "--group-column", help="Patient/subject id column: no group spans two splits."),
-    image_column: Optional[str] = typer.Option(None, "--image-column", help="CSV column with the image file names."),
-    label_column: Optional[str] = typer.Option(None, "--label-column", help="CSV/metadata column with the labels."),
-    label_separator: Optional[str] = typer.Option(None, "--label-separator", help="Separator of several labels in one cell, e.g. '|'."),
-    no_finding_as_label: bool = typer.Option(False, "--no-finding-as-label", help="ChestX-ray14: keep 'No Finding' as a 15th label."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding processes (default: all cores)."),
-) -> None:
+@config_command(data_app, "prepare", settings.PrepareConfig)
+def data_prepare_cmd(config: settings.PrepareConfig) -> None:
     """Decode SOURCE once into a cached, split DATASET_DIR."""
-    config = PrepareConfig(**locals())
     from vitune.data.prepare import prepare
 
     info = prepare(config)
     counts = ", ".join(f"{name} {n}" for name, n in info.splits.items())
     typer.echo(
-        f"{out}: {info.format}, {info.task}, {len(info.labels)} labels, {info.image_size}px, "
+        f"{config.out}: {info.format}, {info.task}, {len(info.labels)} labels, {info.image_size}px, "
         f"split {info.split_method} (seed {info.seed}): {counts}"
     )
     if info.skipped:
@@ -92,57 +108,22 @@ def data_prepare_cmd(
         typer.echo(f"skipped {len(info.skipped)}: {shown}{more}")
 
 
-@data_app.command("show")
-def data_show_cmd(
-    dataset_dir: Path = typer.Argument(..., help="A DATASET_DIR written by `vitune data prepare`."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Sample grid PNG (default: DATASET_DIR/samples.png)."),
-    rows: int = typer.Option(ShowConfig.default("rows"), "--rows", help="How many first rows to print."),
-) -> None:
+@config_command(data_app, "show", settings.ShowConfig)
+def data_show_cmd(config: settings.ShowConfig) -> None:
     """Print the first rows and label frequencies; write a labelled sample grid."""
-    config = ShowConfig(**locals())
     from vitune.data.show import show
 
     show(config)
 
 
-@app.command("train")
-def train_cmd(
-    data: Optional[str] = typer.Option(None, "--data", help="DATASET_DIR from `vitune data prepare`."),
-    model: Optional[str] = typer.Option(None, "--model", help="Alias (`vitune models`), Hub id or local checkpoint."),
-    out: Optional[str] = typer.Option(None, "--out", help="RUN_DIR to write."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML config (e.g. RUN_DIR/config.yaml); flags override it."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", help=train_help("epochs", "Training epochs")),
-    lr: Optional[float] = typer.Option(None, "--lr", help=train_help("lr", "Peak learning rate")),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=train_help("batch_size", "Per-device training batch size")),
-    eval_batch_size: Optional[int] = typer.Option(None, "--eval-batch-size", help="Per-device evaluation batch size [2x batch size]."),
-    warmup: Optional[float] = typer.Option(None, "--warmup", help=train_help("warmup", "Warm-up as a fraction of the steps")),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help=train_help("scheduler", "cosine|linear|constant|...")),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help=train_help("weight_decay", "AdamW weight decay")),
-    precision: Optional[str] = typer.Option(None, "--precision", help=train_help("precision", "auto|fp32|bf16|fp16 (auto: bf16 on a capable GPU, else fp32)")),
-    grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help=train_help("grad_accum", "Gradient accumulation steps")),
-    seed: Optional[int] = typer.Option(None, "--seed", help=train_help("seed", "Random seed")),
-    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue from the last checkpoint in RUN_DIR/checkpoints."),
-    regression_loss: Optional[str] = typer.Option(None, "--regression-loss", help=train_help("regression_loss", "mse|bce on the [0, 1]-scaled target")),
-    pos_weight: Optional[str] = typer.Option(None, "--pos-weight", help=train_help("pos_weight", "off|auto: auto weighs each label's positives by neg/pos (multi-label)")),
-    augment: Optional[str] = typer.Option(None, "--augment", help=train_help("augment", "none|light: light = random resized crop (area 0.85-1) + small shift")),
-    augment_hflip: Optional[bool] = typer.Option(None, "--augment-hflip/--no-augment-hflip", help="Random horizontal flips (off: X-ray laterality matters)."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
-    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="Data-loader workers [0 on CPU, half the cores on GPU]."),
-    logging_steps: Optional[int] = typer.Option(None, "--logging-steps", help="Log every N steps [about 50 points per run]."),
-    save_total_limit: Optional[int] = typer.Option(None, "--save-total-limit", help=train_help("save_total_limit", "Checkpoints kept, best included")),
-    deepspeed: Optional[str] = typer.Option(None, "--deepspeed", help="DeepSpeed JSON config (e.g. vitune/configs/ds_zero2.json)."),
-    trust_remote_code: Optional[bool] = typer.Option(None, "--trust-remote-code/--no-trust-remote-code", help="Allow Hub model code (off)."),
-) -> None:
+@config_command(app, "train", settings.TrainConfig, overridable=True)
+def train_cmd(config: settings.TrainConfig) -> None:
     """Fine-tune MODEL on DATASET_DIR with transformers.Trainer; write RUN_DIR."""
     import os
 
     from vitune.train import train
 
-    flags = {k: v for k, v in locals().items() if k not in ("config", "os", "train")}
-    settings = TrainConfig.from_yaml(config, **flags) if config else TrainConfig.from_dict(
-        {k: v for k, v in flags.items() if v is not None}
-    )
-    result = train(settings)
+    result = train(config)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only the main process reports
         return
     metrics = ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a" for k, v in result.metrics["metrics"].items())
@@ -172,19 +153,9 @@ def _cell(value) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-@app.command("heads")
-def heads_cmd(
-    model: str = typer.Option(..., "--model", help="RUN_DIR from `vitune train`, or a checkpoint (alias, Hub id, directory)."),
-    data: Path = typer.Option(..., "--data", help="DATASET_DIR from `vitune data prepare`."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output DIR [RUN_DIR/heads when --model is a run]."),
-    heads: str = typer.Option(HeadsConfig.default("heads"), "--heads", help="Comma-separated heads to fit."),
-    pooling: str = typer.Option(HeadsConfig.default("pooling"), "--pooling", help="cls|mean token pooling of the backbone."),
-    C: Optional[float] = typer.Option(None, "--C", help="SVM C (default: chosen by 3-fold CV on train among 0.1, 1, 10, 100)."),
-    batch_size: int = typer.Option(HeadsConfig.default("batch_size"), "--batch-size", help="Embedding batch size."),
-    seed: int = typer.Option(HeadsConfig.default("seed"), "--seed", help="Random seed (SVM landmarks, MLP)."),
-) -> None:
+@config_command(app, "heads", settings.HeadsConfig)
+def heads_cmd(config: settings.HeadsConfig) -> None:
     """Fit SVM / logistic / MLP / ensemble heads on frozen embeddings; write DIR/heads.json."""
-    config = HeadsConfig(**locals())
     from vitune.heads import fit_heads
 
     result = fit_heads(config)
@@ -192,18 +163,9 @@ def heads_cmd(
     typer.echo(f"{HeadsDir(result.out).report}: {len(result.heads)} heads on {result.split}")
 
 
-@app.command("evaluate")
-def evaluate_cmd(
-    run: Path = typer.Argument(..., help="RUN_DIR from `vitune train`."),
-    data: Optional[Path] = typer.Option(None, "--data", help="DATASET_DIR (default: the run's own, from config.yaml)."),
-    split: str = typer.Option(EvaluateConfig.default("split"), "--split", help="Split to evaluate (validation when there is no test split)."),
-    bootstrap: int = typer.Option(EvaluateConfig.default("bootstrap"), "--bootstrap", help="Bootstrap resamples for the 95% intervals."),
-    seed: int = typer.Option(EvaluateConfig.default("seed"), "--seed", help="Seed of the bootstrap."),
-    batch_size: int = typer.Option(EvaluateConfig.default("batch_size"), "--batch-size", help="Inference batch size."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU)."),
-) -> None:
+@config_command(app, "evaluate", settings.EvaluateConfig)
+def evaluate_cmd(config: settings.EvaluateConfig) -> None:
     """Metrics with 95% bootstrap intervals, thresholds tuned on validation, ROC/PR plots."""
-    config = EvaluateConfig(**locals())
     from vitune.evaluate import evaluate
 
     result = evaluate(config)
@@ -217,18 +179,9 @@ def evaluate_cmd(
         typer.echo(f"wrote {result.thresholds['path']} (tuned on {result.thresholds['tuned_on']})")
 
 
-@app.command("predict")
-def predict_cmd(
-    run: Path = typer.Argument(..., help="RUN_DIR from `vitune train`."),
-    inputs: list[Path] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (default: print a table)."),
-    head: str = typer.Option(PredictConfig.default("head"), "--head", help="model|svm|logreg|mlp|ensemble (heads from `vitune heads`)."),
-    heads_dir: Optional[Path] = typer.Option(None, "--heads-dir", help="Where the heads are (default: RUN_DIR/heads)."),
-    batch_size: int = typer.Option(PredictConfig.default("batch_size"), "--batch-size", help="Inference batch size."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU)."),
-) -> None:
+@config_command(app, "predict", settings.PredictConfig)
+def predict_cmd(config: settings.PredictConfig) -> None:
     """Predict images: per-label probabilities and decisions (thresholds from `vitune evaluate`)."""
-    config = PredictConfig(**locals())
     from vitune.predict import format_table, predict
 
     result = predict(config)
@@ -240,18 +193,9 @@ def predict_cmd(
     typer.echo(f"predicted {len(result.rows)} image(s), skipped {len(result.skipped)}{where}", err=True)
 
 
-@app.command("export")
-def export_cmd(
-    run: Path = typer.Argument(..., help="RUN_DIR from `vitune train`."),
-    onnx: Path = typer.Option(..., "--onnx", help="ONNX file to write."),
-    quantize: bool = typer.Option(False, "--quantize", help="Also write FILE.int8.onnx (dynamic int8) and score it."),
-    opset: int = typer.Option(ExportConfig.default("opset"), "--opset", help="ONNX opset version."),
-    tolerance: float = typer.Option(ExportConfig.default("tolerance"), "--tolerance", help="Largest allowed |onnxruntime - torch| logit difference."),
-    data: Optional[Path] = typer.Option(None, "--data", help="DATASET_DIR for the checks (default: the run's own)."),
-    max_samples: int = typer.Option(ExportConfig.default("max_samples"), "--max-samples", help="Validation images scored before/after quantisation."),
-) -> None:
+@config_command(app, "export", settings.ExportConfig)
+def export_cmd(config: settings.ExportConfig) -> None:
     """Export the model to ONNX (dynamic batch), verified with onnxruntime against torch."""
-    config = ExportConfig(**locals())
     from vitune.export import export_onnx
 
     result = export_onnx(config)
@@ -266,31 +210,17 @@ def export_cmd(
                    f"{quant['max_abs_diff']:.2e}{change}")
 
 
-@app.command("report")
-def report_cmd(
-    run: Path = typer.Argument(..., help="RUN_DIR from `vitune train`."),
-    out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default: RUN_DIR/report.html)."),
-) -> None:
+@config_command(app, "report", settings.ReportConfig)
+def report_cmd(config: settings.ReportConfig) -> None:
     """Write one self-contained HTML report: data, curves, metrics with intervals, heads, config."""
-    config = ReportConfig(**locals())
     from vitune.report import build_report
 
     typer.echo(f"wrote {build_report(config)}")
 
 
-@app.command("demo")
-def demo_cmd(
-    out: Path = typer.Option(DemoConfig.default("out"), "--out", help="RUN_DIR of the demo (a previous demo there is replaced)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Fine-tune this model instead of a small scratch ViT."),
-    patients: int = typer.Option(DemoConfig.default("patients"), "--patients", help="Synthetic patients (about 3 images each)."),
-    epochs: float = typer.Option(DemoConfig.default("epochs"), "--epochs", help="Training epochs."),
-    lr: float = typer.Option(DemoConfig.default("lr"), "--lr", help="Peak learning rate."),
-    batch_size: int = typer.Option(DemoConfig.default("batch_size"), "--batch-size", help="Training batch size."),
-    bootstrap: int = typer.Option(DemoConfig.default("bootstrap"), "--bootstrap", help="Bootstrap resamples for the test intervals."),
-    seed: int = typer.Option(DemoConfig.default("seed"), "--seed", help="Seed of the data, split, model and training."),
-) -> None:
+@config_command(app, "demo", settings.DemoConfig)
+def demo_cmd(config: settings.DemoConfig) -> None:
     """The whole path on built-in synthetic chest X-rays, offline: data, train, heads, evaluate, report."""
-    config = DemoConfig(**locals())
     from vitune.demo import run_demo
 
     run_demo(config, echo=typer.echo, show_heads=print_heads_table)

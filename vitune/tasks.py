@@ -18,28 +18,10 @@ REGRESSION_OUTPUT = "score"  # the name of a regression model's one output
 LABEL_SEPARATOR = "|"  # between several labels of one image, as in ChestX-ray14's CSV
 
 
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function."""
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of ``[N, K]`` logits."""
-    z = np.asarray(z, dtype=np.float64)
-    exp = np.exp(z - z.max(axis=1, keepdims=True))
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
 def unscale_target(values: np.ndarray, label_range: Sequence[float] | None) -> np.ndarray:
     """[0, 1] -> the target's own units, with the training split's (min, max)."""
     lo, hi = label_range or (0.0, 1.0)
     return np.asarray(values, dtype=np.float64) * (hi - lo) + lo
-
-
-def scale_target(values: np.ndarray, label_range: Sequence[float]) -> np.ndarray:
-    """Regression target -> [0, 1] with the training split's (min, max)."""
-    lo, hi = label_range
-    return (np.asarray(values, dtype=np.float32) - lo) / max(hi - lo, 1e-12)
 
 
 class Task:
@@ -60,15 +42,17 @@ class Task:
     tunes_thresholds = False  # per-label decision thresholds tuned on validation
     takes_pos_weight = False  # --pos-weight auto applies
     default_split = "stratified"
+    label_dtype = "int64"  # of the DATASET_DIR ``labels`` column
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"
 
-    # --- data ------------------------------------------------------------------------------
-
     def label_feature(self):
-        """The ``datasets`` feature of the ``labels`` column."""
-        raise NotImplementedError
+        """The ``datasets`` feature of the ``labels`` column: ``label_dtype`` per image, or a list of them."""
+        import datasets
+
+        value = datasets.Value(self.label_dtype)
+        return datasets.Sequence(value) if self.multi_output else value
 
     def output_names(self, labels: Sequence[str]) -> list[str]:
         """Names of the model outputs (``id2label``): the labels, or ``["score"]`` for regression."""
@@ -98,8 +82,6 @@ class Task:
         """The (min, max) a regression target is scaled with; None for classification."""
         return None
 
-    # --- training --------------------------------------------------------------------------
-
     def batch_labels(self, values: list, label_range: Sequence[float] | None = None):
         """The label tensor of one batch, as the loss takes it."""
         raise NotImplementedError
@@ -116,32 +98,22 @@ class Task:
         """Targets in their own units from what the loss saw (regression undoes the [0, 1] scaling)."""
         return np.asarray(label_ids)
 
-    # --- metrics ---------------------------------------------------------------------------
-
     def metrics(self, y_true, scores, labels: list[str], thresholds=0.5):
         """The task's :class:`vitune.metrics.MetricsResult`."""
         raise NotImplementedError
 
     def is_better(self, candidate: float | None, best: float | None) -> bool:
         """Whether ``candidate`` beats ``best`` on the main metric (None never wins)."""
-        if candidate is None:
-            return False
-        if best is None:
-            return True
+        if candidate is None or best is None:
+            return candidate is not None
         return candidate > best if self.greater_is_better else candidate < best
 
     def indicator(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
         """0/1 targets ``[N, outputs]`` (one-vs-rest for single_label)."""
         raise NotImplementedError
 
-    # --- heads -----------------------------------------------------------------------------
-
     def check_targets(self, y: np.ndarray, n_classes: int | None = None) -> tuple[np.ndarray, int]:
         """Validated head targets and the number of outputs; ``ValueError`` when they do not fit."""
-        raise NotImplementedError
-
-    def decision_scores(self, decisions: np.ndarray) -> np.ndarray:
-        """A linear head's raw outputs ``[N, outputs]`` -> scores (sigmoid, softmax, identity)."""
         raise NotImplementedError
 
     def hard_predictions(self, scores: np.ndarray, thresholds=0.5) -> np.ndarray:
@@ -151,12 +123,6 @@ class Task:
     def logreg_estimator(self, C: float, max_iter: int):
         """The scikit-learn linear head of this task (before standardisation)."""
         raise NotImplementedError
-
-    def torch_loss(self):
-        """The ``torch.nn`` loss a small MLP head trains with."""
-        raise NotImplementedError
-
-    # --- predictions -----------------------------------------------------------------------
 
     def prediction_columns(self, labels: Sequence[str]) -> list[str]:
         """CSV columns of ``vitune predict``."""
@@ -170,20 +136,11 @@ class Task:
 class MultiLabel(Task):
     """Several labels per image: one sigmoid per label, BCE, macro AUC-ROC."""
 
-    name = "multi_label"
-    problem_type = "multi_label_classification"
-    main_metric = "roc_auc_macro"
-    greater_is_better = True
+    name, problem_type = "multi_label", "multi_label_classification"
+    main_metric = macro_auc = "roc_auc_macro"
     metric_keys = ("roc_auc_macro", "average_precision_macro", "f1_macro")
-    macro_auc = "roc_auc_macro"
-    multi_output = True
-    tunes_thresholds = True
-    takes_pos_weight = True
-
-    def label_feature(self):
-        import datasets
-
-        return datasets.Sequence(datasets.Value("float32"))
+    multi_output = tunes_thresholds = takes_pos_weight = greater_is_better = True
+    label_dtype = "float32"
 
     def encode(self, raw, names, separator):
         from vitune.data.labels import names_of, position
@@ -214,7 +171,9 @@ class MultiLabel(Task):
         return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=pos_weight)
 
     def scores(self, logits, config=None):
-        return sigmoid(logits)
+        from scipy.special import expit
+
+        return expit(np.asarray(logits, dtype=np.float64))
 
     def metrics(self, y_true, scores, labels, thresholds=0.5):
         from vitune.metrics import multi_label_metrics
@@ -230,9 +189,6 @@ class MultiLabel(Task):
             raise ValueError("multi_label targets must be a 0/1 matrix [n_samples, n_labels]")
         return y, y.shape[1]
 
-    def decision_scores(self, decisions):
-        return sigmoid(decisions)
-
     def hard_predictions(self, scores, thresholds=0.5):
         return (scores >= thresholds).astype(np.int64)
 
@@ -242,11 +198,6 @@ class MultiLabel(Task):
 
         return OneVsRestClassifier(LogisticRegression(C=C, max_iter=max_iter), n_jobs=-1)
 
-    def torch_loss(self):
-        import torch
-
-        return torch.nn.BCEWithLogitsLoss()
-
     def prediction_row(self, file, scores, labels, thresholds):
         chosen = [name for name, p, t in zip(labels, scores, thresholds) if p >= t]
         return {"file": file, **{n: float(p) for n, p in zip(labels, scores)}, "predicted": LABEL_SEPARATOR.join(chosen)}
@@ -255,17 +206,9 @@ class MultiLabel(Task):
 class SingleLabel(Task):
     """One class per image: softmax, cross-entropy, accuracy."""
 
-    name = "single_label"
-    problem_type = "single_label_classification"
-    main_metric = "accuracy"
-    greater_is_better = True
+    name, problem_type = "single_label", "single_label_classification"
+    main_metric, macro_auc, greater_is_better = "accuracy", "roc_auc_ovr", True
     metric_keys = ("accuracy", "f1_macro", "roc_auc_ovr")
-    macro_auc = "roc_auc_ovr"
-
-    def label_feature(self):
-        import datasets
-
-        return datasets.Value("int64")
 
     def encode(self, raw, names, separator):
         from vitune.data.labels import BadLabel, names_of, position
@@ -296,7 +239,9 @@ class SingleLabel(Task):
         return F.cross_entropy(logits.float(), labels.long())
 
     def scores(self, logits, config=None):
-        return softmax(logits)
+        from scipy.special import softmax
+
+        return softmax(np.asarray(logits, dtype=np.float64), axis=1)
 
     def metrics(self, y_true, scores, labels, thresholds=0.5):
         from vitune.metrics import single_label_metrics
@@ -315,9 +260,6 @@ class SingleLabel(Task):
         y = y.astype(np.int64)
         return y, max(int(n_classes or 0), int(y.max()) + 1)
 
-    def decision_scores(self, decisions):
-        return softmax(decisions)
-
     def hard_predictions(self, scores, thresholds=0.5):
         return scores.argmax(axis=1)
 
@@ -325,11 +267,6 @@ class SingleLabel(Task):
         from sklearn.linear_model import LogisticRegression
 
         return LogisticRegression(C=C, max_iter=max_iter)
-
-    def torch_loss(self):
-        import torch
-
-        return torch.nn.CrossEntropyLoss()
 
     def prediction_columns(self, labels):
         return [*super().prediction_columns(labels), "probability"]
@@ -343,18 +280,10 @@ class SingleLabel(Task):
 class Regression(Task):
     """One number per image: the model learns it scaled to [0, 1] with the training range; RMSE."""
 
-    name = "regression"
-    problem_type = "regression"
-    main_metric = "rmse"
-    greater_is_better = False
-    metric_keys = ("rmse", "mae", "r2")
-    is_classification = False
-    default_split = "random"
-
-    def label_feature(self):
-        import datasets
-
-        return datasets.Value("float32")
+    name = problem_type = "regression"
+    main_metric, metric_keys = "rmse", ("rmse", "mae", "r2")
+    label_dtype, default_split = "float32", "random"
+    is_classification = greater_is_better = False
 
     def output_names(self, labels):
         return [REGRESSION_OUTPUT]
@@ -387,8 +316,8 @@ class Regression(Task):
     def batch_labels(self, values, label_range=None):
         import torch
 
-        array = np.asarray(values, dtype=np.float32).reshape(-1)
-        return torch.from_numpy(scale_target(array, label_range))
+        lo, hi = label_range  # the model learns the target scaled to [0, 1]
+        return torch.from_numpy((np.asarray(values, dtype=np.float32).reshape(-1) - lo) / max(hi - lo, 1e-12))
 
     def loss(self, logits, labels, regression_loss="mse", pos_weight=None):
         import torch.nn.functional as F
@@ -401,7 +330,9 @@ class Regression(Task):
     def scores(self, logits, config=None):
         out = np.asarray(logits, dtype=np.float64).reshape(-1)
         if getattr(config, "vitune_regression_loss", "mse") == "bce":
-            out = sigmoid(out)
+            from scipy.special import expit
+
+            out = expit(out)
         return unscale_target(out, getattr(config, "vitune_label_range", None))
 
     def targets_from_batches(self, label_ids, label_range):
@@ -418,9 +349,6 @@ class Regression(Task):
     def check_targets(self, y, n_classes=None):
         return np.asarray(y, dtype=np.float64), 1
 
-    def decision_scores(self, decisions):
-        return decisions[:, 0]
-
     def hard_predictions(self, scores, thresholds=0.5):
         return scores
 
@@ -428,11 +356,6 @@ class Regression(Task):
         from sklearn.linear_model import Ridge
 
         return Ridge(alpha=1.0 / (2.0 * C))
-
-    def torch_loss(self):
-        import torch
-
-        return torch.nn.MSELoss()
 
     def prediction_columns(self, labels):
         return ["file", "predicted"]

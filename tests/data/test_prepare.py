@@ -11,15 +11,13 @@ import datasets
 import numpy as np
 import pytest
 from PIL import Image
+from test_cache import write_known_images  # noqa: E402  (tests/data is on sys.path under pytest)
 
 from vitune.config import PrepareConfig
-from vitune.data import DatasetInfo, load_dataset_dir
+from vitune.data import DatasetInfo, load_dataset_dir, synthetic
 from vitune.data import cache as cache_module
 from vitune.data import prepare as prepare_config
-from vitune.data import synthetic
 from vitune.errors import UserError
-
-from test_cache import write_known_images  # noqa: E402  (tests/data is on sys.path under pytest)
 
 
 def prepare(source, out, **settings) -> DatasetInfo:

@@ -7,6 +7,8 @@ defaults from there (``XConfig.default("field")``).
 
 from __future__ import annotations
 
+import inspect
+import re
 from dataclasses import MISSING, asdict, fields
 from typing import Any, Iterable
 
@@ -63,9 +65,41 @@ def check_pooling(pooling: str) -> str:
 
 
 class CommandConfig:
-    """Shared behaviour of the commands' config dataclasses."""
+    """Shared behaviour of the commands' config dataclasses.
+
+    Each field is a flag of the command (``--batch-size`` for ``batch_size``), its help the
+    field's line in the class docstring's ``Args:`` section. ``arguments`` names the fields that are
+    positional on the command line, ``flags`` the fields whose flag is spelled otherwise.
+    """
 
     noun = "setting"  # what an unknown key is called in errors
+    arguments: tuple[str, ...] = ()
+    flags: dict[str, str] = {}
+
+    @classmethod
+    def flag(cls, name: str) -> str:
+        """The command-line flag of field ``name``."""
+        return cls.flags.get(name, flag(name))
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """Field name -> its help, from the ``Args:`` section of the class docstring."""
+        doc = inspect.cleandoc(cls.__doc__ or "")
+        section = doc.split("Args:", 1)[1] if "Args:" in doc else ""
+        helps: dict[str, str] = {}
+        for line in section.splitlines():
+            entry = re.match(r"^    (\w+): (.*)$", line)
+            if entry:
+                helps[entry.group(1)] = entry.group(2).strip()
+            elif line.startswith("      ") and helps:  # a continuation line
+                last = next(reversed(helps))
+                helps[last] += " " + line.strip()
+        return helps
+
+    @classmethod
+    def from_cli(cls, values: dict):
+        """The config of a command line's values (every field given, defaults included)."""
+        return cls(**values)
 
     @classmethod
     def default(cls, name: str) -> Any:

@@ -26,11 +26,29 @@ from vitune.layout import RunDir
 
 @dataclass
 class PrepareConfig(CommandConfig):
-    """Settings of ``vitune data prepare`` (its flags; ``fmt`` is ``--format``), validated on construction.
+    """Settings of ``vitune data prepare SOURCE --out DATASET_DIR``, validated on construction.
 
-    ``workers`` are decoding processes (default all cores); ``image_size`` defaults to ``model``'s
-    input size, else 224.
+    Args:
+        source: Image folder, label CSV, ChestX-ray14 or CIFAR folder, or hf:NAME[:CONFIG].
+        out: DATASET_DIR to write (a datasets.DatasetDict + dataset.json).
+        fmt: auto|imagefolder|csv|chestxray14|cifar|hf.
+        image_size: Square size S (default: the model's, else 224).
+        model: Take the image size from this model (alias, Hub id, dir).
+        task: auto|single_label|multi_label|regression.
+        split: auto|random|stratified|group|official.
+        val_fraction: Fraction of images for validation.
+        test_fraction: Fraction of images for test.
+        seed: Seed of the split.
+        group_column: Patient/subject id column: no group spans two splits.
+        image_column: CSV column with the image file names.
+        label_column: CSV/metadata column with the labels.
+        label_separator: Separator of several labels in one cell, e.g. '|'.
+        no_finding_as_label: ChestX-ray14: keep 'No Finding' as a 15th label.
+        workers: Decoding processes (default: all cores).
     """
+
+    arguments = ("source",)
+    flags = {"fmt": "--format"}
 
     source: str
     out: Path
@@ -104,10 +122,17 @@ class PrepareConfig(CommandConfig):
         return settings
 
 
-
 @dataclass
 class ShowConfig(CommandConfig):
-    """Settings of ``vitune data show``: the DATASET_DIR, the grid PNG (default inside it), rows printed."""
+    """Settings of ``vitune data show DATASET_DIR``.
+
+    Args:
+        dataset_dir: A DATASET_DIR written by `vitune data prepare`.
+        out: Sample grid PNG (default: DATASET_DIR/samples.png).
+        rows: How many first rows to print.
+    """
+
+    arguments = ("dataset_dir",)
 
     dataset_dir: str
     out: str | None = None
@@ -119,14 +144,20 @@ class ShowConfig(CommandConfig):
         self.out = str(self.out) if self.out is not None else str(Path(self.dataset_dir) / GRID_FILE)
 
 
-
 @dataclass
 class HeadsConfig(CommandConfig):
-    """Settings of ``vitune heads``; checks itself on construction.
+    """Settings of ``vitune heads --model RUN_DIR|MODEL --data DATASET_DIR``; checks itself on construction.
 
-    ``model`` is a RUN_DIR (``out`` defaults to ``RUN_DIR/heads``) or a checkpoint. ``C=None``
-    chooses the SVM's C by cross-validation on train. Embeddings are cached in ``cache_dir``
-    (default ``out/embeddings``).
+    Args:
+        model: RUN_DIR from `vitune train`, or a checkpoint (alias, Hub id, directory).
+        data: DATASET_DIR from `vitune data prepare`.
+        out: Output DIR [RUN_DIR/heads when --model is a run].
+        heads: Comma-separated heads to fit.
+        pooling: cls|mean token pooling of the backbone.
+        C: SVM C (default: chosen by 3-fold CV on train among 0.1, 1, 10, 100).
+        batch_size: Embedding batch size.
+        seed: Random seed (SVM landmarks, MLP).
+        cache_dir: Embedding cache (default: OUT/embeddings).
     """
 
     model: str
@@ -156,14 +187,21 @@ class HeadsConfig(CommandConfig):
         return parse_heads(self.heads)
 
 
-
 @dataclass
 class EvaluateConfig(CommandConfig):
-    """Settings of ``vitune evaluate``; checks itself on construction.
+    """Settings of ``vitune evaluate RUN_DIR``; checks itself on construction.
 
-    ``data`` defaults to the run's own DATASET_DIR; ``split`` ``"test"`` falls back to validation
-    when there is no test split (said in the result's ``note``).
+    Args:
+        run: RUN_DIR from `vitune train`.
+        data: DATASET_DIR (default: the run's own, from config.yaml).
+        split: Split to evaluate (validation when there is no test split).
+        bootstrap: Bootstrap resamples for the 95% intervals.
+        seed: Seed of the bootstrap.
+        batch_size: Inference batch size.
+        device: cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU).
     """
+
+    arguments = ("run",)
 
     run: str
     data: str | None = None
@@ -179,14 +217,21 @@ class EvaluateConfig(CommandConfig):
         check_count("bootstrap", self.bootstrap, minimum=0)
 
 
-
 @dataclass
 class PredictConfig(CommandConfig):
-    """Settings of ``vitune predict``; checks itself on construction.
+    """Settings of ``vitune predict RUN_DIR IMAGES_OR_FOLDERS...``; checks itself on construction.
 
-    ``head`` is ``model`` (the fine-tuned classifier) or a head saved by ``vitune heads`` in
-    ``heads_dir`` (default ``RUN_DIR/heads``); ``out`` is a CSV to write.
+    Args:
+        run: RUN_DIR from `vitune train`.
+        inputs: Image files and/or folders (searched recursively).
+        out: CSV to write (default: print a table).
+        head: model|svm|logreg|mlp|ensemble (heads from `vitune heads`).
+        heads_dir: Where the heads are (default: RUN_DIR/heads).
+        batch_size: Inference batch size.
+        device: cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU).
     """
+
+    arguments = ("run", "inputs")
 
     run: str
     inputs: list[str]
@@ -203,15 +248,22 @@ class PredictConfig(CommandConfig):
             raise UserError(f"unknown --head {self.head!r}: use one of {', '.join((MODEL_HEAD, *HEAD_NAMES))}")
 
 
-
 @dataclass
 class ExportConfig(CommandConfig):
-    """Settings of ``vitune export``; checks itself on construction.
+    """Settings of ``vitune export RUN_DIR --onnx FILE``; checks itself on construction.
 
-    ``tolerance`` is the largest allowed |onnxruntime - torch| logit difference; ``quantize`` also
-    writes ``FILE.int8.onnx`` and scores it on up to ``max_samples`` validation images of ``data``
-    (default: the run's own DATASET_DIR).
+    Args:
+        run: RUN_DIR from `vitune train`.
+        onnx: ONNX file to write.
+        quantize: Also write FILE.int8.onnx (dynamic int8) and score it.
+        opset: ONNX opset version.
+        tolerance: Largest allowed |onnxruntime - torch| logit difference.
+        data: DATASET_DIR for the checks (default: the run's own).
+        max_samples: Validation images scored before/after quantisation.
+        batch_size: Batch size of those checks.
     """
+
+    arguments = ("run",)
 
     run: str
     onnx: str
@@ -232,10 +284,16 @@ class ExportConfig(CommandConfig):
                             f"use {MIN_OPSET} or newer (default {DEFAULT_OPSET})")
 
 
-
 @dataclass
 class ReportConfig(CommandConfig):
-    """Settings of ``vitune report``: the RUN_DIR and the HTML file (default ``RUN_DIR/report.html``)."""
+    """Settings of ``vitune report RUN_DIR``.
+
+    Args:
+        run: RUN_DIR from `vitune train`.
+        out: HTML file (default: RUN_DIR/report.html).
+    """
+
+    arguments = ("run",)
 
     run: str
     out: str | None = None
@@ -245,10 +303,20 @@ class ReportConfig(CommandConfig):
         self.out = str(self.out) if self.out is not None else str(RunDir(self.run).report)
 
 
-
 @dataclass
 class DemoConfig(CommandConfig):
-    """Settings of ``vitune demo``; checks itself on construction."""
+    """Settings of ``vitune demo``; checks itself on construction.
+
+    Args:
+        out: RUN_DIR of the demo (a previous demo there is replaced).
+        model: Fine-tune this model instead of a small scratch ViT.
+        patients: Synthetic patients (about 3 images each).
+        epochs: Training epochs.
+        lr: Peak learning rate.
+        batch_size: Training batch size.
+        bootstrap: Bootstrap resamples for the test intervals.
+        seed: Seed of the data, split, model and training.
+    """
 
     out: Path = Path("runs/demo")
     model: str | None = None

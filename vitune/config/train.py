@@ -37,7 +37,34 @@ LOCAL_PATHS = ("data", "model", "out", "deepspeed")
 
 @dataclass
 class TrainConfig(CommandConfig):
-    """All settings of one training run; checks itself on construction."""
+    """All settings of one training run; checks itself on construction.
+
+    Args:
+        data: DATASET_DIR from `vitune data prepare`.
+        model: Alias (`vitune models`), Hub id or local checkpoint.
+        out: RUN_DIR to write.
+        epochs: Training epochs.
+        lr: Peak learning rate.
+        batch_size: Per-device training batch size.
+        eval_batch_size: Per-device evaluation batch size (default: 2x batch size).
+        warmup: Warm-up as a fraction of the steps.
+        scheduler: cosine|linear|constant|...
+        weight_decay: AdamW weight decay.
+        precision: auto|fp32|bf16|fp16 (auto: bf16 on a capable GPU, else fp32).
+        grad_accum: Gradient accumulation steps.
+        seed: Random seed.
+        resume: Continue from the last checkpoint in RUN_DIR/checkpoints.
+        regression_loss: mse|bce on the [0, 1]-scaled target.
+        pos_weight: off|auto: auto weighs each label's positives by neg/pos (multi-label).
+        augment: none|light: light = random resized crop (area 0.85-1) + small shift.
+        augment_hflip: Random horizontal flips (off: X-ray laterality matters).
+        max_steps: Stop after this many optimizer steps.
+        num_workers: Data-loader workers (default: 0 on CPU, half the cores on GPU).
+        logging_steps: Log every N steps (default: about 50 points per run).
+        save_total_limit: Checkpoints kept, best included.
+        deepspeed: DeepSpeed JSON config (e.g. vitune/configs/ds_zero2.json).
+        trust_remote_code: Allow Hub model code.
+    """
 
     noun = "training setting"
 
@@ -118,6 +145,15 @@ class TrainConfig(CommandConfig):
                 "(or set them in the --config file)"
             )
         return cls(**values)
+
+    @classmethod
+    def from_cli(cls, values: dict) -> "TrainConfig":
+        """From the flags given (None = not given) over the ``config`` YAML file, when there is one."""
+        values = dict(values)
+        path = values.pop("config", None)
+        if path:
+            return cls.from_yaml(path, **values)
+        return cls.from_dict({k: v for k, v in values.items() if v is not None})
 
     @classmethod
     def from_yaml(cls, path: Path | str, **overrides) -> "TrainConfig":

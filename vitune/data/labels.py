@@ -172,7 +172,7 @@ def _regression_space(raws: list[Any], label_name: str | None) -> LabelSpace:
 def _class_space(raws: list[Any], task: Task, label_order: Sequence[str] | None) -> LabelSpace:
     if label_order:
         return LabelSpace(task.name, list(label_order))
-    multi = task is MULTI_LABEL
+    multi = task.multi_output
     names: set[str] = set()
     for raw in raws:
         try:
@@ -202,7 +202,7 @@ def _log_counts(space: LabelSpace, raws: list[Any]) -> None:
         log.info("regression target %r: %d values in [%g, %g]", space.labels[0], len(raws), low, high)
         return
     counts: Counter[str] = Counter()
-    separator = space.separator if get_task(space.task) is MULTI_LABEL else None
+    separator = space.separator if get_task(space.task).multi_output else None
     for raw in raws:
         try:
             counts.update(names_of(raw, separator))

@@ -11,10 +11,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from vitune.config import PrepareConfig
 from vitune.data.cache import CacheItem, build_cache, cached_info, check_out_dir, source_fingerprint
 from vitune.data.dataset_dir import DatasetInfo
 from vitune.data.sources.base import Record, Skipped, SourceRows
-from vitune.config import PrepareConfig
 from vitune.data.splits import assign_splits
 from vitune.errors import UserError
 

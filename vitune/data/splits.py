@@ -26,8 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from vitune.data.sources.base import Record
 from vitune.config import SPLIT_METHODS
+from vitune.data.sources.base import Record
 from vitune.errors import UserError
 from vitune.tasks import get_task
 

@@ -12,17 +12,17 @@ recipe.
 - ``ensemble``: the weighted mean of the MLP and SVM scores.
 """
 
+from vitune.config import HEAD_NAMES, HeadsConfig, parse_heads
 from vitune.heads.base import Head
 from vitune.heads.ensemble import EnsembleHead
-from vitune.config import HEAD_NAMES, HeadsConfig, parse_heads
 from vitune.heads.fit import HeadsResult, fit_heads, predict_with_heads, split_targets
 from vitune.heads.logreg import LogRegHead
 from vitune.heads.mlp import MLPHead
 from vitune.heads.registry import create_head, create_heads
 from vitune.heads.run_classifier import RunClassifierHead
 from vitune.heads.storage import load_heads, read_heads_config, save_heads
-from vitune.layout import HeadsDir
 from vitune.heads.svm import SVMHead, cuml_available
+from vitune.layout import HeadsDir
 
 __all__ = [
     "HEAD_NAMES", "EnsembleHead", "Head", "HeadsConfig", "HeadsDir", "HeadsResult", "LogRegHead", "MLPHead",

@@ -54,6 +54,12 @@ class Head(BaseEstimator):
     _value_state: tuple[str, ...] = ()  # fitted scalars, saved to JSON
     _base_state = ("n_features_in_", "n_outputs_", "backend_")
 
+    def _keep_params(self, params: dict) -> None:
+        """Store the ``__init__`` arguments unchanged, as scikit-learn expects; call it with ``locals()``."""
+        for name, value in params.items():
+            if name != "self":
+                setattr(self, name, value)
+
     @property
     def _task(self) -> Task:
         """The :class:`vitune.tasks.Task` named by the ``task`` parameter."""
@@ -100,7 +106,7 @@ class Head(BaseEstimator):
 
     def predict_scores(self, X, logits: np.ndarray | None = None) -> np.ndarray:
         """Probabilities (classification) or predictions in target units (regression)."""
-        return self._task.decision_scores(self._decision(X))
+        return self._task.scores(self._decision(X))
 
     def score(self, X, y) -> float:
         """R^2 for regression, accuracy otherwise (exact-match for multi_label), as in scikit-learn."""

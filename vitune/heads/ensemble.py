@@ -17,9 +17,7 @@ class EnsembleHead(Head):
 
     def __init__(self, estimators: Sequence[tuple[str, Head]] = (), weights: Sequence[float] | None = None,
                  prefit: bool = False):
-        self.estimators = estimators
-        self.weights = weights
-        self.prefit = prefit
+        self._keep_params(locals())
 
     @property
     def task(self) -> str:

@@ -62,11 +62,7 @@ class LogRegHead(Head):
 
     def __init__(self, task: str = "multi_label", C: float = 1.0, max_iter: int = 1000,
                  n_classes: int | None = None, n_jobs: int | None = -1):
-        self.task = task
-        self.C = C
-        self.max_iter = max_iter
-        self.n_classes = n_classes
-        self.n_jobs = n_jobs
+        self._keep_params(locals())
 
     def fit(self, X, y) -> "LogRegHead":
         """Fit the task's linear model on standardised embeddings and keep it as ``coef_``, ``intercept_``."""

@@ -20,14 +20,7 @@ class MLPHead(Head):
     def __init__(self, task: str = "multi_label", hidden_size: int = 256, max_steps: int = 500,
                  batch_size: int = 256, lr: float = 1e-3, weight_decay: float = 1e-4,
                  n_classes: int | None = None, random_state: int = 0):
-        self.task = task
-        self.hidden_size = hidden_size
-        self.max_steps = max_steps
-        self.batch_size = batch_size
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.n_classes = n_classes
-        self.random_state = random_state
+        self._keep_params(locals())
 
     def fit(self, X, y) -> "MLPHead":
         """Train with AdamW for ``max_steps`` mini-batches (seeded init and shuffling)."""
@@ -59,7 +52,7 @@ class MLPHead(Head):
             net = torch.nn.Sequential(torch.nn.Linear(xs.shape[1], self.hidden_size), torch.nn.ReLU(),
                                       torch.nn.Linear(self.hidden_size, self.n_outputs_))
             optimizer = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            loss_fn, batch = self._task.torch_loss(), min(self.batch_size, len(xs))
+            loss_fn, batch = self._task.loss, min(self.batch_size, len(xs))
             order = torch.randperm(len(xs))
             for step in range(self.max_steps):
                 start = (step * batch) % len(xs)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from vitune.tasks import sigmoid
+from scipy.special import expit as sigmoid
 
 
 def fit_sigmoid(decisions: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

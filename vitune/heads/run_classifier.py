@@ -16,9 +16,7 @@ class RunClassifierHead(Head):
 
     def __init__(self, task: str = "multi_label", label_range: Sequence[float] | None = None,
                  regression_loss: str = "mse"):
-        self.task = task
-        self.label_range = label_range
-        self.regression_loss = regression_loss
+        self._keep_params(locals())
 
     @classmethod
     def of_model_config(cls, task: str, config) -> "RunClassifierHead":

@@ -12,12 +12,12 @@ probabilities. ``C=None`` picks C from ``C_GRID`` by the cross-validated main me
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit as sigmoid
 from sklearn.model_selection import KFold
 
 from vitune.errors import UserError
 from vitune.heads.base import Head, target_scaler
 from vitune.heads.platt import fit_sigmoid
-from vitune.tasks import sigmoid
 
 C_GRID = (0.1, 1.0, 10.0, 100.0)
 
@@ -148,14 +148,7 @@ class SVMHead(Head):
     def __init__(self, task: str = "multi_label", C: float | None = 1.0, gamma: float | str = "scale",
                  n_components: int = 1024, cv: int = 3, backend: str = "auto", n_classes: int | None = None,
                  random_state: int = 0):
-        self.task = task
-        self.C = C
-        self.gamma = gamma
-        self.n_components = n_components
-        self.cv = cv
-        self.backend = backend
-        self.n_classes = n_classes
-        self.random_state = random_state
+        self._keep_params(locals())
 
     def _solver(self, xs: np.ndarray, targets: np.ndarray):
         if self.backend not in ("auto", "cuml", "sklearn"):

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-
 # Split names a source may use (split folders, Hub splits) -> the DATASET_DIR split they become.
 SPLIT_NAMES = {
     "train": "train",
