@@ -5,7 +5,7 @@ anatomy-like field plus sensor noise) as an image folder, then in one run measur
 
 (a) ``prepare`` images/s with all cores and with one worker;
 (b) training-batch images/s from the DATASET_DIR (batch 32, shuffled, uint8 rows -> normalised float
-    tensors by vitune's training collator in a torch DataLoader, as the Trainer is fed) per epoch;
+    tensors): the Trainer's own loader, ``vitune.train.build_trainer(config).get_train_dataloader()``;
 (c) the stock recipe (the seeds' ``set_transform``: PIL open + convert RGB + ViTImageProcessor
     at 224 on every access) for each epoch, same images, same batch size;
 
@@ -32,12 +32,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vitune.config import PrepareConfig, TrainConfig
 from vitune.data import load_dataset_dir, prepare
-from vitune.data.dataset_dir import uint8_rows
-from vitune.models import Preprocessing
+from vitune.demo import make_scratch_vit
 
 SIDE = 1024
-SEED_PREPROCESSING = Preprocessing(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # the seeds' in21k ViT
 
 
 def xray_like_png(args: tuple[Path, int]) -> int:
@@ -109,7 +108,7 @@ def time_prepare(source: Path, out: Path, workers: int | None) -> PrepareTiming:
     cpu_main, cpu_workers = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
     sampler.start()
     start = time.perf_counter()
-    info = prepare(source, out, image_size=224, workers=workers, seed=0)
+    info = prepare(PrepareConfig(source=source, out=out, image_size=224, workers=workers, seed=0))
     seconds = time.perf_counter() - start
     done.set()
     sampler.join()
@@ -119,16 +118,14 @@ def time_prepare(source: Path, out: Path, workers: int | None) -> PrepareTiming:
     )
 
 
-def cached_loader(split, task: str, batch_size: int, epoch: int) -> torch.utils.data.DataLoader:
-    """What vitune's Trainer reads: shuffled per-item fetches of uint8 rows, stacked and normalised by
-    the training collator (``PixelCollator``), ``dataloader_num_workers=0`` as on CPU."""
-    from vitune.trainer import PixelCollator
+def cached_loader(dataset_dir: Path, checkpoint: Path, out: Path, batch_size: int, epoch: int):
+    """What vitune's Trainer reads: ``build_trainer(config).get_train_dataloader()`` (shuffled uint8 rows,
+    normalised by the training collator, ``dataloader_num_workers=0`` as on CPU)."""
+    from vitune.train import build_trainer
 
-    generator = torch.Generator().manual_seed(epoch)
-    return torch.utils.data.DataLoader(
-        uint8_rows(split), batch_size=batch_size, shuffle=True, generator=generator,
-        collate_fn=PixelCollator(SEED_PREPROCESSING, task),
-    )
+    config = TrainConfig(data=str(dataset_dir), model=str(checkpoint), out=str(out), batch_size=batch_size,
+                         seed=epoch, num_workers=0)
+    return build_trainer(config).get_train_dataloader()
 
 
 class StockTransformDataset(torch.utils.data.Dataset):
@@ -192,7 +189,7 @@ def main() -> None:
         one = time_prepare(source, work / "dataset-1worker", workers=1)  # also warms imports and page cache
         full = time_prepare(source, work / "dataset", workers=None)
         hit_start = time.perf_counter()
-        prepare(source, work / "dataset", image_size=224, seed=0)
+        prepare(PrepareConfig(source=source, out=work / "dataset", image_size=224, seed=0))
         hit_seconds = time.perf_counter() - hit_start
         pixels_mb = full.images * 3 * 224 * 224 / 2**20
         print(f"(a) prepare: {full.rate:.1f} img/s with {cores} workers, {one.rate:.1f} img/s with 1 "
@@ -202,6 +199,7 @@ def main() -> None:
               f"while caching {pixels_mb:.0f} MB of pixels")
 
         ds, info = load_dataset_dir(work / "dataset")
+        checkpoint = make_scratch_vit(work / "vit", image_size=224)  # mean = std = 0.5, like the seeds' in21k ViT
         train = ds["train"]
         stock = StockTransformDataset(
             [source / f for f in train["file"]], [int(v) for v in train["labels"]], stock_processor()
@@ -212,7 +210,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|")
         ours = []
         for epoch in range(1, args.epochs + 1):
-            ours.append(epoch_rates(cached_loader(train, info.task, args.batch_size, epoch)))
+            ours.append(epoch_rates(cached_loader(work / "dataset", checkpoint, work / "run", args.batch_size, epoch)))
             theirs = epoch_rates(stock_loader(stock, args.batch_size, epoch))
             (wall, cpu), (stock_wall, stock_cpu) = ours[-1], theirs
             print(f"| {epoch} | {wall:,.0f} | {stock_wall:,.1f} | {wall / stock_wall:,.0f}x "

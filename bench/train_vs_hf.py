@@ -34,11 +34,14 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from vitune.config import TrainConfig  # noqa: E402
+from vitune.config import (
+    PrepareConfig,  # noqa: E402
+    TrainConfig,  # noqa: E402
+)
 from vitune.data import load_dataset_dir, prepare  # noqa: E402
 from vitune.data.synthetic import make_chestxray_like  # noqa: E402
 from vitune.metrics import compute_metrics  # noqa: E402
-from vitune.train import _num_workers, resolve_precision, train  # noqa: E402
+from vitune.train import loader_workers, resolve_precision, train  # noqa: E402
 
 
 def save_checkpoint(path: Path, image_size: int) -> Path:
@@ -123,7 +126,7 @@ def stock_recipe(source: Path, dataset_dir: Path, checkpoint: Path, work: Path, 
 def vitune_recipe(source: Path, dataset_dir: Path, checkpoint: Path, work: Path, args) -> dict:
     """(b): decode once with ``prepare``, then ``train``."""
     started = time.perf_counter()
-    prepare(source, dataset_dir, model=str(checkpoint), seed=args.seed)
+    prepare(PrepareConfig(source=source, out=dataset_dir, model=str(checkpoint), seed=args.seed))
     result = train(TrainConfig(data=str(dataset_dir), model=str(checkpoint), out=str(work / "vitune-run"),
                                epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed,
                                num_workers=args.workers))
@@ -173,7 +176,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="loader workers for both (default: vitune's)")
     args = parser.parse_args()
-    args.workers = _num_workers(TrainConfig(data="-", model="-", out="-", num_workers=args.workers))
+    args.workers = loader_workers(TrainConfig(data="-", model="-", out="-", num_workers=args.workers))
 
     from transformers.utils import logging as hf_logging
 

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 import vitune
+import vitune.config
 from vitune.config import TrainConfig
 from vitune.errors import UserError
 
@@ -100,3 +101,77 @@ def test_yaml_numbers_in_exponent_notation_are_numbers(tmp_path):
     path.write_text("data: d\nmodel: m\nout: o\nlr: fast\n")
     with pytest.raises(UserError, match="--lr 'fast' must be a positive number"):
         TrainConfig.from_yaml(path)
+
+
+ALL_CONFIGS = [TrainConfig, *(getattr(vitune.config, name) for name in (
+    "PrepareConfig", "ShowConfig", "HeadsConfig", "EvaluateConfig", "PredictConfig", "ExportConfig", "ReportConfig",
+    "DemoConfig"))]
+
+
+@pytest.mark.parametrize("config_cls", ALL_CONFIGS, ids=lambda cls: cls.__name__)
+def test_every_field_has_its_help_in_the_docstring(config_cls):
+    from dataclasses import fields
+
+    helps = config_cls.field_help()
+    assert sorted(helps) == sorted(f.name for f in fields(config_cls))
+    assert all(len(text) > 5 for text in helps.values())
+
+
+def test_cli_help_shows_the_dataclass_defaults(monkeypatch, capsys):
+    from tiny_run import run_cli
+
+    from vitune.config import EvaluateConfig, HeadsConfig
+
+    code, out, _ = run_cli(monkeypatch, capsys, "train", "--help")
+    assert code == 0 and "Training epochs. [3]" in out and "Peak learning rate. [0.0002]" in out
+    assert "--resume / --no-resume" in out and "--config" in out
+    code, out, _ = run_cli(monkeypatch, capsys, "evaluate", "--help")
+    assert code == 0 and f"[default: {EvaluateConfig.default('bootstrap')}]" in " ".join(out.split()) and "RUN_DIR" in out
+    code, out, _ = run_cli(monkeypatch, capsys, "heads", "--help")
+    assert "--C" in out and HeadsConfig.default("heads") in out.replace("\n", "").replace(" ", "")
+
+
+def test_cli_flags_reach_the_config(monkeypatch, tmp_path):
+    """Each command receives its config built from the flags (defaults from the dataclass)."""
+    from typer.testing import CliRunner
+
+    import vitune.cli as cli
+    from vitune.config import EvaluateConfig, PredictConfig
+
+    seen = []
+    monkeypatch.setattr("vitune.evaluate.evaluate", lambda config: seen.append(config) or _Stop())
+    monkeypatch.setattr("vitune.predict.predict", lambda config: seen.append(config) or _Stop())
+    runner = CliRunner()
+    runner.invoke(cli.app, ["evaluate", str(tmp_path), "--split", "validation", "--bootstrap", "7"])
+    runner.invoke(cli.app, ["predict", str(tmp_path), "a.png", "b.png", "--head", "svm"])
+    assert seen[0] == EvaluateConfig(run=str(tmp_path), split="validation", bootstrap=7)
+    assert seen[1] == PredictConfig(run=str(tmp_path), inputs=["a.png", "b.png"], head="svm")
+
+
+class _Stop:
+    """A result whose use ends the command (the test only looks at the config)."""
+
+    def __getattr__(self, name):
+        raise SystemExit(0)
+
+
+def test_train_flags_override_the_config_file(tmp_path):
+    TrainConfig(**BASE, epochs=5, lr=1e-3).save(tmp_path / "c.yaml")
+    flags = {name: None for name in TrainConfig.field_help()}
+    config = TrainConfig.from_cli({**flags, "config": tmp_path / "c.yaml", "epochs": 2.0})
+    assert (config.epochs, config.lr) == (2.0, 1e-3)
+    assert TrainConfig.from_cli({**flags, **BASE, "config": None}).epochs == TrainConfig.default("epochs")
+
+
+@pytest.mark.parametrize("config_cls, values, message", [
+    ("EvaluateConfig", {"run": "r", "batch_size": 0}, "--batch-size must be at least 1 (got 0)"),
+    ("EvaluateConfig", {"run": "r", "bootstrap": -1}, "--bootstrap must be at least 0"),
+    ("PredictConfig", {"run": "r", "inputs": ["x"], "head": "knn"}, "unknown --head 'knn'"),
+    ("ExportConfig", {"run": "r", "onnx": "m.onnx", "tolerance": 0}, "--tolerance 0 must be a positive number"),
+    ("HeadsConfig", {"model": "m", "data": "d", "out": "o", "pooling": "max"}, "unknown pooling 'max'"),
+    ("HeadsConfig", {"model": "not-a-run", "data": "d"}, "not-a-run is not a RUN_DIR: give --out DIR"),
+    ("ShowConfig", {"dataset_dir": "d", "rows": 0}, "--rows must be at least 1"),
+])
+def test_command_configs_check_themselves(config_cls, values, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        getattr(vitune.config, config_cls)(**values)

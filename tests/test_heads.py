@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from vitune.heads import (
     save_heads,
     split_targets,
 )
+from vitune.heads.svm import C_GRID, _NystroemRidgeSolver
 from vitune.inference import batched_logits, logits_to_scores, pixel_batches
 from vitune.metrics import compute_metrics
 from vitune.models import load_classifier, resolve_preprocessing
@@ -32,6 +34,8 @@ TASKS = ("multi_label", "single_label", "regression")
 HEADS = {"svm": lambda task: SVMHead(task), "logreg": lambda task: LogRegHead(task),
          "mlp": lambda task: MLPHead(task, max_steps=200)}
 MAIN = {"multi_label": "roc_auc_macro", "single_label": "accuracy", "regression": "r2"}
+MAIN_SEARCHED = {"multi_label": "roc_auc_macro", "regression": "rmse"}  # what the C search optimises
+FIXTURES_01 = Path(__file__).parent / "fixtures" / "heads-0.1"
 # Held-out quality each head must reach on the synthetic embeddings below (two of the three
 # multi-label targets are nonlinear, so the linear logreg is expected to trail there).
 THRESHOLD = {
@@ -84,6 +88,25 @@ def test_svm_picks_C_by_cross_validation_and_reports_it():
     assert SVMHead("multi_label", C=3.0).fit(x, y).C_ == 3.0
 
 
+@pytest.mark.parametrize("task", ["multi_label", "regression"])
+def test_cross_validation_picks_the_C_with_the_best_out_of_fold_metric(task):
+    """The search redone in the open (same standardisation, kernel, landmarks and folds): C_ is its best."""
+    x, y = informative(task, 150, seed=3)
+    head = SVMHead(task, C=None).fit(x, y)
+    xs = head.scaler_.transform(x).astype(np.float32)
+    targets = 2.0 * y - 1.0 if task == "multi_label" else ((y - head.target_mean_) / head.target_scale_)[:, None]
+    solver = _NystroemRidgeSolver(xs, targets, head.gamma_, head.n_components, head.random_state)
+    folds = head._folds(len(xs))
+    scored = {}
+    for C in C_GRID:
+        d = solver.out_of_fold(folds, C)
+        scores = d if task == "multi_label" else d[:, 0] * head.target_scale_ + head.target_mean_
+        scored[C] = compute_metrics(task, y, scores, ["a", "b", "c"]).metrics[MAIN_SEARCHED[task]]
+    best = max(scored, key=scored.get) if task == "multi_label" else min(scored, key=scored.get)
+    assert len(set(scored.values())) == len(C_GRID)  # the grid matters on this data
+    assert head.C_ == best, scored
+
+
 def test_svm_matches_sklearn_svc_ranking():
     from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
@@ -126,6 +149,35 @@ def test_save_load_round_trip_gives_identical_scores(tmp_path, task):
     for name, head in heads.items():
         np.testing.assert_array_equal(loaded[name].predict_scores(x), head.predict_scores(x))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["heads-config.json", "heads.safetensors"]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_heads_saved_by_vitune_0_1_load_and_predict_the_same(task):
+    """Files written by vitune 0.1 (fixtures made with its heads.py) give the scores it gave."""
+    folder = FIXTURES_01 / task
+    heads = load_heads(folder)
+    assert sorted(heads) == ["ensemble", "logreg", "mlp", "svm"]
+    probe, expected = np.load(folder / "probe.npy"), np.load(folder / "expected.npz")
+    for name, head in heads.items():
+        np.testing.assert_allclose(head.predict_scores(probe), expected[name], rtol=1e-9, atol=1e-12)
+
+
+def test_create_head_builds_each_head_for_its_task():
+    from types import SimpleNamespace
+
+    from vitune.heads import RunClassifierHead, create_head, create_heads
+
+    assert isinstance(create_head("svm", "regression", C=2.0), SVMHead) and create_head("svm", "regression", C=2.0).C == 2.0
+    assert create_head("logreg", "single_label").C == 1.0 and create_head("logreg", "single_label", C=0.5).C == 0.5
+    assert isinstance(create_head("mlp", "multi_label"), MLPHead)
+    run_config = SimpleNamespace(vitune_label_range=[1.0, 3.0], vitune_regression_loss="bce")
+    run_head = create_head("mlp", "regression", run_config=run_config)
+    assert isinstance(run_head, RunClassifierHead) and (run_head.label_range, run_head.regression_loss) == ([1.0, 3.0], "bce")
+    heads = create_heads(["ensemble"], "multi_label")
+    assert list(heads) == ["svm", "mlp", "ensemble"]
+    assert [member for _, member in heads["ensemble"].estimators] == [heads["mlp"], heads["svm"]]
+    with pytest.raises(UserError, match="unknown head 'knn'"):
+        create_head("knn", "multi_label")
 
 
 def test_bad_targets_raise_value_error():

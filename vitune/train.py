@@ -92,7 +92,8 @@ def run_processor(model: str, image_size: int, trust_remote_code: bool = False):
     return processor
 
 
-def _num_workers(config: TrainConfig) -> int:
+def loader_workers(config: TrainConfig) -> int:
+    """``--num-workers``, else 0 on the CPU (the model needs every core) and half the cores on a GPU."""
     if config.num_workers is not None:
         return config.num_workers
     # on CPU the model needs every core; on a GPU, loader workers keep it fed
@@ -126,7 +127,7 @@ def training_arguments(config: TrainConfig, task: Task):
         greater_is_better=task.greater_is_better,
         logging_steps=config.logging_steps or 1.0 / LOG_POINTS,
         logging_nan_inf_filter=False,  # a NaN must surface (and stop the run), not be averaged away
-        dataloader_num_workers=_num_workers(config),
+        dataloader_num_workers=loader_workers(config),
         remove_unused_columns=False,
         label_names=["labels"],
         report_to="none",
