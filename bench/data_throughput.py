@@ -35,6 +35,7 @@ from PIL import Image
 from vitune.config import PrepareConfig, TrainConfig
 from vitune.data import load_dataset_dir, prepare
 from vitune.demo import make_scratch_vit
+from vitune.progress import quiet_library_bars
 
 SIDE = 1024
 
@@ -177,6 +178,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workdir", type=Path, default=None, help="keep the generated files here")
     args = parser.parse_args()
+    quiet_library_bars()  # a log gets the table, not bar fragments
     torch.set_num_threads(1)  # the stock loader's work is per image; keep both sides single-threaded
     work = args.workdir or Path(tempfile.mkdtemp(prefix="vitune-bench-"))
     cores = os.cpu_count() or 1

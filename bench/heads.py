@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vitune.heads import LogRegHead, SVMHead, cuml_available  # noqa: E402
 from vitune.metrics import compute_metrics  # noqa: E402
+from vitune.progress import quiet_library_bars  # noqa: E402
 
 
 def synthetic_embeddings(n_train: int, n_test: int, dim: int = 768, n_labels: int = 14, latent: int = 6,
@@ -129,6 +130,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1,000 training embeddings, 16 images")
     parser.add_argument("--C", type=float, default=1.0, help="SVM C for both sides [1.0]")
     args = parser.parse_args()
+    quiet_library_bars()  # a log gets the table, not bar fragments
     bench_embedding(n_images=16 if args.quick else 64, batch_size=16)
     bench_svm(n_train=1000 if args.quick else 5000, n_test=500 if args.quick else 2000, C=args.C)
 

@@ -41,6 +41,7 @@ from vitune.config import (
 from vitune.data import load_dataset_dir, prepare  # noqa: E402
 from vitune.data.synthetic import make_chestxray_like  # noqa: E402
 from vitune.metrics import compute_metrics  # noqa: E402
+from vitune.progress import quiet_library_bars  # noqa: E402
 from vitune.train import loader_workers, resolve_precision, train  # noqa: E402
 
 
@@ -176,6 +177,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="loader workers for both (default: vitune's)")
     args = parser.parse_args()
+    quiet_library_bars()  # a log gets the table, not bar fragments
     args.workers = loader_workers(TrainConfig(data="-", model="-", out="-", num_workers=args.workers))
 
     from transformers.utils import logging as hf_logging

@@ -36,7 +36,9 @@ def test_on_a_terminal_a_bar_is_drawn(monkeypatch):
 
 def test_library_bars_are_switched_off_only_off_a_terminal(monkeypatch):
     for name in progress_module.LIBRARY_SWITCHES:
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "unset")  # so that the teardown restores the variable's absence
+        monkeypatch.delenv(name)
+    monkeypatch.setattr("datasets.disable_progress_bars", lambda: None)  # this process keeps its bars setting
     quiet_library_bars()
     assert all(os.environ[name] == "1" for name in progress_module.LIBRARY_SWITCHES)
     monkeypatch.setenv("HF_DATASETS_DISABLE_PROGRESS_BARS", "0")  # the user's own choice wins
@@ -49,7 +51,8 @@ def test_commands_in_a_log_print_lines_not_bars(tiny_vit, dataset_dir_factory, t
     """`vitune train` / `heads` / `evaluate` with output to a pipe (as `make demo > log`, CI, nohup)."""
     data = dataset_dir_factory(task="multi_label")
     run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {k: v for k, v in os.environ.items() if k not in progress_module.LIBRARY_SWITCHES}
+    env["OMP_NUM_THREADS"] = "1"
 
     def vitune(*args) -> str:
         done = subprocess.run([sys.executable, "-m", "vitune", *map(str, args)], capture_output=True, text=True,

@@ -15,6 +15,8 @@ import yaml
 
 from vitune.errors import UserError
 
+SAMPLE_GRID = "samples.png"  # the labelled sample grid of `vitune data show`: in a DATASET_DIR, else RUN_DIR/plots
+
 
 @dataclass(frozen=True)
 class RunDir:

@@ -36,10 +36,16 @@ LIBRARY_SWITCHES = ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRES
 def quiet_library_bars() -> None:
     """Off a terminal, turn off the bars of ``datasets`` and ``transformers`` (loading, saving, mapping).
 
-    Through their environment switches, read when they are imported (so this imports neither);
-    a user's own setting wins.
+    Through their environment switches, read when they are imported (so this imports neither), and
+    through their functions when they are imported already; a user's own setting wins.
     """
     if interactive():
         return
     for name in LIBRARY_SWITCHES:
         os.environ.setdefault(name, "1")
+    if "datasets" in sys.modules and os.environ[LIBRARY_SWITCHES[0]] == "1":
+        sys.modules["datasets"].disable_progress_bars()
+    if "transformers" in sys.modules and os.environ[LIBRARY_SWITCHES[1]] == "1":
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()

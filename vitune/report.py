@@ -22,7 +22,7 @@ from pathlib import Path
 from vitune.config import LOCAL_PATHS, ReportConfig
 from vitune.data.dataset_dir import DatasetInfo
 from vitune.errors import UserError
-from vitune.layout import HeadsDir, RunDir
+from vitune.layout import SAMPLE_GRID, HeadsDir, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _sample_grid(run_dir: Path, dataset_dir: Path) -> Path:
-    existing = [dataset_dir / "samples.png", RunDir(run_dir).plots / "samples.png"]
+    existing = [dataset_dir / SAMPLE_GRID, RunDir(run_dir).plots / SAMPLE_GRID]
     for path in existing:
         if path.is_file():
             return path

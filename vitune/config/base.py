@@ -22,7 +22,6 @@ HEAD_NAMES = ("svm", "logreg", "mlp", "ensemble")
 MODEL_HEAD = "model"  # `vitune predict --head model`: the fine-tuned classifier itself
 MIN_OPSET = 14  # scaled_dot_product_attention and LayerNorm export from here on
 DEFAULT_OPSET = 17
-GRID_FILE = "samples.png"
 
 
 def flag(name: str) -> str:

@@ -8,7 +8,6 @@ from typing import Any
 
 from vitune.config.base import (
     DEFAULT_OPSET,
-    GRID_FILE,
     HEAD_NAMES,
     MIN_OPSET,
     MODEL_HEAD,
@@ -21,7 +20,7 @@ from vitune.config.base import (
     parse_heads,
 )
 from vitune.errors import UserError
-from vitune.layout import RunDir
+from vitune.layout import SAMPLE_GRID, RunDir
 
 
 @dataclass
@@ -141,7 +140,7 @@ class ShowConfig(CommandConfig):
     def __post_init__(self) -> None:
         self.dataset_dir = str(self.dataset_dir)
         check_count("rows", self.rows)
-        self.out = str(self.out) if self.out is not None else str(Path(self.dataset_dir) / GRID_FILE)
+        self.out = str(self.out) if self.out is not None else str(Path(self.dataset_dir) / SAMPLE_GRID)
 
 
 @dataclass
