@@ -19,10 +19,11 @@ from vitune.evaluate import (
     tune_thresholds,
     weighted_auc,
 )
-from vitune.inference import logits_to_scores, normalize
+from vitune.inference import normalize
 from vitune.layout import RunDir
 from vitune.metrics import compute_metrics
 from vitune.run_dir import load_run
+from vitune.tasks import get_task
 
 
 def direct_scores(run_dir, dataset_dir, split):
@@ -32,7 +33,7 @@ def direct_scores(run_dir, dataset_dir, split):
     part = ds[split].with_format("numpy")
     with torch.no_grad():
         logits = run.model(pixel_values=normalize(torch.from_numpy(np.array(part["pixel_values"])), run.prep)).logits
-    return np.asarray(part["labels"]), logits_to_scores(run.task, logits.numpy(), run.model.config)
+    return np.asarray(part["labels"]), get_task(run.task).scores(logits.numpy(), run.model.config)
 
 
 def test_weighted_auc_equals_sklearn_on_each_resample():

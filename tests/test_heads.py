@@ -26,9 +26,10 @@ from vitune.heads import (
     split_targets,
 )
 from vitune.heads.svm import C_GRID, _NystroemRidgeSolver
-from vitune.inference import batched_logits, logits_to_scores, pixel_batches
+from vitune.inference import batched_logits, pixel_batches
 from vitune.metrics import compute_metrics
 from vitune.models import load_classifier, resolve_preprocessing
+from vitune.tasks import get_task
 
 TASKS = ("multi_label", "single_label", "regression")
 HEADS = {"svm": lambda task: SVMHead(task), "logreg": lambda task: LogRegHead(task),
@@ -307,7 +308,7 @@ def test_fit_heads_on_a_run_uses_its_classifier(tiny_vit, dataset_dir_factory, t
     split = datasets.load_from_disk(str(data))["validation"]
     logits = batched_logits(net, pixel_batches(split, 8), resolve_preprocessing(str(run / "model")))
     y = np.asarray(split.with_format("numpy")["labels"][:])
-    expected = compute_metrics(task, y, logits_to_scores(task, logits, net.config), labels).metrics
+    expected = compute_metrics(task, y, get_task(task).scores(logits, net.config), labels).metrics
     assert report["heads"]["mlp"]["metrics"] == {k: round(v, 6) if v is not None else None for k, v in expected.items()}
     if task == "regression":
         assert report["main_metric"] == "rmse" and report["heads"]["svm"]["metrics"]["r2"] > 0.0

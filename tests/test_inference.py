@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from vitune.inference import logits_to_scores, normalize
+from vitune.inference import normalize
 from vitune.models import Preprocessing
+from vitune.tasks import get_task
 
 
 def test_normalize_matches_processor_formula():
@@ -19,13 +20,13 @@ def test_normalize_matches_processor_formula():
 
 def test_scores_per_task():
     logits = np.array([[0.0, 2.0]])
-    assert logits_to_scores("multi_label", logits)[0, 0] == pytest.approx(0.5)
-    soft = logits_to_scores("single_label", logits)
+    assert get_task("multi_label").scores(logits)[0, 0] == pytest.approx(0.5)
+    soft = get_task("single_label").scores(logits)
     assert soft.sum() == pytest.approx(1.0) and soft[0, 1] > soft[0, 0]
     bce = SimpleNamespace(vitune_regression_loss="bce", vitune_label_range=[0.0, 100.0])
-    assert logits_to_scores("regression", np.array([[0.0]]), bce)[0] == pytest.approx(50.0)
+    assert get_task("regression").scores(np.array([[0.0]]), bce)[0] == pytest.approx(50.0)
     mse = SimpleNamespace(vitune_regression_loss="mse", vitune_label_range=[10.0, 20.0])
-    assert logits_to_scores("regression", np.array([[0.5]]), mse)[0] == pytest.approx(15.0)
+    assert get_task("regression").scores(np.array([[0.5]]), mse)[0] == pytest.approx(15.0)
 
 
 def test_devices_are_checked_against_this_machine(monkeypatch):

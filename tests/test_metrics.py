@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from vitune.metrics import compute_metrics, is_better
+from vitune.metrics import compute_metrics
+from vitune.tasks import get_task
 
 
 def test_multi_label_auc_null_for_single_class_label_and_excluded_from_macro():
@@ -42,7 +43,7 @@ def test_regression_metrics():
 
 
 def test_is_better_respects_direction():
-    assert is_better("multi_label", 0.9, 0.8)
-    assert not is_better("regression", 2.0, 1.0)
-    assert is_better("regression", 1.0, None)
-    assert not is_better("single_label", None, 0.1)
+    assert get_task("multi_label").is_better(0.9, 0.8)
+    assert not get_task("regression").is_better(2.0, 1.0)
+    assert get_task("regression").is_better(1.0, None)
+    assert not get_task("single_label").is_better(None, 0.1)

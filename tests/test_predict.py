@@ -12,11 +12,12 @@ from tiny_run import run_cli, tiny_run_copy
 from vitune.config import HeadsConfig, PredictConfig
 from vitune.data.images import decode_image
 from vitune.errors import UserError
-from vitune.inference import logits_to_scores, normalize
+from vitune.inference import normalize
 from vitune.layout import RunDir
 from vitune.predict import expand_inputs
 from vitune.predict import predict as predict_config
 from vitune.run_dir import load_run
+from vitune.tasks import get_task
 
 
 def predict(run_dir, inputs, **settings):
@@ -51,7 +52,7 @@ def model_probabilities(run_dir, paths):
     pixels = np.stack([decode_image(p, run.prep.image_size) for p in paths])
     with torch.no_grad():
         logits = run.model(pixel_values=normalize(torch.from_numpy(pixels), run.prep)).logits.numpy()
-    return logits_to_scores(run.task, logits, run.model.config)
+    return get_task(run.task).scores(logits, run.model.config)
 
 
 def test_expand_inputs_sorted_recursive_and_reports_non_images(image_folder):

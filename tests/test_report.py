@@ -55,6 +55,7 @@ def test_report_notes_missing_parts(tmp_path, tmp_path_factory, tiny_vit):
     for name in SECTIONS:
         assert f"<h2>{name}</h2>" in page
     assert "dataset not available" in page and "run `vitune evaluate RUN_DIR`" in page
+    assert "../gone" in page and str(tmp_path) not in page  # the recorded dataset, relative to the RUN_DIR
     assert "no heads/heads.json" in page
     assert_self_contained(page)
 

@@ -15,9 +15,10 @@ import vitune.train as train_module
 from vitune.config import TrainConfig
 from vitune.data.dataset_dir import DatasetInfo, features_for
 from vitune.errors import UserError
-from vitune.inference import logits_to_scores, pixel_batches
+from vitune.inference import pixel_batches
 from vitune.metrics import compute_metrics
 from vitune.run_dir import load_run
+from vitune.tasks import get_task
 from vitune.train import train
 
 hf_logging.disable_progress_bar()
@@ -116,7 +117,7 @@ def test_regression_bce_is_scaled_and_inverted(tiny_vit, dataset_dir_factory, tm
     y_true, scores = saved_validation(tmp_path / "run", data)
     assert train_y.min() <= scores.min() and scores.max() <= train_y.max()  # sigmoid, unscaled
     assert doc["metrics"]["rmse"] == pytest.approx(np.sqrt(np.mean((scores - y_true) ** 2)))
-    assert logits_to_scores("regression", np.zeros((1, 1)), config)[0] == pytest.approx(np.mean(config.vitune_label_range))
+    assert get_task("regression").scores(np.zeros((1, 1)), config)[0] == pytest.approx(np.mean(config.vitune_label_range))
     assert not (tmp_path / "run" / "plots" / "roc.png").exists()
 
 

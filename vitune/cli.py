@@ -45,7 +45,8 @@ def _parameter(config_cls, spec: dataclasses.Field, annotation, overridable: boo
         info = typer.Argument(default, help=help_text, show_default=not required, metavar=metavar)
     elif overridable:  # None = not given, so a --config file's value stands
         names = f"{config_cls.flag(spec.name)}/--no-{config_cls.flag(spec.name)[2:]}" if annotation is bool else None
-        shown = "" if required or default is None else f" [{default}]"
+        shown = "" if required or default is None or isinstance(default, bool) else f" [{default:g}]" if isinstance(
+            default, float) else f" [{default}]"
         info = typer.Option(None, *filter(None, [names or config_cls.flag(spec.name)]), help=help_text + shown)
         annotation = Optional[annotation]
     else:

@@ -36,7 +36,7 @@ from vitune.config import check_pooling
 from vitune.data.dataset_dir import load_dataset_dir, require_split
 from vitune.errors import UserError
 from vitune.inference import normalize, pixel_batches, resolve_device
-from vitune.models import Preprocessing, load_model_config, resolve_preprocessing
+from vitune.models import Preprocessing, load_model_config, resolve_model, resolve_preprocessing
 from vitune.progress import progress
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def _file_stats(paths: Iterable[Path]) -> list[str]:
 class Encoder:
     """A checkpoint that turns uint8 pixel batches into pooled embeddings.
 
-    ``source`` is a resolved checkpoint (Hub id or local directory) loaded with ``AutoModel``:
+    ``source`` is a checkpoint (alias, Hub id or local directory) loaded with ``AutoModel``:
     frozen pre-trained features. :class:`vitune.run_dir.Run` is the same for a fine-tuned RUN_DIR
     (its classifier's logits come out of the same forward pass). Construction is cheap (config and
     processor only); the weights load on first use, so a cache hit never loads the model.
@@ -71,8 +71,8 @@ class Encoder:
 
     def __init__(self, source: str | Path, name: str | None = None, device: torch.device | str | None = None,
                  trust_remote_code: bool = False):
-        self.source = str(source)
-        self.name = name or self.source
+        self.source = resolve_model(str(source))
+        self.name = name or str(source)
         self.trust_remote_code = trust_remote_code
         self.device = resolve_device(device)
 

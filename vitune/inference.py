@@ -16,7 +16,6 @@ import torch
 
 from vitune.errors import UserError
 from vitune.models import Preprocessing
-from vitune.tasks import Task, get_task
 
 
 def resolve_device(device: torch.device | str | None = None) -> torch.device:
@@ -52,11 +51,6 @@ def pixel_batches(dataset, batch_size: int) -> Iterator[np.ndarray]:
     else:
         for start in range(0, len(dataset), batch_size):
             yield np.stack(dataset[start : start + batch_size])
-
-
-def logits_to_scores(task: str | Task, logits: np.ndarray, config=None) -> np.ndarray:
-    """Probabilities for classification, predictions in target units for regression."""
-    return get_task(task).scores(logits, config)
 
 
 @torch.inference_mode()

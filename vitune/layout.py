@@ -1,6 +1,6 @@
 """Folder layouts: where each file of a RUN_DIR and of a heads directory lives.
 
-:class:`RunDir` and :class:`HeadsDir` only name paths (and read the small JSON/YAML files there);
+:class:`RunDir` and :class:`HeadsDir` name paths (and read or write the small JSON/YAML files there);
 the writers (train, heads, evaluate, report), the readers (predict, export, report) and the tests
 all take the names from here. This module is light to import: the CLI builds on it.
 """

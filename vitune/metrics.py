@@ -135,8 +135,3 @@ def compute_metrics(
     over classes for single_label) and predictions in target units for regression.
     """
     return get_task(task).metrics(y_true, scores, labels, thresholds)
-
-
-def is_better(task: str | Task, candidate: float | None, best: float | None) -> bool:
-    """Whether ``candidate`` beats ``best`` on the task's main metric (None never wins)."""
-    return get_task(task).is_better(candidate, best)

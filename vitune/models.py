@@ -172,6 +172,7 @@ def load_classifier(
             problem_type=task.problem_type,
             ignore_mismatched_sizes=True,
             trust_remote_code=trust_remote_code,
+            use_safetensors=True,  # never unpickle downloaded weights
         )
     except OSError as exc:
         raise UserError(f"cannot load model {model!r}: {exc}".splitlines()[0]) from exc

@@ -28,7 +28,7 @@ from vitune.data.images import BadImage, decode_image
 from vitune.data.sources.base import Skipped
 from vitune.data.sources.files import is_hidden, is_image_name
 from vitune.errors import UserError
-from vitune.progress import interactive
+from vitune.progress import progress
 from vitune.run_dir import RunDir, load_run
 from vitune.tasks import Task, get_task
 
@@ -88,10 +88,8 @@ def decoded_batches(
     files: list[Path], image_size: int, batch_size: int, done: list[Path], skipped: list[Skipped]
 ) -> Iterator[np.ndarray]:
     """uint8 ``[B, 3, S, S]`` batches of the files that decode; appends to ``done`` / ``skipped`` as it goes."""
-    from tqdm.auto import tqdm
-
-    progress = tqdm(total=len(files), desc="predicting", unit="image", leave=False, disable=not interactive())
-    for start in range(0, len(files), batch_size):
+    starts = range(0, len(files), batch_size)
+    for start in progress(starts, total=len(starts), desc="predicting", unit="batch"):
         arrays = []
         for path in files[start : start + batch_size]:
             try:
@@ -101,10 +99,8 @@ def decoded_batches(
                 skipped.append(Skipped(str(path), exc.reason))
             except OSError as exc:
                 skipped.append(Skipped(str(path), f"unreadable file: {exc.strerror or exc}"))
-        progress.update(min(batch_size, len(files) - start))
         if arrays:
             yield np.stack(arrays)
-    progress.close()
 
 
 @dataclass
@@ -135,7 +131,7 @@ def make_scorer(run_dir: Path | str, head: str = MODEL_HEAD, heads_dir: Path | s
         log.info("head %s: multi-label decisions at 0.5 (tuned thresholds belong to the model)", head)
 
     def scores(batches: Iterable[np.ndarray]) -> np.ndarray:
-        return predict_with_heads(heads_dir, batches, head, model=run_dir)
+        return predict_with_heads(heads_dir, batches, head, model=run)  # embedded on the run's --device
 
     return Scorer(task, list(config["labels"]), run.prep.image_size, scores, None)
 

@@ -125,7 +125,9 @@ def data_section(run_dir: Path) -> str:
         dataset_dir = RunDir(run_dir).dataset_dir()
         info = DatasetInfo.load(dataset_dir)
     except UserError as exc:
-        return missing(f"dataset not available: {exc}")
+        recorded = str(RunDir(run_dir).read_config().get("data") or "")
+        reason = str(exc).replace(recorded, relative(recorded, run_dir)) if recorded else str(exc)
+        return missing(f"dataset not available: {reason}")
     parts = [
         f'<p class="meta">{_esc(relative(dataset_dir, run_dir))} — task {_esc(info.task)}, {info.image_size}px images, '
         f"format {_esc(info.format)}, source {_esc(relative(info.source, run_dir))}</p>",
@@ -182,7 +184,9 @@ def metrics_section(run_dir: Path, metrics: dict | None, evaluations: list[dict]
         boot = result.get("bootstrap") or {}
         parts.append(f"<h3>{_esc(split)} split ({result.get('num_samples')} images)</h3>")
         if result.get("note"):
-            parts.append(f"<p>{_esc(result['note'])}</p>")
+            data = str(result.get("data") or "")
+            note = result["note"].replace(data, relative(data, run_dir)) if data else result["note"]
+            parts.append(f"<p>{_esc(note)}</p>")
         parts.append(_metrics_table(result))
         parts.append(f'<p class="meta">95% percentile bootstrap intervals from {boot.get("resamples")} '
                      f"resamples (seed {boot.get('seed')}).</p>")

@@ -22,7 +22,7 @@ from vitune.embeddings import Encoder
 from vitune.errors import UserError
 from vitune.inference import batched_logits
 from vitune.layout import RunDir
-from vitune.models import Preprocessing, resolve_model
+from vitune.models import Preprocessing
 from vitune.tasks import Task, task_of_config
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,11 @@ class Run(Encoder):
     def __init__(self, run_dir: Path | str, device: torch.device | str | None = None):
         self.dir = RunDir(run_dir).require()
         super().__init__(self.dir.model, name=str(run_dir), device=device)
-        self.config  # a damaged config is reported now, not at first use
+        try:
+            self.config  # a damaged config is reported now, not at first use
+        except UserError as exc:
+            raise UserError(f"cannot read the model config in {self.dir.model}: the RUN_DIR is damaged; "
+                            "train it again or restore model/config.json") from exc
 
     @property
     def run_dir(self) -> Path:
@@ -107,4 +111,4 @@ def open_model(model: str | Path, device: torch.device | str | None = None, trus
     """A :class:`Run` when ``model`` is a RUN_DIR, else the checkpoint (alias, Hub id, directory) as an :class:`Encoder`."""
     if RunDir(model).is_run():
         return Run(model, device)
-    return Encoder(resolve_model(str(model)), name=str(model), device=device, trust_remote_code=trust_remote_code)
+    return Encoder(model, device=device, trust_remote_code=trust_remote_code)

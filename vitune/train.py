@@ -164,12 +164,13 @@ def _checkpoint_to_resume(config: TrainConfig) -> str | None:
 
 
 def _show_progress(trainer: VituneTrainer) -> None:
-    """Bars and one line per evaluation on a terminal; only the lines elsewhere."""
+    """Bars and one line per evaluation on a terminal, only the lines in a log; a notebook keeps the Trainer's table."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    trainer.pop_callback(ProgressCallback)
-    trainer.pop_callback(PrinterCallback)  # it prints every log dict
-    trainer.add_callback(EpochLineProgressCallback if interactive() else EpochLinePrinter)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(EpochLineProgressCallback)
+    elif trainer.pop_callback(PrinterCallback) is not None:  # disable_tqdm: it would print every log dict
+        trainer.add_callback(EpochLinePrinter)
 
 
 def build_trainer(config: TrainConfig) -> VituneTrainer:

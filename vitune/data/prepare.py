@@ -21,7 +21,6 @@ from vitune.errors import UserError
 log = logging.getLogger(__name__)
 
 
-
 def prepare(config: PrepareConfig) -> DatasetInfo:
     """Prepare SOURCE into the DATASET_DIR ``config.out`` and return its :class:`DatasetInfo`.
 

@@ -130,7 +130,7 @@ class Head(BaseEstimator):
         """Fitted scalars (JSON) and fitted arrays (safetensors) of this head."""
         check_is_fitted(self, "n_outputs_")
         values = {k: jsonable(getattr(self, k)) for k in self._base_state + self._value_state}
-        arrays = {k: np.ascontiguousarray(getattr(self, k)) for k in self._array_state if k not in SCALER_STATE}
+        arrays = {k: np.ascontiguousarray(getattr(self, k)) for k in self._array_state}
         if hasattr(self, "scaler_"):
             arrays.update(mean_=np.ascontiguousarray(self.scaler_.mean_), scale_=np.ascontiguousarray(self.scaler_.scale_))
         return values, arrays

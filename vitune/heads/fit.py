@@ -90,14 +90,17 @@ def fit_heads(config: HeadsConfig) -> HeadsResult:
     where = HeadsDir(config.out)
     _, info = load_dataset_dir(config.data)
     if encoder.is_run:
-        encoder.check_dataset(info, config.data)
-    require_image_size(info, config.data, encoder.preprocessing.image_size, encoder.name)
+        encoder.check_dataset(info, config.data)  # task, labels and image size
+    else:
+        require_image_size(info, config.data, encoder.preprocessing.image_size, encoder.name)
     cache_dir = Path(config.cache_dir) if config.cache_dir is not None else where.embeddings
     train, val = (extract_embeddings(encoder, config.data, s, config.pooling, config.batch_size, cache_dir)
                   for s in ("train", REPORT_SPLIT))
     y_train, y_val = split_targets(config.data, "train"), split_targets(config.data, REPORT_SPLIT)
     task = get_task(info.task)
-    fitted = create_heads(config.names, info.task, C=config.C, n_classes=len(info.labels), random_state=config.seed,
+    one_class_per_image = task.is_classification and not task.multi_output
+    fitted = create_heads(config.names, info.task, C=config.C, random_state=config.seed,
+                          n_classes=len(info.labels) if one_class_per_image else None,
                           run_config=encoder.config if encoder.is_run else None)
     entries, fit_seconds = {}, {}
     for name, head in fitted.items():
@@ -134,18 +137,20 @@ def predict_with_heads(
     heads_dir: Path | str,
     batches: Iterable[np.ndarray],
     head: str = "ensemble",
-    model: str | Path | None = None,
+    model: str | Path | Encoder | None = None,
     total: int | None = None,
 ) -> np.ndarray:
     """Scores of saved head ``head`` on uint8 pixel batches ``[B, 3, S, S]``.
 
-    The images are embedded with ``model`` (default: the MODEL the heads were fitted on, e.g. the
-    RUN_DIR) and the saved pooling; the run's logits come from the same forward pass.
+    The images are embedded with ``model`` (an opened :class:`Encoder` or :class:`vitune.run_dir.Run`,
+    or a path; default: the MODEL the heads were fitted on, e.g. the RUN_DIR) and the saved pooling;
+    the run's logits come from the same forward pass.
     """
     config = read_heads_config(heads_dir)
     if head not in config["heads"]:
         raise UserError(f"no {head!r} head in {heads_dir}: it has {', '.join(config['heads'])}")
-    encoder = open_model(model if model is not None else config["model"])
+    model = model if model is not None else config["model"]
+    encoder = model if isinstance(model, Encoder) else open_model(model)
     _check_heads_fit(encoder, config, heads_dir)
     embeddings, logits = embed_batches(encoder, batches, config["pooling"], total=total)
     return load_heads(heads_dir)[head].predict_scores(embeddings, logits)
