@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import signal
 import sys
 import typing
 from pathlib import Path
@@ -32,6 +33,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Prepare and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 CONFIG_FILE_HELP = "YAML config (e.g. RUN_DIR/config.yaml); flags override it."
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C (128 + SIGINT)
 ARGUMENT_NAMES = {"run": "RUN_DIR", "inputs": "IMAGES_OR_FOLDERS"}  # else the field name in capitals
 
 
@@ -235,8 +237,17 @@ def main() -> None:
     for noisy in ("httpx", "urllib3", "datasets", "filelock", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     quiet_library_bars()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)  # `kill` unwinds like Ctrl-C: staging is removed
     try:
-        app(standalone_mode=False)
+        _run_app()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_app() -> None:
+    """The app, each way it can end turned into an exit code (2 for a user mistake) and at most one line."""
+    try:
+        code = app(standalone_mode=False)  # typer turns Ctrl-C into a returned 130 here, not an exception
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(UserError.exit_code)
@@ -247,9 +258,8 @@ def main() -> None:
         sys.exit(UserError.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):
+        code = INTERRUPTED
     except Exception as exc:  # click's usage errors arrive here in non-standalone mode
         if not _is_click_error(exc):
             raise
@@ -259,6 +269,14 @@ def main() -> None:
             command = exc.ctx.command_path if getattr(exc, "ctx", None) else "vitune"
             typer.echo(f"error: {exc.format_message()} (see `{command} --help`)", err=True)
         sys.exit(UserError.exit_code)
+    if code == INTERRUPTED:
+        typer.echo("interrupted: nothing half-written was kept", err=True)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _is_click_error(exc: Exception) -> bool:

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from vitune.data.cache import CacheItem, build_cache, check_out_dir, source_fingerprint
+from vitune.safe_io import replace_dir, staging_dir
 from vitune.errors import UserError
 
 
@@ -65,14 +66,14 @@ def test_build_cache_decodes_exact_pixels_and_skips_bad_images(tmp_path, workers
     items = _items(files, ["gray16", "rgba", "empty", "gray8", "truncated", "bomb"])
     items.append(CacheItem(file="mem.png", label=1, group=None, split="validation",
                            pixels=np.full((2, 2, 3), 7, dtype=np.uint8)))
-    result = build_cache(items, tmp_path / "out", "single_label", 4, workers=workers)
+    result = build_cache(items, tmp_path / "stage", "single_label", 4, workers=workers)
 
     assert result.splits == {"train": 3, "validation": 1}
     reasons = {s.file: s.reason for s in result.skipped}
     assert reasons["empty.png"] == "empty file"
     assert reasons["truncated.png"] == "truncated image"
     assert reasons["bomb.png"].startswith("decompression bomb")
-    ds = datasets.load_from_disk(str(tmp_path / "out")).with_format("numpy")
+    ds = datasets.load_from_disk(str(tmp_path / "stage" / "dataset")).with_format("numpy")
     train = ds["train"]
     assert list(train["file"]) == ["gray16.png", "rgba.png", "gray8.png"]
     assert list(train["labels"]) == [0, 1, 1]
@@ -86,24 +87,32 @@ def test_build_cache_decodes_exact_pixels_and_skips_bad_images(tmp_path, workers
     assert "test" not in ds
 
 
+def _build_into(out, *args, **kwargs):
+    """build_cache in a staging folder, then renamed into place as prepare does."""
+    with staging_dir(out) as staging:
+        result = build_cache(_items(*args[:2]), staging, *args[2:], **kwargs)
+        replace_dir(staging / "dataset", out)
+    return result
+
+
 def test_build_cache_resizes_and_replaces_a_previous_dataset(tmp_path):
     files = write_known_images(tmp_path / "src")
     out = tmp_path / "out"
-    build_cache(_items(files, ["gray8", "gray16"]), out, "single_label", 4, workers=1)
+    _build_into(out, files, ["gray8", "gray16"], "single_label", 4, workers=1)
     (out / "dataset.json").write_text("{}")
-    result = build_cache(_items(files, ["gray8"]), out, "single_label", 8, workers=1)
+    result = _build_into(out, files, ["gray8"], "single_label", 8, workers=1)
     ds = datasets.load_from_disk(str(out))
     assert result.splits == {"train": 1} and ds["train"].num_rows == 1
     assert np.asarray(ds["train"].with_format("numpy")[0]["pixel_values"]).shape == (3, 8, 8)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # staging removed
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # staging and the old copy removed
 
 
 def test_all_images_bad_is_a_user_error_and_keeps_the_previous_dataset(tmp_path):
     files = write_known_images(tmp_path / "src")
     out = tmp_path / "out"
-    build_cache(_items(files, ["gray8"]), out, "single_label", 4, workers=1)
+    _build_into(out, files, ["gray8"], "single_label", 4, workers=1)
     with pytest.raises(UserError, match="none of the 2 images could be decoded"):
-        build_cache(_items(files, ["empty", "bomb"]), out, "single_label", 4, workers=2)
+        _build_into(out, files, ["empty", "bomb"], "single_label", 4, workers=2)
     assert datasets.load_from_disk(str(out))["train"].num_rows == 1
 
 

@@ -14,8 +14,7 @@ import json
 import logging
 import multiprocessing
 import os
-import shutil
-import tempfile
+import signal
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,16 +113,16 @@ def cached_info(out: Path, fingerprint: str) -> DatasetInfo | None:
 
 def build_cache(
     items: Sequence[CacheItem],
-    out: Path,
+    staging: Path,
     task: str,
     image_size: int,
     workers: int | None = None,
 ) -> CacheResult:
-    """Decode ``items`` over ``workers`` processes (default: all cores) and save them to ``out``.
+    """Decode ``items`` over ``workers`` processes (default: all cores) into ``staging/dataset``.
 
-    ``out`` becomes a ``DatasetDict`` (``save_to_disk``) with one split per split name present,
-    in train/validation/test order; rows keep the order of ``items``. Undecodable images are
-    returned as skipped with their reason. A previous DATASET_DIR at ``out`` is replaced.
+    That folder becomes a ``DatasetDict`` (``save_to_disk``) with one split per split name present,
+    in train/validation/test order; rows keep the order of ``items``. The Arrow files written while
+    decoding stay in ``staging/arrow``. Undecodable images are returned as skipped with their reason.
     """
     import datasets
     from datasets.arrow_writer import ArrowWriter
@@ -133,34 +132,30 @@ def build_cache(
     features = features_for(task, image_size)
     skipped: list[Skipped] = []
     counts = {split: 0 for split in SPLITS}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        writers = {
-            split: ArrowWriter(features=features, path=str(staging / f"{split}.arrow"), writer_batch_size=_WRITER_BATCH)
-            for split in SPLITS
-        }
-        decoded = _decode_all(ordered, image_size, workers)
-        for item, (pixels, reason) in zip(ordered, progress(decoded, len(ordered), "decoding images", "image")):
-            if reason is not None:
-                skipped.append(Skipped(item.file, reason))
-                continue
-            writers[item.split].write({"pixel_values": pixels, "labels": item.label, "file": item.file, "group": item.group})
-            counts[item.split] += 1
-        for writer in writers.values():
-            writer.finalize()
-        if not any(counts.values()):
-            first = "; ".join(f"{s.file}: {s.reason}" for s in skipped[:3])
-            raise UserError(f"none of the {len(ordered)} images could be decoded ({first}): check the image files")
-        splits = {
-            split: datasets.Dataset.from_file(str(staging / f"{split}.arrow"))
-            for split in SPLITS
-            if counts[split] or split == "train"
-        }
-        _clear_previous(out)
-        _save_quietly(datasets.DatasetDict(splits), out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    arrow = staging / "arrow"
+    arrow.mkdir(parents=True, exist_ok=True)
+    writers = {
+        split: ArrowWriter(features=features, path=str(arrow / f"{split}.arrow"), writer_batch_size=_WRITER_BATCH)
+        for split in SPLITS
+    }
+    decoded = _decode_all(ordered, image_size, workers)
+    for item, (pixels, reason) in zip(ordered, progress(decoded, len(ordered), "decoding images", "image")):
+        if reason is not None:
+            skipped.append(Skipped(item.file, reason))
+            continue
+        writers[item.split].write({"pixel_values": pixels, "labels": item.label, "file": item.file, "group": item.group})
+        counts[item.split] += 1
+    for writer in writers.values():
+        writer.finalize()
+    if not any(counts.values()):
+        first = "; ".join(f"{s.file}: {s.reason}" for s in skipped[:3])
+        raise UserError(f"none of the {len(ordered)} images could be decoded ({first}): check the image files")
+    splits = {
+        split: datasets.Dataset.from_file(str(arrow / f"{split}.arrow"))
+        for split in SPLITS
+        if counts[split] or split == "train"
+    }
+    _save_quietly(datasets.DatasetDict(splits), staging / "dataset")
     return CacheResult(splits={split: counts[split] for split in splits}, skipped=skipped)
 
 
@@ -177,14 +172,6 @@ def _save_quietly(dataset_dict, out: Path) -> None:
             datasets.enable_progress_bars()
 
 
-def _clear_previous(out: Path) -> None:
-    """Remove an older DATASET_DIR at ``out`` (``check_out_dir`` vetted it); dataset.json goes first."""
-    if (out / INFO_FILE).is_file():
-        (out / INFO_FILE).unlink()
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-
-
 def _decode_all(items: Sequence[CacheItem], image_size: int, workers: int) -> Iterator[tuple[np.ndarray | None, str | None]]:
     """Decoded pixels (or a BadImage reason) for each item, in order; a pool when ``workers > 1``.
 
@@ -197,13 +184,20 @@ def _decode_all(items: Sequence[CacheItem], image_size: int, workers: int) -> It
         return
     size = max(1, min(16, len(jobs) // (workers * 8)))
     pending: deque = deque()
-    with multiprocessing.Pool(workers) as pool:
+    with multiprocessing.Pool(workers, initializer=_ignore_interrupts) as pool:
         for start in range(0, len(jobs), size):
             pending.append(pool.apply_async(decode_jobs, (jobs[start : start + size],)))
             if len(pending) >= workers * 4:
                 yield from pending.popleft().get()
         while pending:
             yield from pending.popleft().get()
+
+
+def _ignore_interrupts() -> None:
+    """Worker start: Ctrl-C is the parent's to handle (it stops the pool and removes the staging folder),
+    and the pool's own SIGTERM ends a worker quietly (not through the CLI's handler, inherited by fork)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def decode_jobs(jobs: list[tuple[str | None, Any, int]]) -> list[tuple[np.ndarray | None, str | None]]:

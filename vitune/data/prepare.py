@@ -17,6 +17,7 @@ from vitune.data.dataset_dir import DatasetInfo
 from vitune.data.sources.base import Record, Skipped, SourceRows
 from vitune.data.splits import assign_splits
 from vitune.errors import UserError
+from vitune.safe_io import OutputLock, disk_full, remove_orphans, replace_dir, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +26,29 @@ def prepare(config: PrepareConfig) -> DatasetInfo:
     """Prepare SOURCE into the DATASET_DIR ``config.out`` and return its :class:`DatasetInfo`.
 
     An unchanged source prepared again with the same options into the same ``out`` is a cache
-    hit: nothing is decoded.
+    hit: nothing is decoded. One process at a time writes ``out`` (a second is refused); the new
+    DATASET_DIR is built beside it and renamed into place, so a killed or failed prepare (a full
+    disk included) leaves the previous one whole and, after the next prepare, nothing behind.
     """
     size = config.resolved_image_size()
     check_out_dir(config.out, config.source)
-    fingerprint = source_fingerprint(config.source, config.fingerprint_settings(size))
-    hit = cached_info(config.out, fingerprint)
-    if hit is not None:
-        log.info("cache hit: %s already holds this source with these options (fingerprint %s); nothing decoded",
-                 config.out, fingerprint[:12])
-        return hit
+    with OutputLock(config.out):
+        remove_orphans(config.out)
+        fingerprint = source_fingerprint(config.source, config.fingerprint_settings(size))
+        hit = cached_info(config.out, fingerprint)
+        if hit is not None:
+            log.info("cache hit: %s already holds this source with these options (fingerprint %s); nothing decoded",
+                     config.out, fingerprint[:12])
+            return hit
+        kept = f"{config.out} is unchanged" if config.out.exists() else "nothing was written"
+        with staging_dir(config.out) as staging, disk_full(f"preparing {config.out}", kept):
+            info = _prepare_into(config, size, fingerprint, staging)
+            replace_dir(staging / "dataset", config.out)
+    return info
+
+
+def _prepare_into(config: PrepareConfig, size: int, fingerprint: str, staging: Path) -> DatasetInfo:
+    """Read, label, split and decode SOURCE into ``staging/dataset`` (a whole DATASET_DIR, dataset.json last)."""
 
     rows, space, records, labels, bad_labels = _labelled_records(config)
     assignment = assign_splits(
@@ -48,7 +62,7 @@ def prepare(config: PrepareConfig) -> DatasetInfo:
         official=rows.official_split,
     )
     items = _cache_items(config.source, records, labels, assignment.splits)
-    cache = build_cache(items, config.out, space.task, size, workers=config.workers)
+    cache = build_cache(items, staging, space.task, size, workers=config.workers)
     log.info("decoded: %s; %d bad images", ", ".join(f"{k} {v}" for k, v in cache.splits.items()), len(cache.skipped))
     if not cache.splits.get("validation"):
         log.warning("no validation split: raise --val-fraction above 0 to evaluate during training")
@@ -65,7 +79,7 @@ def prepare(config: PrepareConfig) -> DatasetInfo:
         split_method=assignment.method,
         seed=config.seed,
     )
-    info.save(config.out)
+    info.save(staging / "dataset")
     return info
 
 
