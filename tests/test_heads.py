@@ -181,6 +181,18 @@ def test_create_head_builds_each_head_for_its_task():
         create_head("knn", "multi_label")
 
 
+def test_a_torn_pair_of_head_files_is_refused(tmp_path):
+    import shutil
+
+    x, y = informative("regression", 60)
+    save_heads(tmp_path / "a", {"logreg": LogRegHead("regression").fit(x, y)}, {"task": "regression"})
+    save_heads(tmp_path / "b", {"logreg": LogRegHead("regression", C=0.01).fit(x, y)}, {"task": "regression"})
+    shutil.copy(tmp_path / "b" / "heads.safetensors", tmp_path / "a" / "heads.safetensors")  # a crash between the two
+    with pytest.raises(UserError, match="not saved whole .*run `vitune heads` again"):
+        load_heads(tmp_path / "a")
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["heads-config.json", "heads.safetensors"]
+
+
 def test_bad_targets_raise_value_error():
     x, _ = informative("multi_label", 20)
     with pytest.raises(ValueError, match="0/1"):
@@ -343,6 +355,17 @@ def test_cli_heads_without_out_for_a_checkpoint_is_a_user_error(tiny_vit, datase
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 2 and "--out" in capsys.readouterr().err
+
+
+def test_a_second_heads_process_into_the_same_dir_is_refused(tiny_vit, dataset_dir_factory, tmp_path):
+    from vitune.safe_io import OutputLock
+
+    data = dataset_dir_factory(task="multi_label", sizes={"train": 8, "validation": 8})
+    with OutputLock(tmp_path / "heads"):
+        with pytest.raises(UserError, match="is being written by another vitune process"):
+            quiet_fit(str(tiny_vit), data, tmp_path / "heads")
+    quiet_fit(str(tiny_vit), data, tmp_path / "heads", heads="logreg")
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".heads.")]  # no lock or staging left beside
 
 
 def test_dataset_at_another_size_than_the_model_is_a_user_error(tiny_vit, dataset_dir_factory, tmp_path):

@@ -217,3 +217,47 @@ def test_cli_config_file_reproduces_the_run(tiny_vit, dataset_dir_factory, tmp_p
         assert after == pytest.approx(before, rel=1e-5)
     saved = TrainConfig.from_yaml(tmp_path / "b" / "config.yaml")
     assert saved == TrainConfig.from_yaml(tmp_path / "a" / "config.yaml", out=str(tmp_path / "b"))
+
+
+def test_a_second_trainer_into_the_same_run_dir_is_refused(tiny_vit, dataset_dir_factory, tmp_path):
+    from vitune.safe_io import OutputLock
+
+    data = dataset_dir_factory(task="multi_label", sizes={"train": 8, "validation": 8})
+    with OutputLock(tmp_path / "run"):
+        with pytest.raises(UserError, match="is being written by another vitune process"):
+            train(config_for(data, tiny_vit, tmp_path / "run", epochs=1))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_half_written_checkpoints_are_never_resumed_and_a_full_disk_keeps_the_last(
+        tiny_vit, dataset_dir_factory, tmp_path, monkeypatch):
+    import errno
+
+    from vitune.trainer import VituneTrainer
+
+    data = dataset_dir_factory(task="multi_label")
+    run = tmp_path / "run"
+    saves = []
+    real = VituneTrainer._save_optimizer_and_scheduler
+
+    def fill_the_disk_on_the_second_save(self, output_dir):
+        saves.append(output_dir)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, output_dir)
+
+    monkeypatch.setattr(VituneTrainer, "_save_optimizer_and_scheduler", fill_the_disk_on_the_second_save)
+    with pytest.raises(UserError, match=r"the disk is full while training into .*; the checkpoints saved before are whole \(continue with --resume\)"):
+        train(config_for(data, tiny_vit, run, epochs=3, lr=1e-3))
+    assert all("/.staging/" in path for path in saves)  # written under the staging name first
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-6"]  # whole, renamed into place
+    assert (run / "checkpoints" / "checkpoint-6" / "optimizer.pt").is_file() and not (run / "model").exists()
+
+    (run / "checkpoints" / ".staging" / "checkpoint-99").mkdir(parents=True)  # as a killed save leaves it
+    (run / "checkpoints" / ".staging" / "checkpoint-99" / "model.safetensors").write_bytes(b"half")
+    monkeypatch.setattr(VituneTrainer, "_save_optimizer_and_scheduler", real)
+    resumed = train(config_for(data, tiny_vit, run, epochs=3, lr=1e-3, resume=True)).metrics
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert not (run / "checkpoints" / ".staging").exists() and (run / "model" / "model.safetensors").is_file()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".run.")]  # no lock left beside

@@ -28,8 +28,9 @@ from vitune.data.images import BadImage, decode_image
 from vitune.data.sources.base import Skipped
 from vitune.data.sources.files import is_hidden, is_image_name
 from vitune.errors import UserError
+from vitune.layout import RunDir
 from vitune.progress import progress
-from vitune.run_dir import RunDir, load_run
+from vitune.run_dir import load_run
 from vitune.tasks import Task, get_task
 
 log = logging.getLogger(__name__)

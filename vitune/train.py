@@ -1,6 +1,6 @@
 """`vitune train`: fine-tune a classifier on a DATASET_DIR with ``transformers.Trainer``.
 
-The run directory (RUN_DIR, :class:`vitune.run_dir.RunDir`) ends up with ``model/``
+The run directory (RUN_DIR, :class:`vitune.layout.RunDir`) ends up with ``model/``
 (``save_pretrained`` + the image processor at the training resolution), ``metrics.json``
 (validation, best epoch), ``plots/``, ``config.yaml`` and ``checkpoints/`` (for ``--resume``).
 :func:`build_trainer` is the wiring on its own: the ``transformers.Trainer``, ready for ``.train()``.
@@ -13,11 +13,13 @@ with the ``--image-size`` to prepare the data at.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +29,15 @@ import torch
 from vitune.config import TrainConfig
 from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir, require_image_size, require_split, uint8_rows
 from vitune.errors import UserError
+from vitune.layout import RunDir
 from vitune.metrics import MetricsResult
 from vitune.models import load_classifier, load_image_processor, resolve_preprocessing
 from vitune.progress import interactive
-from vitune.run_dir import RunDir
+from vitune.safe_io import OutputLock, disk_full, replace_dir, write_atomic
 from vitune.tasks import Task, get_task
 from vitune.trainer import (
     EPOCH_RECORD,
+    STAGING,
     EpochHistoryCallback,
     EpochLinePrinter,
     EpochLineProgressCallback,
@@ -278,15 +282,44 @@ def metrics_document(info: DatasetInfo, result: MetricsResult, y_true, log_histo
     }
 
 
+def _main_process() -> bool:
+    """Rank 0 (or no launcher): the process that writes RUN_DIR's files and holds its lock."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+MODEL_STAGING = ".model.staging"  # inside RUN_DIR: model/ being written
+
+
+def _save_final_model(trainer: VituneTrainer, run: RunDir) -> None:
+    """``model/`` written whole beside the run, then renamed into place (never half-written)."""
+    staging = run.root / MODEL_STAGING
+    trainer.save_model(str(staging))  # every process: gathers DeepSpeed shards, rank 0 writes
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle, not needed to load
+        replace_dir(staging, run.model)
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.data`` and fill ``config.out`` (RUN_DIR).
 
     Evaluates on the validation split each epoch, keeps the best checkpoint by the task's main
     metric, and reports that model's validation metrics. ``config.resume`` continues from the last
-    checkpoint in ``RUN_DIR/checkpoints`` with the same final result as an uninterrupted run.
+    checkpoint in ``RUN_DIR/checkpoints`` with the same final result as an uninterrupted run. One
+    process at a time trains into a RUN_DIR; checkpoints and ``model/`` are renamed into place whole.
     """
     resolve_precision(config.precision)  # a precision this machine lacks fails before any work
     run = RunDir(config.out)
+    lock = OutputLock(run.root) if _main_process() else contextlib.nullcontext()
+    kept = "the checkpoints saved before are whole (continue with --resume)"
+    with lock, disk_full(f"training into {run.root}", kept):
+        if _main_process():  # what a killed run was writing
+            shutil.rmtree(run.checkpoints / STAGING, ignore_errors=True)
+            shutil.rmtree(run.root / MODEL_STAGING, ignore_errors=True)
+        return _train(config, run)
+
+
+def _train(config: TrainConfig, run: RunDir) -> TrainResult:
     resume_from = _checkpoint_to_resume(config)
     trainer = build_trainer(config)
     info = trainer.info
@@ -299,10 +332,9 @@ def train(config: TrainConfig) -> TrainResult:
     y_true, scores = validation_scores(trainer)
     result = trainer.task.metrics(y_true, scores, info.labels)
     document = metrics_document(info, result, y_true, trainer.state.log_history)
-    trainer.save_model(str(run.model))  # every process: gathers DeepSpeed shards, rank 0 writes
+    _save_final_model(trainer, run)
     if trainer.is_world_process_zero():
-        (run.model / "training_args.bin").unlink(missing_ok=True)  # a pickle, not needed to load
-        run.metrics.write_text(json.dumps(document, indent=2) + "\n")
+        write_atomic(run.metrics, json.dumps(document, indent=2) + "\n")
         write_plots(run, info, y_true, scores, trainer.state.log_history)
     log.info("validation %s: %s", info.task, json.dumps(result.metrics))
     return TrainResult(run.root, document)

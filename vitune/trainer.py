@@ -16,8 +16,10 @@
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +30,11 @@ from vitune.data.dataset_dir import DatasetInfo
 from vitune.errors import UserError
 from vitune.inference import normalize
 from vitune.models import Preprocessing
+from vitune.safe_io import replace_dir
 from vitune.tasks import Task, get_task
 
 EPOCH_RECORD = "vitune_epoch"  # marks the per-epoch entries this module adds to log_history
+STAGING = ".staging"  # inside checkpoints/: a checkpoint being written (never matched by get_last_checkpoint)
 CROP_AREA = (0.85, 1.0)
 MAX_SHIFT = 0.04  # fraction of the image side
 
@@ -146,6 +150,35 @@ class VituneTrainer(Trainer):
         if self.is_deepspeed_enabled or self.is_fsdp_enabled:
             return super()._load_best_model()
         self._copy_weights_from(self.state.best_model_checkpoint, self.model)
+
+    # A checkpoint is written whole into checkpoints/.staging/checkpoint-N, then renamed into place:
+    # a crash mid-save never leaves a half-written checkpoint-N that --resume would pick up.
+    def _save_checkpoint(self, model, trial) -> None:
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+        run_dir = Path(self._get_output_dir(trial=trial))
+        staging = run_dir / STAGING
+        self._get_output_dir = lambda trial=None: str(staging)  # where the parent's save writes, this once
+        try:
+            super()._save_checkpoint(model, trial)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # a failed save (a full disk) leaves nothing half-written
+            raise
+        finally:
+            del self._get_output_dir
+        self.accelerator.wait_for_everyone()  # every rank has written its part (RNG state, shards)
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        moved_best = (self.state.best_model_checkpoint or "").startswith(str(staging))
+        if moved_best:  # on every rank: the path the best checkpoint is about to have
+            self.state.best_model_checkpoint = str(run_dir / name)
+        if self.args.should_save:
+            if moved_best:
+                self.state.save_to_json(str(staging / name / "trainer_state.json"))  # with that path
+            replace_dir(staging / name, run_dir / name)
+            shutil.rmtree(staging, ignore_errors=True)
+            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        self.accelerator.wait_for_everyone()
 
     def _copy_weights_from(self, checkpoint_dir: str, model) -> None:
         target = self.accelerator.unwrap_model(model)

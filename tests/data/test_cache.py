@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from vitune.data.cache import CacheItem, build_cache, check_out_dir, source_fingerprint
-from vitune.safe_io import replace_dir, staging_dir
 from vitune.errors import UserError
+from vitune.safe_io import replace_dir, staging_dir
 
 
 def bomb_png(path: Path, width: int = 100_000, height: int = 100_000) -> Path:

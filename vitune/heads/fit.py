@@ -28,6 +28,7 @@ from vitune.heads.storage import load_heads, read_heads_config, save_heads
 from vitune.heads.svm import SVMHead
 from vitune.layout import HeadsDir
 from vitune.run_dir import open_model
+from vitune.safe_io import OutputLock, write_atomic
 from vitune.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,15 @@ def _score_head(name: str, head: Head, train, val, y_train, y_val, info, fit_sec
 
 
 def fit_heads(config: HeadsConfig) -> HeadsResult:
-    """Fit heads on the train split's embeddings, evaluate on validation, save them and ``heads.json``."""
+    """Fit heads on the train split's embeddings, evaluate on validation, save them and ``heads.json``.
+
+    One process at a time writes a heads directory (a second is refused).
+    """
+    with OutputLock(config.out):
+        return _fit_heads(config)
+
+
+def _fit_heads(config: HeadsConfig) -> HeadsResult:
     encoder = open_model(config.model)
     where = HeadsDir(config.out)
     _, info = load_dataset_dir(config.data)
@@ -118,7 +127,7 @@ def fit_heads(config: HeadsConfig) -> HeadsResult:
     save_heads(where.root, fitted, {"task": info.task, "labels": list(info.labels), "pooling": config.pooling,
                                     "model": str(model_path.resolve()) if model_path.exists() else config.model,
                                     "model_identity": encoder.identity})
-    where.report.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    write_atomic(where.report, json.dumps(result.to_json(), indent=2) + "\n")
     return result
 
 

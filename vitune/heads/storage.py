@@ -5,7 +5,7 @@ A heads directory (default ``RUN_DIR/heads``) holds:
 - ``heads.safetensors``: every fitted array, keyed ``<head>.<attribute>`` (e.g. ``svm.basis_``,
   ``svm.dual_coef_``, ``svm.mean_``, ``svm.sigmoid_a_``, ``mlp.w1_``, ``logreg.coef_``);
 - ``heads-config.json``: ``{"version": 1, "task", "labels", "pooling", "model", "model_identity",
-  "heads": {name: {"class", "params", "state"}}}`` where ``params`` are the ``__init__``
+  "arrays_sha256", "heads": {name: {"class", "params", "state"}}}`` where ``params`` are the ``__init__``
   arguments and ``state`` the fitted scalars (``C_``, ``gamma_``, ``backend_``, ...). An
   ensemble's ``state.members`` names the saved heads it averages;
 - ``heads.json``: the report of ``vitune heads``, and ``embeddings/`` its cache.
@@ -15,6 +15,7 @@ Files written by vitune 0.1 have this layout and load unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from vitune.heads.base import Head, jsonable
 from vitune.heads.ensemble import EnsembleHead
 from vitune.heads.registry import HEAD_CLASSES
 from vitune.layout import HeadsDir
+from vitune.safe_io import write_atomic
 
 FORMAT_VERSION = 1
 
@@ -39,8 +41,12 @@ def _ensemble_entry(name: str, head: EnsembleHead, heads: dict[str, Head]) -> di
 
 
 def save_heads(out_dir: Path | str, heads: dict[str, Head], meta: dict) -> None:
-    """Write ``heads.safetensors`` + ``heads-config.json`` (see the module docstring); no pickle."""
-    from safetensors.numpy import save_file
+    """Write ``heads.safetensors`` + ``heads-config.json`` (see the module docstring); no pickle.
+
+    Each file is renamed into place whole; the config, written last, records the arrays' digest, so
+    a pair torn by a crash between the two is refused on load instead of mixing two fits.
+    """
+    from safetensors.numpy import save
 
     where = HeadsDir(out_dir)
     where.root.mkdir(parents=True, exist_ok=True)
@@ -53,8 +59,10 @@ def save_heads(out_dir: Path | str, heads: dict[str, Head], meta: dict) -> None:
         params = {k: jsonable(v) for k, v in head.get_params(deep=False).items()}
         entries[name] = {"class": type(head).__name__, "params": params, "state": values}
         arrays.update({f"{name}.{key}": value for key, value in head_arrays.items()})
-    save_file(arrays, str(where.arrays))
-    where.config.write_text(json.dumps({"version": FORMAT_VERSION, **meta, "heads": entries}, indent=2) + "\n")
+    data = save(arrays)
+    write_atomic(where.arrays, data)
+    config = {"version": FORMAT_VERSION, **meta, "arrays_sha256": hashlib.sha256(data).hexdigest(), "heads": entries}
+    write_atomic(where.config, json.dumps(config, indent=2) + "\n")
 
 
 def read_heads_config(heads_dir: Path | str) -> dict:
@@ -67,10 +75,14 @@ def read_heads_config(heads_dir: Path | str) -> dict:
 
 def load_heads(heads_dir: Path | str) -> dict[str, Head]:
     """Fitted heads saved by :func:`save_heads`, by name (members before their ensembles)."""
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load
 
     config = read_heads_config(heads_dir)
-    arrays = load_file(str(HeadsDir(heads_dir).arrays))
+    data = HeadsDir(heads_dir).arrays.read_bytes()
+    if config.get("arrays_sha256", hashlib.sha256(data).hexdigest()) != hashlib.sha256(data).hexdigest():
+        raise UserError(f"the heads in {heads_dir} were not saved whole (their files are from two fits): "
+                        "run `vitune heads` again")
+    arrays = load(data)
     heads: dict[str, Head] = {}
     ensembles_last = sorted(config["heads"].items(), key=lambda item: item[1]["class"] == EnsembleHead.__name__)
     for name, entry in ensembles_last:
