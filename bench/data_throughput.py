@@ -3,7 +3,7 @@
 Generates N 1024x1024 8-bit grayscale PNGs shaped like the NIH ChestX-ray14 release (a smooth
 anatomy-like field plus sensor noise) as an image folder, then in one run measures:
 
-(a) ``prepare`` images/s with all cores and with one worker;
+(a) ``prepare`` images/s with all cores and with one worker, and what the integrity pass costs;
 (b) training-batch images/s from the DATASET_DIR (batch 32, shuffled, uint8 rows -> normalised float
     tensors): the Trainer's own loader, ``vitune.train.build_trainer(config).get_train_dataloader()``;
 (c) the stock recipe (the seeds' ``set_transform``: PIL open + convert RGB + ViTImageProcessor
@@ -119,6 +119,21 @@ def time_prepare(source: Path, out: Path, workers: int | None) -> PrepareTiming:
     )
 
 
+def verify_cost(files: list[Path], rounds: int = 3) -> tuple[float, float]:
+    """Single-process decode rate (images/s) of ``files`` at 224 px with and without the integrity pass
+    (best of ``rounds``, alternating, so a busy machine hurts both sides alike)."""
+    from vitune.data.images import decode_image
+
+    rates: dict[bool, float] = {True: 0.0, False: 0.0}
+    for _ in range(rounds):
+        for verify in (True, False):
+            start = time.process_time()
+            for path in files:
+                decode_image(path, 224, verify=verify)
+            rates[verify] = max(rates[verify], len(files) / (time.process_time() - start))
+    return rates[True], rates[False]
+
+
 def cached_loader(dataset_dir: Path, checkpoint: Path, out: Path, batch_size: int, epoch: int):
     """What vitune's Trainer reads: ``build_trainer(config).get_train_dataloader()`` (shuffled uint8 rows,
     normalised by the training collator, ``dataloader_num_workers=0`` as on CPU)."""
@@ -199,6 +214,10 @@ def main() -> None:
               f"{full.cpu_workers / (full.cpu_main + full.cpu_workers):.0%} of the CPU time in the decode pool; "
               f"cache hit {hit_seconds:.2f}s; anonymous resident memory +{full.rss_growth_mb:.0f} MB "
               f"while caching {pixels_mb:.0f} MB of pixels")
+
+        with_verify, without = verify_cost(sorted(source.rglob("*.png"))[:128])
+        print(f"(a') integrity pass (PNG chunk CRCs): decode {with_verify:.1f} img/CPU-s with it, {without:.1f} "
+              f"without: it costs {100 * (1 - with_verify / without):.1f}% of the decode throughput")
 
         ds, info = load_dataset_dir(work / "dataset")
         checkpoint = make_scratch_vit(work / "vit", image_size=224)  # mean = std = 0.5, like the seeds' in21k ViT

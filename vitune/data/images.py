@@ -1,18 +1,21 @@
 """Safe image decoding: any file PIL reads -> RGB uint8 ``[3, S, S]``, resized once.
 
-Guards: a cap on pixel count (decompression bombs), truncated and empty files rejected rather
-than half-decoded, 16-bit images scaled to 8 bits (not clipped), alpha composited on white,
-grayscale and palette images expanded to RGB.
+Guards: a cap on pixel count (decompression bombs), the file's own integrity checks (PNG chunk
+CRCs, through PIL's ``verify()``: a bit-flipped PNG can still decode into wrong pixels), truncated
+and empty files rejected rather than half-decoded, 16-bit images scaled to 8 bits (not clipped),
+alpha composited on white, grayscale and palette images expanded to RGB, a camera's EXIF
+orientation applied.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # 1024x1024 NIH scans are 1 Mpx; 16k x 16k still fits, anything larger is refused as a bomb.
 MAX_IMAGE_PIXELS = 16384 * 16384
@@ -27,7 +30,7 @@ class BadImage(ValueError):
         self.reason = reason
 
 
-def _open(source: Path | bytes) -> Image.Image:
+def _open(source: Path | bytes, verify: bool = True) -> Image.Image:
     data = source.read_bytes() if isinstance(source, Path) else source
     if not data:
         raise BadImage("empty file")
@@ -36,6 +39,8 @@ def _open(source: Path | bytes) -> Image.Image:
         try:
             image = Image.open(io.BytesIO(data))
             _check_pixel_count(image)
+            if verify:
+                _verify(data)
             image.load()
         except BadImage:
             raise
@@ -49,7 +54,26 @@ def _open(source: Path | bytes) -> Image.Image:
             raise BadImage(reason) from exc
         except (ValueError, SyntaxError) as exc:  # PIL raises these for some corrupt headers
             raise BadImage(f"unreadable image: {exc}") from exc
-    return image
+    return upright(image)
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image as a viewer shows it: a camera's EXIF orientation applied (a no-op without one)."""
+    if image.getexif().get(EXIF_ORIENTATION, 1) in (0, 1):
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def _verify(data: bytes) -> None:
+    """The format's own checks on a fresh parse (``verify()`` consumes the image it runs on)."""
+    try:
+        Image.open(io.BytesIO(data)).verify()
+    except (OSError, SyntaxError, ValueError, struct.error) as exc:
+        text = str(exc) or type(exc).__name__
+        raise BadImage("truncated image" if "truncated" in text.lower() else f"damaged image: {text}") from exc
 
 
 def _check_pixel_count(image: Image.Image) -> None:
@@ -78,12 +102,13 @@ def to_8bit(image: Image.Image) -> Image.Image:
     return image if image.mode == "L" else image.convert("RGB")
 
 
-def decode_image(source: Path | bytes, image_size: int) -> np.ndarray:
+def decode_image(source: Path | bytes, image_size: int, verify: bool = True) -> np.ndarray:
     """Decode ``source`` (a file or its bytes) to a uint8 array ``[3, image_size, image_size]``.
 
-    Raises :class:`BadImage` with a short reason for empty, truncated, unreadable or oversized input.
+    Raises :class:`BadImage` with a short reason for empty, damaged, truncated, unreadable or
+    oversized input. ``verify=False`` skips the integrity pass (``bench/data_throughput.py`` times it).
     """
-    return pil_to_array(_open(source), image_size)
+    return pil_to_array(_open(source, verify), image_size)
 
 
 def pil_to_array(image: Image.Image, image_size: int) -> np.ndarray:

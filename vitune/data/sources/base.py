@@ -67,6 +67,8 @@ def safe_relative_path(root: Path, name: str) -> Path:
     """Resolve ``name`` under ``root``; absolute paths, ``..`` escapes and symlinks out are refused."""
     if not name or not str(name).strip():
         raise UnsafePath("empty file name")
+    if "\0" in str(name):
+        raise UnsafePath("invalid file name (a NUL character)")
     pure = PurePosixPath(str(name).replace("\\", "/"))
     if pure.is_absolute() or (len(pure.parts) and pure.parts[0].endswith(":")):
         raise UnsafePath(f"absolute path not allowed: {name}")

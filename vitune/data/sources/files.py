@@ -59,8 +59,8 @@ class SourceFiles:
     def locate(self, name: str, folder: str = "") -> str:
         """The posix path, relative to the root, of the file ``name`` listed in ``folder``.
 
-        Raises :class:`ListedFileError` with reason ``empty file name``, ``absolute path``,
-        ``path outside SOURCE`` or ``missing file``.
+        Raises :class:`ListedFileError` with reason ``empty file name``, ``invalid file name``,
+        ``absolute path``, ``path outside SOURCE`` or ``missing file``.
         """
         relative = self.normalise(name, folder)
         parent, base = posixpath.split(relative)
@@ -89,6 +89,8 @@ class SourceFiles:
         text = "" if name is None else str(name)
         if not text.strip():
             raise ListedFileError("empty file name")
+        if "\0" in text:  # no file system allows it; os calls would raise on it
+            raise ListedFileError("invalid file name (a NUL character)")
         if "/" not in text and "\\" not in text and ":" not in text and text not in (".", ".."):
             return f"{folder}/{text}" if folder else text  # a plain name: nothing to normalise
         posix = text.replace("\\", "/")
