@@ -30,6 +30,8 @@ bench: setup
 	$(PY) bench/data_throughput.py
 	$(PY) bench/train_vs_hf.py
 	$(PY) bench/heads.py
+	$(PY) bench/predict_memory.py
+	$(PY) bench/fuzz.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -87,6 +87,14 @@ def test_predict_multi_label_folder(tmp_path, tmp_path_factory, tiny_vit, image_
         table = list(csv.DictReader(handle))
     assert list(table[0]) == ["file", "a", "b", "c", "predicted"]
     assert [float(r["b"]) for r in table] == pytest.approx(expected[:, 1].tolist())
+    assert result.scores.shape == (4, 3) and result.out == tmp_path / "preds.csv"
+
+
+def test_a_folder_without_one_readable_image_leaves_no_csv(tmp_path, tmp_path_factory, tiny_vit, image_folder):
+    run_dir = tiny_run_copy(tmp_path_factory, tiny_vit, "multi_label", tmp_path / "run")
+    with pytest.raises(UserError, match="no image to predict .*empty.png: empty file"):
+        predict(run_dir, [image_folder / "empty.png", image_folder / "fake.jpg"], out=tmp_path / "preds.csv")
+    assert not (tmp_path / "preds.csv").exists()
 
 
 @pytest.mark.parametrize("task", ["single_label", "regression"])

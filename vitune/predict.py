@@ -9,17 +9,20 @@ run fails only when no image at all could be predicted.
 Multi-label decisions use ``RUN_DIR/thresholds.json`` (tuned on validation by ``vitune
 evaluate``) when present, else 0.5; single-label takes the most probable class; regression gives
 the value in the target's units.
+
+It streams: each batch is decoded, scored and its CSV rows written before the next is read, and
+the result keeps only the file names and a score matrix, so memory stays flat however many
+images a folder holds (``bench/predict_memory.py``).
 """
 
 from __future__ import annotations
 
 import csv
-import itertools
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TextIO
 
 import numpy as np
 
@@ -36,23 +39,29 @@ from vitune.tasks import Task, get_task
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Predictions:
-    """What ``predict`` returns: one row per predicted image plus the files it skipped.
+    """What ``predict`` returns: the predicted files with their scores, plus the files it skipped.
 
-    A row is ``{"file", <label>: probability, ..., "predicted"}`` (single-label also
-    ``"probability"`` of the predicted class; regression only ``"file", "predicted"``).
+    ``rows`` gives one dict per image, ``{"file", <label>: probability, ..., "predicted"}``
+    (single-label also ``"probability"`` of the predicted class; regression only ``"file",
+    "predicted"``); ``scores`` is the ``[N, K]`` (regression ``[N]``) matrix behind them.
     """
 
     task: str
     labels: list[str]
     head: str
     columns: list[str]
-    rows: list[dict]
+    files: list[str]
+    scores: np.ndarray
     skipped: list[Skipped] = field(default_factory=list)
     thresholds: list[float] | None = None
     out: Path | None = None
+
+    @property
+    def rows(self) -> list[dict]:
+        """One CSV row per predicted image."""
+        return _rows(get_task(self.task), self.labels, self.files, self.scores, self.thresholds)
 
 
 def expand_inputs(inputs: Iterable[Path | str]) -> tuple[list[Path], list[Skipped]]:
@@ -86,32 +95,32 @@ def _walk(folder: Path) -> Iterator[Path]:
 
 
 def decoded_batches(
-    files: list[Path], image_size: int, batch_size: int, done: list[Path], skipped: list[Skipped]
-) -> Iterator[np.ndarray]:
-    """uint8 ``[B, 3, S, S]`` batches of the files that decode; appends to ``done`` / ``skipped`` as it goes."""
+    files: list[Path], image_size: int, batch_size: int, skipped: list[Skipped]
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """``(files, uint8 [B, 3, S, S])`` batches of the files that decode; the others go to ``skipped``."""
     starts = range(0, len(files), batch_size)
     for start in progress(starts, total=len(starts), desc="predicting", unit="batch"):
-        arrays = []
+        names, arrays = [], []
         for path in files[start : start + batch_size]:
             try:
                 arrays.append(decode_image(path, image_size))
-                done.append(path)
+                names.append(str(path))
             except BadImage as exc:
                 skipped.append(Skipped(str(path), exc.reason))
             except OSError as exc:
                 skipped.append(Skipped(str(path), f"unreadable file: {exc.strerror or exc}"))
         if arrays:
-            yield np.stack(arrays)
+            yield names, np.stack(arrays)
 
 
 @dataclass
 class Scorer:
-    """How one head turns pixel batches into scores, with the run's task, labels and image size."""
+    """How one head turns a pixel batch into scores, with the run's task, labels and image size."""
 
     task: Task
     labels: list[str]
     image_size: int
-    scores: Callable[[Iterable[np.ndarray]], np.ndarray]
+    scores: Callable[[np.ndarray], np.ndarray]
     thresholds: np.ndarray | None
 
 
@@ -120,37 +129,45 @@ def make_scorer(run_dir: Path | str, head: str = MODEL_HEAD, heads_dir: Path | s
     """The fine-tuned model (``head="model"``) or a saved frozen-backbone head of the run."""
     run = load_run(run_dir, device)
     if head == MODEL_HEAD:
-        return Scorer(run.task, run.labels, run.prep.image_size, run.scores, run.thresholds())
-    from vitune.heads import predict_with_heads, read_heads_config
+        return Scorer(run.task, run.labels, run.prep.image_size, lambda pixels: run.scores([pixels]), run.thresholds())
+    from vitune.heads import heads_scorer, read_heads_config
 
     heads_dir = Path(heads_dir) if heads_dir is not None else RunDir(run_dir).heads
     config = read_heads_config(heads_dir)
-    if head not in config["heads"]:
-        raise UserError(f"no {head!r} head in {heads_dir}: it has {', '.join(config['heads'])}")
     task = get_task(config["task"])
     if task.tunes_thresholds:
         log.info("head %s: multi-label decisions at 0.5 (tuned thresholds belong to the model)", head)
-
-    def scores(batches: Iterable[np.ndarray]) -> np.ndarray:
-        return predict_with_heads(heads_dir, batches, head, model=run)  # embedded on the run's --device
-
-    return Scorer(task, list(config["labels"]), run.prep.image_size, scores, None)
+    score = heads_scorer(heads_dir, head, model=run)  # embedded on the run's --device
+    return Scorer(task, list(config["labels"]), run.prep.image_size, score, None)
 
 
-def _rows(scorer: Scorer, files: list[Path], scores: np.ndarray) -> list[dict]:
-    thresholds = scorer.thresholds if scorer.thresholds is not None else np.full(len(scorer.labels), 0.5)
-    return [scorer.task.prediction_row(str(path), row, scorer.labels, thresholds) for path, row in zip(files, scores)]
+def _rows(task: Task, labels: list[str], files: list[str], scores: np.ndarray, thresholds) -> list[dict]:
+    cutoffs = thresholds if thresholds is not None else np.full(len(labels), 0.5)
+    return [task.prediction_row(file, row, labels, cutoffs) for file, row in zip(files, scores)]
 
 
-def write_csv(predictions: Predictions, out: Path | str) -> Path:
-    """Write the rows to ``out`` (columns: file, one probability per label, predicted)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=predictions.columns)
-        writer.writeheader()
-        writer.writerows(predictions.rows)
-    return out
+class _CsvOut:
+    """The predictions CSV, written a batch at a time (``None`` path: nothing written)."""
+
+    def __init__(self, path: Path | str | None, columns: list[str]):
+        self.path = None if path is None else Path(path)
+        self._handle: TextIO | None = None
+        self._writer = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "w", newline="")
+            self._writer = csv.DictWriter(self._handle, fieldnames=columns)
+            self._writer.writeheader()
+
+    def write(self, rows: list[dict]) -> None:
+        """Append ``rows``."""
+        if self._writer is not None:
+            self._writer.writerows(rows)
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        if self._handle is not None:
+            self._handle.close()
 
 
 def format_table(predictions: Predictions) -> str:
@@ -166,27 +183,29 @@ def format_table(predictions: Predictions) -> str:
 def predict(config: PredictConfig) -> Predictions:
     """Predict every image in ``config.inputs`` (files or folders) with the run's model or one of its heads.
 
-    Writes a CSV to ``config.out`` when given. Unusable files land in ``skipped`` with their reason;
-    a :class:`UserError` is raised when a path does not exist or no image could be predicted.
+    Writes a CSV to ``config.out`` as it goes when given. Unusable files land in ``skipped`` with
+    their reason; a :class:`UserError` is raised when a path does not exist or no image could be
+    predicted.
     """
     files, skipped = expand_inputs(config.inputs)
     scorer = make_scorer(config.run, config.head, config.heads_dir, config.device)
-    done: list[Path] = []
-    batches = decoded_batches(files, scorer.image_size, config.batch_size, done, skipped)
-    first = next(batches, None)
-    if first is None:
+    columns = scorer.task.prediction_columns(scorer.labels)
+    thresholds = None if scorer.thresholds is None else [float(t) for t in scorer.thresholds]
+    names: list[str] = []
+    scores: list[np.ndarray] = []
+    out = _CsvOut(config.out, columns)
+    try:
+        for batch_files, pixels in decoded_batches(files, scorer.image_size, config.batch_size, skipped):
+            batch_scores = scorer.scores(pixels)
+            out.write(_rows(scorer.task, scorer.labels, batch_files, batch_scores, thresholds))
+            names += batch_files
+            scores.append(batch_scores)
+    finally:
+        out.close()
+    if not names:
+        if out.path is not None:
+            out.path.unlink(missing_ok=True)
         reasons = "; ".join(f"{Path(s.file).name}: {s.reason}" for s in skipped[:3])
         raise UserError(f"no image to predict{f' ({reasons})' if reasons else ''}: give readable image files")
-    scores = scorer.scores(itertools.chain([first], batches))
-    predictions = Predictions(
-        task=scorer.task.name,
-        labels=scorer.labels,
-        head=config.head,
-        columns=scorer.task.prediction_columns(scorer.labels),
-        rows=_rows(scorer, done, scores),
-        skipped=skipped,
-        thresholds=None if scorer.thresholds is None else [float(t) for t in scorer.thresholds],
-    )
-    if config.out is not None:
-        predictions.out = write_csv(predictions, config.out)
-    return predictions
+    return Predictions(task=scorer.task.name, labels=scorer.labels, head=config.head, columns=columns, files=names,
+                       scores=np.concatenate(scores), skipped=skipped, thresholds=thresholds, out=out.path)

@@ -34,7 +34,8 @@ def _open(source: Path | bytes, verify: bool = True) -> Image.Image:
     data = source.read_bytes() if isinstance(source, Path) else source
     if not data:
         raise BadImage("empty file")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # PIL's complaints about a damaged file are kept, not printed
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data))
@@ -54,6 +55,8 @@ def _open(source: Path | bytes, verify: bool = True) -> Image.Image:
             raise BadImage(reason) from exc
         except (ValueError, SyntaxError) as exc:  # PIL raises these for some corrupt headers
             raise BadImage(f"unreadable image: {exc}") from exc
+    if any("truncated" in str(warning.message).lower() for warning in caught):  # e.g. a TIFF cut short
+        raise BadImage("truncated image")
     return upright(image)
 
 

@@ -13,13 +13,13 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
 from vitune.config import HeadsConfig
 from vitune.data.dataset_dir import load_dataset_dir, require_image_size, require_split
-from vitune.embeddings import Encoder, embed_batches, extract_embeddings
+from vitune.embeddings import Encoder, extract_embeddings
 from vitune.errors import UserError
 from vitune.heads.base import Head
 from vitune.heads.ensemble import EnsembleHead
@@ -142,14 +142,9 @@ def _check_heads_fit(encoder: Encoder, config: dict, heads_dir: Path | str) -> N
         log.warning("the model changed since these heads were fitted; run `vitune heads` again")
 
 
-def predict_with_heads(
-    heads_dir: Path | str,
-    batches: Iterable[np.ndarray],
-    head: str = "ensemble",
-    model: str | Path | Encoder | None = None,
-    total: int | None = None,
-) -> np.ndarray:
-    """Scores of saved head ``head`` on uint8 pixel batches ``[B, 3, S, S]``.
+def heads_scorer(heads_dir: Path | str, head: str = "ensemble",
+                 model: str | Path | Encoder | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """A function scoring one uint8 pixel batch ``[B, 3, S, S]`` with saved head ``head`` (files read once).
 
     The images are embedded with ``model`` (an opened :class:`Encoder` or :class:`vitune.run_dir.Run`,
     or a path; default: the MODEL the heads were fitted on, e.g. the RUN_DIR) and the saved pooling;
@@ -161,5 +156,17 @@ def predict_with_heads(
     model = model if model is not None else config["model"]
     encoder = model if isinstance(model, Encoder) else open_model(model)
     _check_heads_fit(encoder, config, heads_dir)
-    embeddings, logits = embed_batches(encoder, batches, config["pooling"], total=total)
-    return load_heads(heads_dir)[head].predict_scores(embeddings, logits)
+    fitted = load_heads(heads_dir)[head]
+
+    def score(pixels: np.ndarray) -> np.ndarray:
+        embeddings, logits = encoder.encode(pixels, config["pooling"])
+        return fitted.predict_scores(embeddings.astype(np.float32), logits)
+
+    return score
+
+
+def predict_with_heads(heads_dir: Path | str, batches: Iterable[np.ndarray], head: str = "ensemble",
+                       model: str | Path | Encoder | None = None) -> np.ndarray:
+    """Scores of saved head ``head`` over uint8 pixel batches, concatenated (see :func:`heads_scorer`)."""
+    score = heads_scorer(heads_dir, head, model)
+    return np.concatenate([score(batch) for batch in batches])
