@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 TESTS = ("test_label_csv", "test_metadata_jsonl", "test_random_bytes_are_refused_with_a_reason",
-         "test_truncated_and_bit_flipped_images")
+         "test_truncated_and_bit_flipped_images", "test_a_damaged_exif_block_never_escapes")
 CHECKS = ("check_rows_kept_or_skipped", "check_decode")
 
 

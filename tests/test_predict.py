@@ -90,11 +90,13 @@ def test_predict_multi_label_folder(tmp_path, tmp_path_factory, tiny_vit, image_
     assert result.scores.shape == (4, 3) and result.out == tmp_path / "preds.csv"
 
 
-def test_a_folder_without_one_readable_image_leaves_no_csv(tmp_path, tmp_path_factory, tiny_vit, image_folder):
+def test_a_failed_predict_leaves_an_earlier_csv_as_it_was(tmp_path, tmp_path_factory, tiny_vit, image_folder):
     run_dir = tiny_run_copy(tmp_path_factory, tiny_vit, "multi_label", tmp_path / "run")
+    (tmp_path / "preds.csv").write_text("file,a\nold.png,0.5\n")
     with pytest.raises(UserError, match="no image to predict .*empty.png: empty file"):
         predict(run_dir, [image_folder / "empty.png", image_folder / "fake.jpg"], out=tmp_path / "preds.csv")
-    assert not (tmp_path / "preds.csv").exists()
+    assert (tmp_path / "preds.csv").read_text() == "file,a\nold.png,0.5\n"
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]  # no temporary file left
 
 
 @pytest.mark.parametrize("task", ["single_label", "regression"])

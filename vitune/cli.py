@@ -193,7 +193,7 @@ def predict_cmd(config: settings.PredictConfig) -> None:
     if result.out is None:
         typer.echo(format_table(result))
     where = f", wrote {result.out}" if result.out else ""
-    typer.echo(f"predicted {len(result.rows)} image(s), skipped {len(result.skipped)}{where}", err=True)
+    typer.echo(f"predicted {len(result.files)} image(s), skipped {len(result.skipped)}{where}", err=True)
 
 
 @config_command(app, "export", settings.ExportConfig)

@@ -147,7 +147,11 @@ def _rows(task: Task, labels: list[str], files: list[str], scores: np.ndarray, t
 
 
 class _CsvOut:
-    """The predictions CSV, written a batch at a time (``None`` path: nothing written)."""
+    """The predictions CSV, written a batch at a time under a temporary name (``None`` path: nothing).
+
+    :meth:`finish` renames it into place; :meth:`discard` (an error, Ctrl-C) removes it, so an
+    earlier file at that path is never left truncated or half-replaced.
+    """
 
     def __init__(self, path: Path | str | None, columns: list[str]):
         self.path = None if path is None else Path(path)
@@ -155,7 +159,8 @@ class _CsvOut:
         self._writer = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self.path, "w", newline="")
+            self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            self._handle = open(self._tmp, "w", newline="")
             self._writer = csv.DictWriter(self._handle, fieldnames=columns)
             self._writer.writeheader()
 
@@ -164,10 +169,19 @@ class _CsvOut:
         if self._writer is not None:
             self._writer.writerows(rows)
 
-    def close(self) -> None:
-        """Flush and close the file."""
+    def finish(self) -> Path | None:
+        """Close the file and rename it to its path."""
+        if self._handle is None:
+            return None
+        self._handle.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        """Close and remove the unfinished file."""
         if self._handle is not None:
             self._handle.close()
+            self._tmp.unlink(missing_ok=True)
 
 
 def format_table(predictions: Predictions) -> str:
@@ -200,12 +214,11 @@ def predict(config: PredictConfig) -> Predictions:
             out.write(_rows(scorer.task, scorer.labels, batch_files, batch_scores, thresholds))
             names += batch_files
             scores.append(batch_scores)
-    finally:
-        out.close()
-    if not names:
-        if out.path is not None:
-            out.path.unlink(missing_ok=True)
-        reasons = "; ".join(f"{Path(s.file).name}: {s.reason}" for s in skipped[:3])
-        raise UserError(f"no image to predict{f' ({reasons})' if reasons else ''}: give readable image files")
+        if not names:
+            reasons = "; ".join(f"{Path(s.file).name}: {s.reason}" for s in skipped[:3])
+            raise UserError(f"no image to predict{f' ({reasons})' if reasons else ''}: give readable image files")
+    except BaseException:
+        out.discard()
+        raise
     return Predictions(task=scorer.task.name, labels=scorer.labels, head=config.head, columns=columns, files=names,
-                       scores=np.concatenate(scores), skipped=skipped, thresholds=thresholds, out=out.path)
+                       scores=np.concatenate(scores), skipped=skipped, thresholds=thresholds, out=out.finish())

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +57,17 @@ class OutputLock:
         self._handle = None
 
     def __enter__(self) -> "OutputLock":
+        try:
+            return self._acquire()
+        except OSError as exc:  # a path the system refuses keeps its own one-line report (the CLI's)
+            if is_disk_full(exc):
+                raise UserError(f"the disk is full: cannot even lock {self.out}; free some space and run again") from exc
+            if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP):
+                raise UserError(f"cannot lock {self.out}: its file system has no locks; choose another "
+                                f"{self.flag} on a local disk") from exc
+            raise
+
+    def _acquire(self) -> "OutputLock":
         self.out.parent.mkdir(parents=True, exist_ok=True)
         if self.path.resolve() in _HELD:
             raise self._busy(os.getpid())
@@ -96,23 +108,38 @@ class OutputLock:
         self._handle = None
 
 
+PREVIOUS = "previous"  # inside a staging folder: the output being replaced, during the swap
+V01_STAGING_FILES = {"train.arrow", "validation.arrow", "test.arrow"}  # all a vitune 0.1 staging folder held
+
+
 def remove_orphans(out: Path | str) -> list[Path]:
     """Remove the staging folders a dead process left beside ``out`` (call it holding ``out``'s lock).
 
-    Staging folders are ``.NAME.staging-PID-xxxx``; one whose PID still runs is kept. vitune 0.1's
-    ``.NAME.xxxxxxxx`` folders carry no pid: the lock proves their writer is gone.
+    Staging folders are ``.NAME.staging-PID-xxxx``; one whose PID still runs is kept. If the process
+    died in the middle of a swap, ``out`` is put back from it first. vitune 0.1's ``.NAME.xxxxxxxx``
+    folders carry no pid: the lock proves their writer gone, and only one holding nothing but split
+    Arrow files is taken for one.
     """
     out = Path(out)
     pattern = re.compile(rf"^\.{re.escape(out.name)}\.(staging-(\d+)-[\w]+|[a-z0-9_]{{8}})$")
     removed = []
-    for entry in out.parent.iterdir() if out.parent.is_dir() else ():
+    for entry in sorted(out.parent.iterdir()) if out.parent.is_dir() else ():
         match = pattern.match(entry.name)
-        if not match or not entry.is_dir() or (match.group(2) and _alive_other(int(match.group(2)))):
+        if not match or not entry.is_dir() or not _orphaned(entry, match.group(2)):
             continue
+        if (entry / PREVIOUS).is_dir() and not out.exists():
+            os.replace(entry / PREVIOUS, out)
+            log.info("put %s back: its writer was killed while replacing it", out)
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(entry)
         log.info("removed %s, left by a process that was killed", entry)
     return removed
+
+
+def _orphaned(entry: Path, pid: str | None) -> bool:
+    if pid is not None:
+        return not _alive_other(int(pid))
+    return {p.name for p in entry.iterdir()} <= V01_STAGING_FILES
 
 
 def _alive_other(pid: int) -> bool:
@@ -131,16 +158,44 @@ def staging_dir(out: Path | str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and ``kill`` wait until the block ends (two renames must not be split by them)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def replace_dir(new: Path | str, out: Path | str) -> None:
-    """Put the finished folder ``new`` at ``out`` (same file system), replacing what was there."""
+    """Put the finished folder ``new`` at ``out`` (same file system), replacing what was there.
+
+    The old ``out`` waits in a staging folder of its own between the two renames, so a process
+    killed right there is undone by the next :func:`remove_orphans`.
+    """
     new, out = Path(new), Path(out)
-    if out.exists():
-        previous = new.parent / f".{out.name}.previous"
-        os.replace(out, previous)
+    if not out.exists():
         os.replace(new, out)
-        shutil.rmtree(previous, ignore_errors=True)
-    else:
+        return
+    holder = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-{os.getpid()}-", dir=out.parent))
+    with _signals_held():
+        os.replace(out, holder / PREVIOUS)
         os.replace(new, out)
+    shutil.rmtree(holder, ignore_errors=True)
+
+
+TEMP_FILE = re.compile(r"^\..+\.tmp-(\d+)$")  # what write_atomic writes first
+
+
+def remove_stale_temp_files(folder: Path | str) -> None:
+    """Remove the temporary files of :func:`write_atomic` that a killed process left in ``folder``."""
+    folder = Path(folder)
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        match = TEMP_FILE.match(entry.name)
+        if match and entry.is_file() and not _alive_other(int(match.group(1))):
+            entry.unlink(missing_ok=True)
 
 
 def write_atomic(path: Path | str, data: bytes | str) -> Path:

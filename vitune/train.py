@@ -33,7 +33,7 @@ from vitune.layout import RunDir
 from vitune.metrics import MetricsResult
 from vitune.models import load_classifier, load_image_processor, resolve_preprocessing
 from vitune.progress import interactive
-from vitune.safe_io import OutputLock, disk_full, replace_dir, write_atomic
+from vitune.safe_io import OutputLock, disk_full, remove_orphans, remove_stale_temp_files, replace_dir, write_atomic
 from vitune.tasks import Task, get_task
 from vitune.trainer import (
     EPOCH_RECORD,
@@ -293,7 +293,11 @@ MODEL_STAGING = ".model.staging"  # inside RUN_DIR: model/ being written
 def _save_final_model(trainer: VituneTrainer, run: RunDir) -> None:
     """``model/`` written whole beside the run, then renamed into place (never half-written)."""
     staging = run.root / MODEL_STAGING
-    trainer.save_model(str(staging))  # every process: gathers DeepSpeed shards, rank 0 writes
+    try:
+        trainer.save_model(str(staging))  # every process: gathers DeepSpeed shards, rank 0 writes
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed save (a full disk) leaves nothing half-written
+        raise
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle, not needed to load
@@ -316,6 +320,8 @@ def train(config: TrainConfig) -> TrainResult:
         if _main_process():  # what a killed run was writing
             shutil.rmtree(run.checkpoints / STAGING, ignore_errors=True)
             shutil.rmtree(run.root / MODEL_STAGING, ignore_errors=True)
+            remove_orphans(run.model)  # a model/ swap cut short: put back, then cleared
+            remove_stale_temp_files(run.root)
         return _train(config, run)
 
 

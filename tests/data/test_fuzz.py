@@ -160,6 +160,27 @@ def check_decode(data: bytes, kind: str | None) -> None:
         assert np.array_equal(pixels, PNG_PIXELS), "a damaged PNG decoded into other pixels"
 
 
+def _jpeg_with_exif() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated
+    buffer = io.BytesIO()
+    Image.new("RGB", (24, 16), (200, 30, 30)).save(buffer, "JPEG", exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+EXIF_JPEG = _jpeg_with_exif()
+EXIF_AT = EXIF_JPEG.index(b"Exif")
+
+
+@FUZZ
+@given(changes=st.lists(st.tuples(st.integers(0, 60), st.integers(0, 255)), min_size=1, max_size=4))
+def test_a_damaged_exif_block_never_escapes(changes):
+    data = bytearray(EXIF_JPEG)
+    for offset, value in changes:  # bytes inside the EXIF block (orientation tag, its count, offsets)
+        data[EXIF_AT + 6 + offset] = value
+    check_decode(bytes(data), None)
+
+
 @FUZZ
 @given(data=st.binary(max_size=2048))
 def test_random_bytes_are_refused_with_a_reason(data):

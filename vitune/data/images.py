@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 # 1024x1024 NIH scans are 1 Mpx; 16k x 16k still fits, anything larger is refused as a bomb.
 MAX_IMAGE_PIXELS = 16384 * 16384
@@ -55,19 +55,34 @@ def _open(source: Path | bytes, verify: bool = True) -> Image.Image:
             raise BadImage(reason) from exc
         except (ValueError, SyntaxError) as exc:  # PIL raises these for some corrupt headers
             raise BadImage(f"unreadable image: {exc}") from exc
-    if any("truncated" in str(warning.message).lower() for warning in caught):  # e.g. a TIFF cut short
-        raise BadImage("truncated image")
-    return upright(image)
+        if any("truncated" in str(warning.message).lower() for warning in caught):  # e.g. a TIFF cut short
+            raise BadImage("truncated image")
+        return upright(image)
 
 
 EXIF_ORIENTATION = 0x0112
 
 
+# EXIF orientation -> the transposition that shows the image upright (as ImageOps.exif_transpose)
+ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
 def upright(image: Image.Image) -> Image.Image:
-    """The image as a viewer shows it: a camera's EXIF orientation applied (a no-op without one)."""
-    if image.getexif().get(EXIF_ORIENTATION, 1) in (0, 1):
+    """The image as a viewer shows it: a camera's EXIF orientation applied.
+
+    Only the orientation value is read (the EXIF block is never re-encoded); a damaged EXIF block
+    is no orientation.
+    """
+    try:
+        orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # PIL raises assorted types on a corrupt EXIF block; the pixels are still fine
         return image
-    return ImageOps.exif_transpose(image)
+    method = ORIENTATIONS.get(orientation) if isinstance(orientation, int) else None
+    return image if method is None else image.transpose(method)
 
 
 def _verify(data: bytes) -> None:

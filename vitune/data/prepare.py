@@ -41,7 +41,7 @@ def prepare(config: PrepareConfig) -> DatasetInfo:
                      config.out, fingerprint[:12])
             return hit
         kept = f"{config.out} is unchanged" if config.out.exists() else "nothing was written"
-        with staging_dir(config.out) as staging, disk_full(f"preparing {config.out}", kept):
+        with disk_full(f"preparing {config.out}", kept), staging_dir(config.out) as staging:
             info = _prepare_into(config, size, fingerprint, staging)
             replace_dir(staging / "dataset", config.out)
     return info

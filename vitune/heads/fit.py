@@ -28,7 +28,7 @@ from vitune.heads.storage import load_heads, read_heads_config, save_heads
 from vitune.heads.svm import SVMHead
 from vitune.layout import HeadsDir
 from vitune.run_dir import open_model
-from vitune.safe_io import OutputLock, write_atomic
+from vitune.safe_io import OutputLock, remove_stale_temp_files, write_atomic
 from vitune.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ def fit_heads(config: HeadsConfig) -> HeadsResult:
     One process at a time writes a heads directory (a second is refused).
     """
     with OutputLock(config.out):
+        remove_stale_temp_files(config.out)
         return _fit_heads(config)
 
 
