@@ -209,3 +209,31 @@ def test_two_prepares_at_once_end_with_0_or_2_and_a_whole_dataset(tmp_path, big_
     ds = datasets.load_from_disk(str(out))
     assert sum(ds[s].num_rows for s in ds) == sum(json.loads((out / "dataset.json").read_text())["splits"].values())
     assert beside(out) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB tmpfs (where this machine lets us mount one)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_really_full_disk_is_one_line_and_keeps_the_previous_dataset(small_disk, source):
+    out = small_disk / "ds"
+    first = subprocess.run(prepare_command(source, out)[:-4] + ["--image-size", "16", "--workers", "1"], env=ENV,
+                           capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = json.loads((out / "dataset.json").read_text())
+    bigger = prepare_command(source, out)[:-4] + ["--image-size", "128", "--workers", "1"]  # ~6 MB of pixels
+    done = subprocess.run(bigger, env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: the disk is full while preparing {out}; {out} is unchanged: free some space and run again")
+    assert json.loads((out / "dataset.json").read_text()) == before
+    assert datasets.load_from_disk(str(out))["train"].features["pixel_values"].shape == (3, 16, 16)
+    assert beside(out) == []
