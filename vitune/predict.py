@@ -29,7 +29,7 @@ import numpy as np
 from vitune.config import MODEL_HEAD, PredictConfig
 from vitune.data.images import BadImage, decode_image
 from vitune.data.sources.base import Skipped
-from vitune.data.sources.files import is_hidden, is_image_name
+from vitune.data.sources.files import is_hidden, is_image_file
 from vitune.errors import UserError
 from vitune.layout import RunDir
 from vitune.progress import progress
@@ -77,7 +77,7 @@ def expand_inputs(inputs: Iterable[Path | str]) -> tuple[list[Path], list[Skippe
             files.append(path)
         elif path.is_dir():
             for found in _walk(path):
-                if is_image_name(found.name):
+                if is_image_file(found):
                     files.append(found)
                 else:
                     skipped.append(Skipped(str(found), f"not an image file ({found.suffix or 'no suffix'})"))

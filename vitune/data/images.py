@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from vitune.data.dicom import BadDicom, dicom_to_image, is_dicom
+
 # 1024x1024 NIH scans are 1 Mpx; 16k x 16k still fits, anything larger is refused as a bomb.
 MAX_IMAGE_PIXELS = 16384 * 16384
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -34,6 +36,11 @@ def _open(source: Path | bytes, verify: bool = True) -> Image.Image:
     data = source.read_bytes() if isinstance(source, Path) else source
     if not data:
         raise BadImage("empty file")
+    if is_dicom(data):
+        try:
+            return dicom_to_image(data, MAX_IMAGE_PIXELS)
+        except BadDicom as exc:
+            raise BadImage(str(exc)) from exc
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # PIL's complaints about a damaged file are kept, not printed
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -57,6 +64,7 @@ def _open(source: Path | bytes, verify: bool = True) -> Image.Image:
             raise BadImage(f"unreadable image: {exc}") from exc
         if any("truncated" in str(warning.message).lower() for warning in caught):  # e.g. a TIFF cut short
             raise BadImage("truncated image")
+        image.info[SIGNIFICANT_BITS] = png_significant_bits(data)
         return upright(image)
 
 
@@ -100,12 +108,39 @@ def _check_pixel_count(image: Image.Image) -> None:
         raise BadImage(f"decompression bomb: {width}x{height} pixels exceeds {MAX_IMAGE_PIXELS}")
 
 
+SIGNIFICANT_BITS = "vitune_significant_bits"  # image.info key: a PNG's sBIT, when it has one
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_significant_bits(data: bytes) -> int | None:
+    """The bit depth a PNG's ``sBIT`` chunk declares (12 for 12-bit scans stored in 16), or None."""
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    position = len(PNG_SIGNATURE)
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position : position + 8])
+        if kind == b"sBIT" and length >= 1:
+            return max(data[position + 8 : position + 8 + min(length, 4)])
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        position += 12 + length
+    return None
+
+
+def _peak(image: Image.Image, array: np.ndarray) -> float:
+    """The value that means white: 2^sBIT - 1, else the highest value rounded up to 2^k - 1 (k >= 8)."""
+    bits = image.info.get(SIGNIFICANT_BITS)
+    if not bits:
+        bits = max(8, int(np.ceil(np.log2(float(array.max()) + 1.0))) if array.size else 8)
+    return float(2**bits - 1)
+
+
 def to_8bit(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit ``L`` or ``RGB`` (16-bit scaled, float stretched, alpha flattened on white)."""
+    """Any PIL mode -> 8-bit ``L`` or ``RGB`` (16-bit scaled by its real bit depth, float stretched,
+    alpha flattened on white)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        image = Image.fromarray(np.clip(array / _peak(image, array) * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     elif image.mode == "F":
         array = np.asarray(image, dtype=np.float64)
         lo, hi = float(array.min()), float(array.max())

@@ -12,11 +12,12 @@ import os
 import posixpath
 from pathlib import Path
 
+from vitune.data.dicom import is_dicom_file
 from vitune.data.sources.base import UnsafePath, safe_relative_path
 from vitune.errors import UserError
 
 IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2"}
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2", ".dcm", ".dicom"}
 )
 
 
@@ -29,8 +30,16 @@ class ListedFileError(ValueError):
 
 
 def is_image_name(name: str) -> bool:
-    """Whether ``name`` has an image file suffix (case-insensitive)."""
+    """Whether ``name`` has an image file suffix (case-insensitive), DICOM's included."""
     return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+def is_image_file(path: Path | str) -> bool:
+    """An image by its name, or a file without an extension that carries the DICOM magic (as PACS exports)."""
+    name = os.path.basename(str(path))
+    if is_image_name(name):
+        return True
+    return "." not in name and is_dicom_file(path)
 
 
 def is_hidden(name: str) -> bool:

@@ -32,7 +32,7 @@ from vitune.data.sources.base import (
     safe_relative_path,
 )
 from vitune.data.sources.csv_source import read_table, require_column, text_labels
-from vitune.data.sources.files import ListedFileError, SourceFiles, is_hidden, is_image_name, unsafe_reason
+from vitune.data.sources.files import ListedFileError, SourceFiles, is_hidden, is_image_file, unsafe_reason
 from vitune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def walk(root: Path) -> Tree:
             relative = name if relative_folder == "." else f"{relative_folder}/{name}"
             if name in METADATA_FILES:
                 tree.metadata.append(relative)
-            elif is_image_name(name):
+            elif is_image_file(os.path.join(folder, name)):
                 if _is_escaping_link(root, relative, tree):
                     continue
                 tree.images.append(relative)

@@ -1,0 +1,129 @@
+"""DICOM and high-bit-depth inputs decode the way a viewer shows them."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vitune.data.dicom import dicom_tags, is_dicom_file
+from vitune.data.images import BadImage, decode_image
+from vitune.data.sources.files import is_image_file
+
+SIDE = 64
+
+
+def phantom(dense: float, background: float) -> np.ndarray:
+    """A square of dense tissue (``dense``) in the middle of ``background``."""
+    values = np.full((SIDE, SIDE), background, dtype=np.float64)
+    values[16:48, 16:48] = dense
+    return values
+
+
+def write_dicom(path: Path, stored: np.ndarray, bits: int = 12, signed: bool = False, photometric="MONOCHROME2",
+                window: tuple[float, float] | None = None, rescale: tuple[float, float] | None = None,
+                patient: str = "P1", view: str = "PA", rle: bool = False, pixels: bool = True) -> Path:
+    """A minimal secondary-capture DICOM written with pydicom."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, RLELossless, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientID, ds.ViewPosition, ds.Modality = patient, view, "DX"
+    if pixels:
+        ds.Rows, ds.Columns, ds.SamplesPerPixel = SIDE, SIDE, 1
+        ds.PhotometricInterpretation = photometric
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = (8, 8, 7) if bits == 8 else (16, bits, bits - 1)
+        ds.PixelRepresentation = int(signed)
+        dtype = np.uint8 if bits == 8 else (np.int16 if signed else np.uint16)
+        ds.PixelData = stored.astype(dtype).tobytes()
+        if window:
+            ds.WindowCenter, ds.WindowWidth = window
+        if rescale:
+            ds.RescaleSlope, ds.RescaleIntercept = rescale
+        if rle:
+            ds.compress(RLELossless)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def bright_dense(pixels: np.ndarray) -> None:
+    """Dense tissue bright, background dark, the full 0-255 range used."""
+    gray = pixels[0].astype(float)
+    assert gray[16:48, 16:48].mean() > 200 and gray[:8].mean() < 60, (gray[16:48, 16:48].mean(), gray[:8].mean())
+    assert gray.max() - gray.min() > 200
+
+
+def test_every_encoding_shows_dense_tissue_bright_with_full_contrast(tmp_path):
+    cases = {
+        "window12.dcm": dict(stored=phantom(3000, 1000), bits=12, window=(2000, 2000)),  # 12-bit with a window
+        "monochrome1.dcm": dict(stored=phantom(100, 3900), bits=12, photometric="MONOCHROME1"),  # stored inverted
+        "rescaled.dcm": dict(stored=phantom(3500, 100), bits=12, rescale=(2.0, -1024.0)),
+        "plain8.dcm": dict(stored=phantom(250, 10), bits=8),
+        "rle.dcm": dict(stored=phantom(3800, 200), bits=12, rle=True),
+        "signed16.dcm": dict(stored=phantom(30000, -30000), bits=16, signed=True),
+    }
+    for name, settings in cases.items():
+        bright_dense(decode_image(write_dicom(tmp_path / name, **settings), SIDE))
+
+
+def test_dicom_without_pixels_or_truncated_is_refused_with_its_reason(tmp_path):
+    report = write_dicom(tmp_path / "report.dcm", phantom(1, 0), pixels=False)
+    with pytest.raises(BadImage, match="DICOM without pixel data"):
+        decode_image(report, SIDE)
+    full = write_dicom(tmp_path / "full.dcm", phantom(3000, 1000)).read_bytes()
+    (tmp_path / "half.dcm").write_bytes(full[: len(full) - 3000])
+    with pytest.raises(BadImage, match="damaged DICOM"):
+        decode_image(tmp_path / "half.dcm", SIDE)
+
+
+def test_files_without_extension_are_found_by_their_magic_and_tags_read(tmp_path):
+    path = write_dicom(tmp_path / "IM0001", phantom(3000, 1000), patient="P42", view="AP ")
+    (tmp_path / "README").write_text("not an image")
+    assert is_dicom_file(path) and is_image_file(path) and not is_image_file(tmp_path / "README")
+    assert dicom_tags(path).patient == "P42" and dicom_tags(path).view == "AP"
+    assert dicom_tags(tmp_path / "README") is None
+
+
+def test_pydicoms_own_files_decode_and_lossless_encodings_agree():
+    from pydicom.data import get_testdata_file
+
+    def decoded(name: str) -> np.ndarray:
+        return decode_image(Path(get_testdata_file(name, download=False)), 32)
+
+    reference = decoded("MR_small.dcm")  # a window, 16-bit signed
+    for lossless in ("MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_bigendian.dcm"):
+        np.testing.assert_array_equal(decoded(lossless), reference)
+    assert reference.max() == 255 and reference.min() < 80
+    for name in ("CT_small.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm"):
+        assert decoded(name).shape == (3, 32, 32)
+
+
+def _with_sbit(png: bytes, bits: int) -> bytes:
+    body = bytes([bits])
+    chunk = struct.pack(">I", 1) + b"sBIT" + body + struct.pack(">I", zlib.crc32(b"sBIT" + body))
+    ihdr_end = 8 + 12 + 13
+    return png[:ihdr_end] + chunk + png[ihdr_end:]
+
+
+def test_12_bit_data_in_a_16_bit_png_is_scaled_by_its_real_depth():
+    values = phantom(4095, 0).astype(np.uint16)  # 12-bit data: white is 4095, not 65535
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, "PNG")
+    for data in (buffer.getvalue(), _with_sbit(buffer.getvalue(), 12)):
+        gray = decode_image(data, SIDE)[0]
+        assert gray[16:48, 16:48].min() == 255 and gray[:8].max() == 0  # not 4095 / 65535 * 255 = 16
+    darker = phantom(1999, 0).astype(np.uint16)  # no sBIT: the maximum rounded up to 2^11 - 1
+    buffer = io.BytesIO()
+    Image.fromarray(darker).save(buffer, "PNG")
+    assert decode_image(buffer.getvalue(), SIDE)[0].max() == round(1999 / 2047 * 255)

@@ -1,0 +1,157 @@
+"""DICOM files: pixels as a radiologist's viewer shows them, and the tags a dataset needs.
+
+Decoding follows the standard's display pipeline, on pydicom: the modality LUT (RescaleSlope /
+RescaleIntercept), then the VOI LUT or window (WindowCenter / WindowWidth) when the file has one,
+else the full range its stored bit depth can hold; MONOCHROME1 (stored inverted) is inverted
+back, so dense tissue comes out bright. Compressed transfer syntaxes (RLE, JPEG lossless,
+JPEG 2000) decode through pydicom's pixel handlers (pylibjpeg and its plugins). A file without
+pixel data (a structured report), an unsupported or a damaged one is a :class:`BadImage` with its
+reason. :func:`dicom_tags` reads PatientID and ViewPosition without touching the pixels.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+DICM_OFFSET = 128  # the 128-byte preamble, then b"DICM"
+MAGIC = b"DICM"
+SUFFIXES = frozenset({".dcm", ".dicom"})
+
+
+class BadDicom(ValueError):
+    """A DICOM that cannot be used; :mod:`vitune.data.images` turns it into a BadImage."""
+
+
+def is_dicom(data: bytes) -> bool:
+    """Whether ``data`` starts like a DICOM Part 10 file (the ``DICM`` magic after the preamble)."""
+    return data[DICM_OFFSET : DICM_OFFSET + 4] == MAGIC
+
+
+def is_dicom_file(path: Path | str) -> bool:
+    """Whether the file at ``path`` carries the DICOM magic (for files without an extension)."""
+    try:
+        with open(path, "rb") as handle:
+            return is_dicom(handle.read(DICM_OFFSET + 4))
+    except OSError:
+        return False
+
+
+def _read(data: bytes, pixels: bool = True):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=not pixels)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as exc:
+        raise BadDicom(f"damaged DICOM: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+
+
+def _pixels(dataset) -> np.ndarray:
+    if "PixelData" not in dataset:
+        raise BadDicom("DICOM without pixel data (a report or a structured document, not an image)")
+    try:
+        array = dataset.pixel_array
+    except (NotImplementedError, RuntimeError) as exc:  # no handler for this transfer syntax
+        raise BadDicom(f"unsupported DICOM encoding ({dataset.file_meta.TransferSyntaxUID.name}): {exc}") from exc
+    except (ValueError, EOFError, AttributeError, KeyError) as exc:  # truncated or inconsistent pixel data
+        raise BadDicom(f"damaged DICOM pixel data: {str(exc).splitlines()[0]}") from exc
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    return array[0] if frames > 1 else array  # a multi-frame file: its first frame
+
+
+def _stored_range(dataset) -> tuple[float, float]:
+    """The values the stored bits can hold, after the modality LUT (rescale)."""
+    bits = int(dataset.get("BitsStored", 8) or 8)
+    signed = int(dataset.get("PixelRepresentation", 0) or 0) == 1
+    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    slope = float(dataset.get("RescaleSlope", 1) or 1)
+    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
+    ends = sorted((low * slope + intercept, high * slope + intercept))
+    return ends[0], ends[1]
+
+
+def _first(value) -> float:
+    """A window value, which may be multi-valued (one per alternative window): the first."""
+    from pydicom.multival import MultiValue
+
+    return float(value[0]) if isinstance(value, MultiValue) else float(value)
+
+
+def _window(values: np.ndarray, dataset) -> np.ndarray | None:
+    """The VOI LUT or linear window of the file mapped to [0, 1] (PS3.3 C.11.2.1.2), or None without one."""
+    if "VOILUTSequence" in dataset:
+        from pydicom.pixels import apply_voi_lut
+
+        lut = dataset.VOILUTSequence[0]
+        bits = int(lut.LUTDescriptor[2])
+        return apply_voi_lut(values, dataset, index=0, prefer_lut=True).astype(np.float64) / (2**bits - 1)
+    if "WindowCenter" in dataset and "WindowWidth" in dataset:
+        center, width = _first(dataset.WindowCenter), max(_first(dataset.WindowWidth), 1.0)
+        return np.clip((values - (center - 0.5)) / max(width - 1, 1e-12) + 0.5, 0.0, 1.0)
+    return None
+
+
+def _to_8bit_gray(dataset, array: np.ndarray) -> np.ndarray:
+    """Modality LUT, then the VOI LUT / window or the stored range, to 0-255; MONOCHROME1 inverted."""
+    from pydicom.pixels import apply_modality_lut
+
+    values = apply_modality_lut(array, dataset).astype(np.float64)
+    unit = _window(values, dataset)
+    if unit is None:
+        low, high = _stored_range(dataset)
+        unit = np.clip((values - low) / max(high - low, 1e-12), 0.0, 1.0)
+    if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        unit = 1.0 - unit
+    return (unit * 255.0 + 0.5).astype(np.uint8)
+
+
+def dicom_to_image(data: bytes, max_pixels: int) -> Image.Image:
+    """A DICOM file's first image as an 8-bit PIL image (``L`` for grayscale, ``RGB`` for colour)."""
+    dataset = _read(data)
+    rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+    if rows * columns > max_pixels:  # refused before any pixel is decoded
+        raise BadDicom(f"decompression bomb: {columns}x{rows} pixels exceeds {max_pixels}")
+    array = _pixels(dataset)
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric.startswith("MONOCHROME"):
+        return Image.fromarray(_to_8bit_gray(dataset, array), "L")
+    if array.ndim != 3 or array.shape[-1] != 3:
+        raise BadDicom(f"unsupported DICOM photometric interpretation {photometric}")
+    if photometric.startswith("YBR") and not dataset.file_meta.TransferSyntaxUID.is_compressed:
+        from pydicom.pixels import convert_color_space
+
+        array = convert_color_space(array, photometric, "RGB")
+    bits = int(dataset.get("BitsStored", 8) or 8)
+    return Image.fromarray(np.clip(array.astype(np.float64) / (2**bits - 1) * 255.0 + 0.5, 0, 255).astype(np.uint8),
+                           "RGB")
+
+
+@dataclass(frozen=True)
+class DicomTags:
+    """What a dataset takes from a DICOM header: the patient (group) and the view (PA, AP, LL...)."""
+
+    patient: str | None
+    view: str | None
+
+
+def dicom_tags(path: Path | str) -> DicomTags | None:
+    """PatientID and ViewPosition of the DICOM at ``path`` (header only), or None if it is not one."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read()
+    except OSError:
+        return None
+    if not is_dicom(head):
+        return None
+    try:
+        dataset = _read(head, pixels=False)
+    except BadDicom:
+        return None
+    patient = str(dataset.get("PatientID", "") or "").strip() or None
+    view = str(dataset.get("ViewPosition", "") or "").strip().upper() or None
+    return DicomTags(patient, view)
