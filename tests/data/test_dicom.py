@@ -127,3 +127,43 @@ def test_12_bit_data_in_a_16_bit_png_is_scaled_by_its_real_depth():
     buffer = io.BytesIO()
     Image.fromarray(darker).save(buffer, "PNG")
     assert decode_image(buffer.getvalue(), SIDE)[0].max() == round(1999 / 2047 * 255)
+
+
+def test_a_label_csv_of_dicoms_prepares_with_views_patients_and_reasons(tmp_path):
+    import datasets
+
+    from vitune.config import PrepareConfig
+    from vitune.data import prepare
+
+    root = tmp_path / "src"
+    encodings = [dict(bits=12, window=(2000, 2000)), dict(bits=12, photometric="MONOCHROME1"),
+                 dict(bits=12, rescale=(2.0, -1024.0)), dict(bits=8), dict(bits=12, rle=True),
+                 dict(bits=16, signed=True)]
+    views = ["PA", "AP", "LL"]
+    rows = ["file,label"]
+    for i in range(36):
+        settings = encodings[i % len(encodings)]
+        dense, background = (250, 10) if settings["bits"] == 8 else ((30000, -30000) if settings.get("signed") else (3900, 100))
+        if settings.get("photometric") == "MONOCHROME1":
+            dense, background = background, dense
+        name = f"p{i // 3}/IM{i:03d}" + (".dcm" if i % 2 else "")  # PACS exports often have no extension
+        write_dicom(root / name, phantom(dense, background), patient=f"P{i // 3}", view=views[i % 3], **settings)
+        rows.append(f"{name},{'finding' if i % 4 else 'normal'}")
+    write_dicom(root / "report.dcm", phantom(1, 0), pixels=False, view="PA", patient="P99")
+    full = (root / "p0/IM001.dcm").read_bytes()
+    (root / "half.dcm").write_bytes(full[: len(full) - 4000])
+    rows += ["report.dcm,normal", "half.dcm,finding"]
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+
+    info = prepare(PrepareConfig(source=root / "labels.csv", out=tmp_path / "ds", image_size=32, views="PA,AP",
+                                 val_fraction=0.2, test_fraction=0.2, workers=1))
+    ds = datasets.load_from_disk(str(tmp_path / "ds"))
+    kept = {f for split in ds for f in ds[split]["file"]}
+    assert kept == {f"p{i // 3}/IM{i:03d}" + (".dcm" if i % 2 else "") for i in range(36) if i % 3 != 2}  # PA, AP
+    assert info.views == {"kept": ["AP", "PA"], "dropped": {"LL": 12}}
+    reasons = {row["file"]: row["reason"] for row in info.skipped}
+    assert reasons["report.dcm"].startswith("DICOM without pixel data")
+    assert reasons["half.dcm"].startswith("damaged DICOM")
+    patients = {split: {f.split("/")[0] for f in ds[split]["file"]} for split in ds}  # the group is PatientID
+    assert all(not (patients[a] & patients[b]) for a in patients for b in patients if a < b)
+    assert set(ds["train"]["group"]) <= {f"P{i}" for i in range(12)}

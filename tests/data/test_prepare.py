@@ -201,3 +201,19 @@ def test_a_plain_file_as_source_is_refused_with_what_to_pass(tmp_path):
     (tmp_path / "x.png").write_bytes(b"png")
     with pytest.raises(UserError, match="is a file: pass a folder, a label CSV"):
         PrepareConfig(source=tmp_path / "x.png", out=tmp_path / "out")
+
+
+def test_views_filter_a_chestxray14_release_by_its_view_position_column(tmp_path):
+    import csv
+
+    source = tmp_path / "nih"
+    synthetic.make_chestxray_like(source, n_patients=30, image_size=32)
+    with open(source / "Data_Entry_2017_v2020.csv", newline="") as handle:
+        views = [row["View Position"] for row in csv.DictReader(handle)]
+    info = prepare(source, tmp_path / "ds", image_size=8, views="pa")
+    assert sum(info.splits.values()) == views.count("PA") > 0
+    assert info.views == {"kept": ["PA"], "dropped": {"AP": views.count("AP")}}
+    again = prepare(source, tmp_path / "all", image_size=8)
+    assert again.views is None and sum(again.splits.values()) == len(views)
+    with pytest.raises(UserError, match="--views ' , ' names no view"):
+        prepare(source, tmp_path / "none", views=" , ")

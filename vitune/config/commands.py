@@ -44,6 +44,7 @@ class PrepareConfig(CommandConfig):
         label_separator: Separator of several labels in one cell, e.g. '|'.
         no_finding_as_label: ChestX-ray14: keep 'No Finding' as a 15th label.
         workers: Decoding processes (default: all cores).
+        views: Keep only these views, e.g. PA,AP (from a "View Position" column or the DICOM ViewPosition).
     """
 
     arguments = ("source",)
@@ -65,6 +66,7 @@ class PrepareConfig(CommandConfig):
     label_separator: str | None = None
     no_finding_as_label: bool = False
     workers: int | None = None
+    views: str | None = None
 
     def __post_init__(self) -> None:
         self.source = str(self.source)
@@ -91,6 +93,14 @@ class PrepareConfig(CommandConfig):
             raise UserError(f"SOURCE {self.source} does not exist: pass a folder, a label CSV or hf:NAME")
         if Path(self.source).is_file() and Path(self.source).suffix.lower() != ".csv":
             raise UserError(f"SOURCE {self.source} is a file: pass a folder, a label CSV (.csv) or hf:NAME")
+        if self.views is not None and not self.view_set():
+            raise UserError(f"--views {self.views!r} names no view: give them comma-separated, e.g. PA,AP")
+
+    def view_set(self) -> frozenset[str] | None:
+        """The views ``--views`` keeps (upper case), or None to keep every image."""
+        if self.views is None:
+            return None
+        return frozenset(v.strip().upper() for v in self.views.split(",") if v.strip())
 
     def resolved_image_size(self) -> int:
         """``--image-size``, else the model's input size, else 224."""
@@ -117,6 +127,8 @@ class PrepareConfig(CommandConfig):
         settings = asdict(self)
         for key in ("source", "out", "model", "workers"):
             settings.pop(key)
+        if settings["views"] is None:
+            settings.pop("views")  # datasets prepared before --views existed keep their fingerprint
         settings["image_size"] = image_size
         return settings
 

@@ -36,6 +36,7 @@ class DatasetInfo:
     fingerprint: str = ""
     split_method: str = ""
     seed: int = 0
+    views: dict | None = None  # --views: {"kept": [...], "dropped": {view: images}}
     version: int = INFO_VERSION
 
     def __post_init__(self) -> None:

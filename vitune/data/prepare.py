@@ -8,6 +8,7 @@ pixels -> write ``dataset.json``. Every filter logs its counts and every dropped
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from vitune.data.cache import CacheItem, build_cache, cached_info, check_out_dir
 from vitune.data.dataset_dir import DatasetInfo
 from vitune.data.sources.base import Record, Skipped, SourceRows
 from vitune.data.splits import assign_splits
+from vitune.data.views import keep_views, with_dicom_tags
 from vitune.errors import UserError
 from vitune.safe_io import OutputLock, disk_full, remove_orphans, replace_dir, staging_dir
 
@@ -50,47 +52,63 @@ def prepare(config: PrepareConfig) -> DatasetInfo:
 def _prepare_into(config: PrepareConfig, size: int, fingerprint: str, staging: Path) -> DatasetInfo:
     """Read, label, split and decode SOURCE into ``staging/dataset`` (a whole DATASET_DIR, dataset.json last)."""
 
-    rows, space, records, labels, bad_labels = _labelled_records(config)
+    read = _labelled_records(config)
     assignment = assign_splits(
-        records,
-        labels,
-        space.task,
+        read.records,
+        read.labels,
+        read.space.task,
         method=config.split,
         val_fraction=config.val_fraction,
         test_fraction=config.test_fraction,
         seed=config.seed,
-        official=rows.official_split,
+        official=read.rows.official_split,
     )
-    items = _cache_items(config.source, records, labels, assignment.splits)
-    cache = build_cache(items, staging, space.task, size, workers=config.workers)
+    items = _cache_items(config.source, read.records, read.labels, assignment.splits)
+    cache = build_cache(items, staging, read.space.task, size, workers=config.workers)
     log.info("decoded: %s; %d bad images", ", ".join(f"{k} {v}" for k, v in cache.splits.items()), len(cache.skipped))
     if not cache.splits.get("validation"):
         log.warning("no validation split: raise --val-fraction above 0 to evaluate during training")
 
+    skipped = [*read.rows.skipped, *read.bad_labels, *cache.skipped]
     info = DatasetInfo(
-        task=space.task,
-        labels=list(space.labels),
+        task=read.space.task,
+        labels=list(read.space.labels),
         image_size=size,
-        format=rows.format,
+        format=read.rows.format,
         source=_describe_source(config.source),
         splits=cache.splits,
-        skipped=[{"file": s.file, "reason": s.reason} for s in [*rows.skipped, *bad_labels, *cache.skipped]],
+        skipped=[{"file": s.file, "reason": s.reason} for s in skipped],
         fingerprint=fingerprint,
         split_method=assignment.method,
         seed=config.seed,
+        views=read.views,
     )
     info.save(staging / "dataset")
     return info
 
 
-def _labelled_records(config: PrepareConfig) -> tuple[SourceRows, Any, list[Record], list[Any], list[Skipped]]:
-    """Read the source and encode its labels: (rows, label space, kept records, their labels, bad-label rows)."""
+@dataclass
+class _Labelled:
+    """The source read, filtered by view and labelled."""
+
+    rows: SourceRows
+    space: Any
+    records: list[Record]
+    labels: list[Any]
+    bad_labels: list[Skipped]
+    views: dict | None
+
+
+def _labelled_records(config: PrepareConfig) -> _Labelled:
+    """Read the source, fill and filter views, and encode its labels."""
     from vitune.data.labels import infer_label_space
     from vitune.data.sources import read_source
 
     rows = read_source(config.source, config.fmt, config.source_options())
     log.info("read %d records from %s (%s); %d rejected by the reader", len(rows.records), config.source,
              rows.format, len(rows.skipped))
+    rows.records = with_dicom_tags(rows.records, _source_root(config.source))
+    rows.records, views = keep_views(rows.records, config.view_set())
     if not rows.records:
         raise UserError(f"{config.source} has no usable images ({len(rows.skipped)} rejected): check the layout and --format")
     requested_task = rows.task if config.task == "auto" and rows.task else config.task
@@ -100,7 +118,7 @@ def _labelled_records(config: PrepareConfig) -> tuple[SourceRows, Any, list[Reco
              len(bad_labels))
     if not records:
         raise UserError(f"no record of {config.source} has a usable label: check --label-column and --task")
-    return rows, space, records, labels, bad_labels
+    return _Labelled(rows, space, records, labels, bad_labels, views)
 
 
 def _cache_items(source: str, records: list[Record], labels: list[Any], splits: list[str]) -> list[CacheItem]:

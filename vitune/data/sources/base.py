@@ -29,6 +29,7 @@ class Record:
     (a class name, a list of names, a number) before encoding. ``pixels`` is set only for sources
     whose images are not files (CIFAR arrays, Hub datasets): a PIL image or encoded bytes.
     ``split`` is the split the source assigns (a split folder, an official list), else None.
+    ``view`` is the projection (PA, AP, LL...) from a "View Position" column or the DICOM header.
     """
 
     file: str
@@ -36,6 +37,7 @@ class Record:
     group: str | None = None
     split: str | None = None
     pixels: Any = None
+    view: str | None = None
 
 
 @dataclass

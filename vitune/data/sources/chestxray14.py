@@ -49,6 +49,7 @@ ENTRY_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 IMAGE_COLUMN = "Image Index"
 FINDINGS_COLUMN = "Finding Labels"
 PATIENT_COLUMN = "Patient ID"
+VIEW_COLUMN = "View Position"
 TRAIN_LIST = "train_val_list.txt"
 TEST_LIST = "test_list.txt"
 
@@ -95,8 +96,9 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
     records: list[Record] = []
     skipped: list[Skipped] = []
     listings = ListingTracker(name)
-    rows = zip(table.lines, table.column(IMAGE_COLUMN), table.column(FINDINGS_COLUMN), table.column(group_column))
-    for line, listed, findings, group in rows:
+    views = table.column(VIEW_COLUMN if VIEW_COLUMN in table.columns else None)
+    rows = zip(table.lines, table.column(IMAGE_COLUMN), table.column(FINDINGS_COLUMN), table.column(group_column), views)
+    for line, listed, findings, group, view in rows:
         try:
             file = locator.locate(listed)
             labels = parse_findings(findings, options.no_finding_as_label)
@@ -110,7 +112,7 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
             skipped.append(repeat)
             continue
         split = splits.get(posix_name(listed)) if splits else None
-        records.append(Record(file=file, raw_label=labels, group=group or None, split=split))
+        records.append(Record(file=file, raw_label=labels, group=group or None, split=split, view=view.upper() or None))
     label_order = [*FINDINGS, NO_FINDING] if options.no_finding_as_label else list(FINDINGS)
     log.info("ChestX-ray14 %s: %d rows, %d images found, %d skipped; %s", name, len(table.rows), len(records),
              len(skipped), "official train/test lists" if splits else "no official lists")

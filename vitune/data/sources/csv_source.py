@@ -29,6 +29,7 @@ from vitune.tasks import MULTI_LABEL
 log = logging.getLogger(__name__)
 
 IMAGE_COLUMN_NAMES = ("image", "file", "file_name", "filename", "path", "image_path")
+VIEW_COLUMN_NAMES = ("view position", "viewposition", "view")  # ChestX-ray14's, DICOM's keyword, plain
 LABEL_COLUMN_NAMES = ("label", "labels", "target", "score")
 DEFAULT_SEPARATOR = "|"
 
@@ -143,8 +144,9 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
     records: list[Record] = []
     skipped: list[Skipped] = []
     listings = ListingTracker(name)
-    rows = zip(table.lines, table.column(image_column), labels, table.column(options.group_column))
-    for line, listed, raw_label, group in rows:
+    views = table.column(find_column(table.columns, VIEW_COLUMN_NAMES))
+    rows = zip(table.lines, table.column(image_column), labels, table.column(options.group_column), views)
+    for line, listed, raw_label, group, view in rows:
         try:
             file = files.locate(listed)
         except ListedFileError as exc:
@@ -156,7 +158,7 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
         if raw_label is None:
             skipped.append(Skipped(file, "missing label"))
             continue
-        records.append(Record(file=file, raw_label=raw_label, group=group or None))
+        records.append(Record(file=file, raw_label=raw_label, group=group or None, view=view.upper() or None))
     log.info("%s: %d rows, %d usable, %d skipped; label column %r%s", name, len(table.rows), len(records),
              len(skipped), label_column, " (multi-label)" if multi else "")
     return SourceRows(format="csv", records=records, skipped=skipped, task=MULTI_LABEL.name if multi else None,
