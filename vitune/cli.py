@@ -232,16 +232,22 @@ def demo_cmd(config: settings.DemoConfig) -> None:
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
     from vitune.progress import quiet_library_bars
+    from vitune.safe_io import clear_stop_request, request_stop
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("httpx", "urllib3", "datasets", "filelock", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     quiet_library_bars()
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)  # `kill` unwinds like Ctrl-C: staging is removed
+    clear_stop_request()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in previous.items():
+        if handler is not signal.SIG_IGN:  # a background job started with Ctrl-C ignored keeps it so
+            signal.signal(sig, request_stop)  # `kill` unwinds like Ctrl-C: staging folders are removed
     try:
         _run_app()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _run_app() -> None:
@@ -273,10 +279,6 @@ def _run_app() -> None:
         typer.echo("interrupted: nothing half-written was kept", err=True)
     if isinstance(code, int) and code:
         sys.exit(code)
-
-
-def _exit_on_sigterm(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _is_click_error(exc: Exception) -> bool:

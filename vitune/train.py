@@ -43,6 +43,7 @@ from vitune.trainer import (
     EpochLineProgressCallback,
     NonFiniteLossCallback,
     PixelCollator,
+    StopRequestCallback,
     VituneTrainer,
 )
 
@@ -220,6 +221,7 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
     _show_progress(trainer)
     trainer.add_callback(EpochHistoryCallback(trainer.loss_tracker, config.lr))
     trainer.add_callback(NonFiniteLossCallback(config.lr))
+    trainer.add_callback(StopRequestCallback)
     return trainer
 
 

@@ -30,7 +30,7 @@ from vitune.data.dataset_dir import DatasetInfo
 from vitune.errors import UserError
 from vitune.inference import normalize
 from vitune.models import Preprocessing
-from vitune.safe_io import replace_dir
+from vitune.safe_io import raise_if_stopped, replace_dir
 from vitune.tasks import Task, get_task
 
 EPOCH_RECORD = "vitune_epoch"  # marks the per-epoch entries this module adds to log_history
@@ -263,6 +263,13 @@ class EpochLinePrinter(TrainerCallback):
         line = evaluation_line(args, state, logs or {})
         if state.is_world_process_zero and line:
             print(line, flush=True)
+
+
+class StopRequestCallback(TrainerCallback):
+    """Ctrl-C honoured at the next step even when Python swallowed its first KeyboardInterrupt."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        raise_if_stopped()
 
 
 class NonFiniteLossCallback(TrainerCallback):

@@ -133,7 +133,28 @@ def _jsonl_rows(path: Path) -> tuple[int, int]:
     return sum(1 for line in lines if line.strip()), len(lines)
 
 
+def _dicom() -> bytes:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 32, 48, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.WindowCenter, ds.WindowWidth = 2048, 4096
+    ds.PixelData = (np.arange(32 * 48, dtype=np.uint16).reshape(32, 48) * 2).tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 def _encoded(kind: str) -> bytes:
+    if kind == "DICOM":
+        return _dicom()
     image = Image.fromarray(np.arange(48 * 32 * 3, dtype=np.uint8).reshape(32, 48, 3))
     buffer = io.BytesIO()
     if kind == "GIF":
@@ -143,7 +164,7 @@ def _encoded(kind: str) -> bytes:
     return buffer.getvalue()
 
 
-FORMATS = ("PNG", "JPEG", "GIF", "TIFF", "WEBP", "BMP")
+FORMATS = ("PNG", "JPEG", "GIF", "TIFF", "WEBP", "BMP", "DICOM")
 ORIGINALS = {kind: _encoded(kind) for kind in FORMATS}
 PNG_PIXELS = decode_image(ORIGINALS["PNG"], 16)
 

@@ -29,6 +29,7 @@ from vitune.data.images import BadImage, decode_image, pil_to_array
 from vitune.data.sources.base import Skipped
 from vitune.errors import UserError
 from vitune.progress import progress
+from vitune.safe_io import deferred_interrupts, raise_if_stopped
 
 log = logging.getLogger(__name__)
 
@@ -138,13 +139,16 @@ def build_cache(
         split: ArrowWriter(features=features, path=str(arrow / f"{split}.arrow"), writer_batch_size=_WRITER_BATCH)
         for split in SPLITS
     }
-    decoded = _decode_all(ordered, image_size, workers)
-    for item, (pixels, reason) in zip(ordered, progress(decoded, len(ordered), "decoding images", "image")):
-        if reason is not None:
-            skipped.append(Skipped(item.file, reason))
-            continue
-        writers[item.split].write({"pixel_values": pixels, "labels": item.label, "file": item.file, "group": item.group})
-        counts[item.split] += 1
+    with deferred_interrupts():  # Ctrl-C stops the loop at its next image, never inside the pool's machinery
+        decoded = _decode_all(ordered, image_size, workers)
+        for item, (pixels, reason) in zip(ordered, progress(decoded, len(ordered), "decoding images", "image")):
+            raise_if_stopped()
+            if reason is not None:
+                skipped.append(Skipped(item.file, reason))
+                continue
+            writers[item.split].write({"pixel_values": pixels, "labels": item.label, "file": item.file,
+                                       "group": item.group})
+            counts[item.split] += 1
     for writer in writers.values():
         writer.finalize()
     if not any(counts.values()):

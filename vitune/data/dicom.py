@@ -12,6 +12,7 @@ reason. :func:`dicom_tags` reads PatientID and ViewPosition without touching the
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,17 @@ def _to_8bit_gray(dataset, array: np.ndarray) -> np.ndarray:
 
 def dicom_to_image(data: bytes, max_pixels: int) -> Image.Image:
     """A DICOM file's first image as an 8-bit PIL image (``L`` for grayscale, ``RGB`` for colour)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's complaints about odd values: the outcome says it all
+            return _dicom_to_image(data, max_pixels)
+    except BadDicom:
+        raise
+    except Exception as exc:  # pydicom parses elements lazily: a damaged one raises any type when read
+        raise BadDicom(f"damaged DICOM: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+
+def _dicom_to_image(data: bytes, max_pixels: int) -> Image.Image:
     dataset = _read(data)
     rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
     if rows * columns > max_pixels:  # refused before any pixel is decoded
@@ -149,9 +161,11 @@ def dicom_tags(path: Path | str) -> DicomTags | None:
     if not is_dicom(head):
         return None
     try:
-        dataset = _read(head, pixels=False)
-    except BadDicom:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = _read(head, pixels=False)
+        patient = str(dataset.get("PatientID", "") or "").strip() or None
+        view = str(dataset.get("ViewPosition", "") or "").strip().upper() or None
+    except Exception:  # a damaged header: no tags (decoding the file reports the damage)
         return None
-    patient = str(dataset.get("PatientID", "") or "").strip() or None
-    view = str(dataset.get("ViewPosition", "") or "").strip().upper() or None
     return DicomTags(patient, view)
