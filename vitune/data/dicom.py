@@ -42,12 +42,12 @@ def is_dicom_file(path: Path | str) -> bool:
         return False
 
 
-def _read(data: bytes, pixels: bool = True):
+def _read(data: bytes):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=not pixels)
+        return pydicom.dcmread(io.BytesIO(data))
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError) as exc:
         raise BadDicom(f"damaged DICOM: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
 
@@ -152,18 +152,18 @@ class DicomTags:
 
 
 def dicom_tags(path: Path | str) -> DicomTags | None:
-    """PatientID and ViewPosition of the DICOM at ``path`` (header only), or None if it is not one."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read()
-    except OSError:
-        return None
-    if not is_dicom(head):
+    """PatientID and ViewPosition of the DICOM at ``path`` (header only), or None if it is not one.
+
+    Only the header is read from disk: a dataset of large DICOMs is not read twice.
+    """
+    import pydicom
+
+    if not is_dicom_file(path):
         return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dataset = _read(head, pixels=False)
+            dataset = pydicom.dcmread(path, stop_before_pixels=True)
         patient = str(dataset.get("PatientID", "") or "").strip() or None
         view = str(dataset.get("ViewPosition", "") or "").strip().upper() or None
     except Exception:  # a damaged header: no tags (decoding the file reports the damage)
