@@ -167,3 +167,41 @@ def test_a_label_csv_of_dicoms_prepares_with_views_patients_and_reasons(tmp_path
     patients = {split: {f.split("/")[0] for f in ds[split]["file"]} for split in ds}  # the group is PatientID
     assert all(not (patients[a] & patients[b]) for a in patients for b in patients if a < b)
     assert set(ds["train"]["group"]) <= {f"P{i}" for i in range(12)}
+
+
+def test_colour_dicoms_in_every_encoding_agree():
+    from pydicom.data import get_testdata_file
+
+    reference = decode_image(Path(get_testdata_file("SC_rgb_rle.dcm", download=False)), 100)
+    assert reference[:, 5, 50].tolist() == [255, 0, 0]  # the red band at the top
+    for name in ("SC_ybr_full_422_uncompressed.dcm", "SC_rgb_jpeg_dcmtk.dcm"):  # YBR converted once, not twice
+        pixels = decode_image(Path(get_testdata_file(name, download=False)), 100)
+        assert np.abs(pixels.astype(int) - reference.astype(int)).mean() < 6, name
+
+
+def test_multi_frame_sigmoid_window_and_uid_names(tmp_path):
+    from pydicom import dcmread
+
+    path = write_dicom(tmp_path / "1.2.840.113619.2.55.3.1", phantom(3000, 1000), window=(2000, 1000))
+    ds = dcmread(path)
+    ds.NumberOfFrames = 2
+    ds.PixelData = ds.PixelData + np.full((SIDE, SIDE), 4000, dtype=np.uint16).tobytes()  # a second, white frame
+    ds.VOILUTFunction = "SIGMOID"
+    ds.save_as(path)
+    assert is_image_file(path)  # a UID as the name: found by its magic
+    gray = decode_image(path, SIDE)[0].astype(float)  # the first frame, through the sigmoid
+    assert gray[16:48, 16:48].mean() == pytest.approx(255 / (1 + np.exp(-4.0)), abs=2)
+    assert gray[:8].mean() == pytest.approx(255 / (1 + np.exp(4.0)), abs=2)
+
+
+def test_sbit_of_samples_scaled_up_to_16_bits_and_unshowable_values():
+    values = (phantom(2048, 0) * 16).astype(np.uint16)  # 12-bit mid grey scaled up to 16 bits, as the PNG spec asks
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, "PNG")
+    gray = decode_image(_with_sbit(buffer.getvalue(), 12), SIDE)[0]
+    assert gray[16:48, 16:48].mean() == pytest.approx(2048 * 16 / 65535 * 255, abs=1)  # mid grey, not white
+    negative = Image.fromarray(np.full((8, 8), -5, dtype=np.int32), "I")
+    buffer = io.BytesIO()
+    negative.save(buffer, "TIFF")
+    pixels = decode_image(buffer.getvalue(), 8)  # shown (black) or refused with a reason, never a crash
+    assert pixels.shape == (3, 8, 8) and pixels.max() == 0

@@ -129,6 +129,8 @@ class PrepareConfig(CommandConfig):
             settings.pop(key)
         if settings["views"] is None:
             settings.pop("views")  # datasets prepared before --views existed keep their fingerprint
+        else:
+            settings["views"] = sorted(self.view_set())  # PA,AP and ap,pa are one filter
         settings["image_size"] = image_size
         return settings
 

@@ -55,14 +55,16 @@ def _read(data: bytes):
 def _pixels(dataset) -> np.ndarray:
     if "PixelData" not in dataset:
         raise BadDicom("DICOM without pixel data (a report or a structured document, not an image)")
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
     try:
+        if frames > 1:
+            dataset.pixel_array_options(index=0)  # a multi-frame file: decode its first frame only
         array = dataset.pixel_array
     except (NotImplementedError, RuntimeError) as exc:  # no handler for this transfer syntax
         raise BadDicom(f"unsupported DICOM encoding ({dataset.file_meta.TransferSyntaxUID.name}): {exc}") from exc
     except (ValueError, EOFError, AttributeError, KeyError) as exc:  # truncated or inconsistent pixel data
         raise BadDicom(f"damaged DICOM pixel data: {str(exc).splitlines()[0]}") from exc
-    frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    return array[0] if frames > 1 else array  # a multi-frame file: its first frame
+    return array
 
 
 def _stored_range(dataset) -> tuple[float, float]:
@@ -84,17 +86,22 @@ def _first(value) -> float:
 
 
 def _window(values: np.ndarray, dataset) -> np.ndarray | None:
-    """The VOI LUT or linear window of the file mapped to [0, 1] (PS3.3 C.11.2.1.2), or None without one."""
-    if "VOILUTSequence" in dataset:
+    """The VOI LUT or window of the file mapped to [0, 1] (PS3.3 C.11.2.1.2-3), or None without one."""
+    if dataset.get("VOILUTSequence"):
         from pydicom.pixels import apply_voi_lut
 
-        lut = dataset.VOILUTSequence[0]
-        bits = int(lut.LUTDescriptor[2])
-        return apply_voi_lut(values, dataset, index=0, prefer_lut=True).astype(np.float64) / (2**bits - 1)
-    if "WindowCenter" in dataset and "WindowWidth" in dataset:
-        center, width = _first(dataset.WindowCenter), max(_first(dataset.WindowWidth), 1.0)
-        return np.clip((values - (center - 0.5)) / max(width - 1, 1e-12) + 0.5, 0.0, 1.0)
-    return None
+        out = apply_voi_lut(np.rint(values).astype(np.int64), dataset, index=0, prefer_lut=True).astype(np.float64)
+        # LUTDescriptor declares the output bits, but vendors often declare 16 for a 12-bit LUT
+        return out / (2.0 ** max(8, int(np.ceil(np.log2(max(float(out.max()), 1.0) + 1.0)))) - 1)
+    if dataset.get("WindowCenter") in (None, "") or dataset.get("WindowWidth") in (None, ""):
+        return None
+    center, width = _first(dataset.WindowCenter), max(_first(dataset.WindowWidth), 1.0)
+    function = str(dataset.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    if function == "LINEAR_EXACT":
+        return np.clip((values - center) / width + 0.5, 0.0, 1.0)
+    return np.clip((values - (center - 0.5)) / max(width - 1, 1e-12) + 0.5, 0.0, 1.0)
 
 
 def _to_8bit_gray(dataset, array: np.ndarray) -> np.ndarray:
@@ -134,10 +141,6 @@ def _dicom_to_image(data: bytes, max_pixels: int) -> Image.Image:
         return Image.fromarray(_to_8bit_gray(dataset, array), "L")
     if array.ndim != 3 or array.shape[-1] != 3:
         raise BadDicom(f"unsupported DICOM photometric interpretation {photometric}")
-    if photometric.startswith("YBR") and not dataset.file_meta.TransferSyntaxUID.is_compressed:
-        from pydicom.pixels import convert_color_space
-
-        array = convert_color_space(array, photometric, "RGB")
     bits = int(dataset.get("BitsStored", 8) or 8)
     return Image.fromarray(np.clip(array.astype(np.float64) / (2**bits - 1) * 255.0 + 0.5, 0, 255).astype(np.uint8),
                            "RGB")
@@ -163,7 +166,7 @@ def dicom_tags(path: Path | str) -> DicomTags | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dataset = pydicom.dcmread(path, stop_before_pixels=True)
+            dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID", "ViewPosition"])
         patient = str(dataset.get("PatientID", "") or "").strip() or None
         view = str(dataset.get("ViewPosition", "") or "").strip().upper() or None
     except Exception:  # a damaged header: no tags (decoding the file reports the damage)

@@ -119,8 +119,11 @@ def png_significant_bits(data: bytes) -> int | None:
     position = len(PNG_SIGNATURE)
     while position + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[position : position + 8])
+        if position + 12 + length > len(data):
+            return None
         if kind == b"sBIT" and length >= 1:
-            return max(data[position + 8 : position + 8 + min(length, 4)])
+            bits = max(data[position + 8 : position + 8 + min(length, 4)])
+            return bits if 1 <= bits <= 16 else None
         if kind in (b"IDAT", b"IEND"):
             return None
         position += 12 + length
@@ -128,10 +131,17 @@ def png_significant_bits(data: bytes) -> int | None:
 
 
 def _peak(image: Image.Image, array: np.ndarray) -> float:
-    """The value that means white: 2^sBIT - 1, else the highest value rounded up to 2^k - 1 (k >= 8)."""
+    """The value that means white: 2^sBIT - 1, else the highest value rounded up to 2^k - 1 (k >= 8).
+
+    An sBIT below the data's own highest value means an encoder scaled the samples up to 16 bits,
+    as the PNG specification asks: then white is 65535.
+    """
+    highest = max(float(array.max()), 0.0) if array.size else 0.0
     bits = image.info.get(SIGNIFICANT_BITS)
+    if bits and highest > 2**bits - 1:
+        return 65535.0
     if not bits:
-        bits = max(8, int(np.ceil(np.log2(float(array.max()) + 1.0))) if array.size else 8)
+        bits = max(8, int(np.ceil(np.log2(highest + 1.0))))
     return float(2**bits - 1)
 
 
@@ -167,7 +177,10 @@ def decode_image(source: Path | bytes, image_size: int, verify: bool = True) -> 
 def pil_to_array(image: Image.Image, image_size: int) -> np.ndarray:
     """Same as :func:`decode_image` for an already-open PIL image (HF datasets, CIFAR arrays)."""
     _check_pixel_count(image)
-    image = to_8bit(image)
+    try:
+        image = to_8bit(image)
+    except (ValueError, OverflowError, TypeError) as exc:  # pixel values PIL reads but nothing can show
+        raise BadImage(f"unsupported pixel values ({image.mode}): {exc}") from exc
     if image.size != (image_size, image_size):
         # resized while still grayscale: a third of the work for X-rays, same pixels after expansion
         image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)

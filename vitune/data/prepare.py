@@ -107,8 +107,11 @@ def _labelled_records(config: PrepareConfig) -> _Labelled:
     rows = read_source(config.source, config.fmt, config.source_options())
     log.info("read %d records from %s (%s); %d rejected by the reader", len(rows.records), config.source,
              rows.format, len(rows.skipped))
-    rows.records = with_dicom_tags(rows.records, _source_root(config.source))
+    rows.records = with_dicom_tags(rows.records, _source_root(config.source), need_views=config.views is not None)
     rows.records, views = keep_views(rows.records, config.view_set())
+    if not rows.records and views:
+        raise UserError(f"--views {config.views} keeps none of the images (dropped by view: {views['dropped']}): "
+                        "give views the source has")
     if not rows.records:
         raise UserError(f"{config.source} has no usable images ({len(rows.skipped)} rejected): check the layout and --format")
     requested_task = rows.task if config.task == "auto" and rows.task else config.task

@@ -25,12 +25,13 @@ def _maybe_dicom(file: str) -> bool:
     return name.endswith((".dcm", ".dicom")) or not is_image_name(name)
 
 
-def with_dicom_tags(records: list[Record], root: Path) -> list[Record]:
-    """``records`` with group and view filled from their DICOM headers where the source gave none."""
+def with_dicom_tags(records: list[Record], root: Path, need_views: bool = False) -> list[Record]:
+    """``records`` with group (and, when ``need_views``, view) filled from their DICOM headers where missing."""
     filled = 0
     out = []
     for record in records:
-        if record.pixels is None and (record.group is None or record.view is None) and _maybe_dicom(record.file):
+        missing = record.group is None or (need_views and record.view is None)
+        if record.pixels is None and missing and _maybe_dicom(record.file):
             tags = dicom_tags(root / record.file)
             if tags is not None:
                 record = dataclasses.replace(record, group=record.group or tags.patient, view=record.view or tags.view)

@@ -35,11 +35,8 @@ def is_image_name(name: str) -> bool:
 
 
 def is_image_file(path: Path | str) -> bool:
-    """An image by its name, or a file without an extension that carries the DICOM magic (as PACS exports)."""
-    name = os.path.basename(str(path))
-    if is_image_name(name):
-        return True
-    return "." not in name and is_dicom_file(path)
+    """An image by its name, or another file that carries the DICOM magic (PACS exports: no extension, or a UID)."""
+    return is_image_name(os.path.basename(str(path))) or is_dicom_file(path)
 
 
 def is_hidden(name: str) -> bool:
