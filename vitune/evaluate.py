@@ -93,18 +93,25 @@ def _interval(values: list[np.ndarray]) -> tuple[list[float] | None, int]:
     return [float(low), float(high)], int(len(samples))
 
 
+def _per_label(statistic, counts: np.ndarray, targets: np.ndarray, values: np.ndarray, columns) -> np.ndarray:
+    """``[b, len(columns)]``: ``statistic(counts, y, value)`` of each label on its known (non-NaN) images."""
+    known = ~np.isnan(targets)
+    return np.stack([statistic(counts[:, known[:, j]], targets[known[:, j], j], values[known[:, j], j])
+                     for j in columns], axis=1)
+
+
 def _classification_replicates(task: Task, y_true, scores, labels, point, counts, thresholds) -> dict[str, np.ndarray]:
     """Per-resample AUC per label, macro AUC and the task's second statistic (F1 or accuracy)."""
     targets = task.indicator(y_true, scores.shape[1])
-    aucs = np.stack([weighted_auc(counts, targets[:, j], scores[:, j]) for j in range(len(labels))], axis=1)
+    aucs = _per_label(weighted_auc, counts, targets, scores, range(len(labels)))
     scored = [j for j, name in enumerate(labels) if point.per_label[name]["roc_auc"] is not None]
     # A resample that loses one class of a scored label is skipped, so every macro averages the same labels.
     out = {task.macro_auc: aucs[:, scored].mean(axis=1) if scored else np.full(len(counts), np.nan)}
     out.update({f"roc_auc/{name}": aucs[:, j] for j, name in enumerate(labels)})
     if task.multi_output:
         preds = scores >= thresholds
-        out["f1_macro"] = (np.stack([_weighted_f1(counts, targets[:, j], preds[:, j]) for j in scored], axis=1)
-                           .mean(axis=1) if scored else np.full(len(counts), np.nan))
+        out["f1_macro"] = (_per_label(_weighted_f1, counts, targets, preds, scored).mean(axis=1) if scored
+                           else np.full(len(counts), np.nan))
     else:
         correct = (scores.argmax(axis=1) == np.asarray(y_true)).astype(np.float64)
         out["accuracy"] = counts @ correct / len(correct)
@@ -181,11 +188,12 @@ def f1_optimal_threshold(y: np.ndarray, score: np.ndarray) -> tuple[float, float
 
 
 def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) -> tuple[np.ndarray, dict]:
-    """Per-label F1-optimal thresholds (0.5 where a label has no positive) and the F1 each reaches."""
+    """Per-label F1-optimal thresholds on the known rows (0.5 where a label has no positive) and their F1."""
     thresholds = np.full(len(labels), 0.5)
     f1s: dict[str, float | None] = {}
     for j, name in enumerate(labels):
-        tuned = f1_optimal_threshold(y_true[:, j], probs[:, j])
+        known = ~np.isnan(y_true[:, j])
+        tuned = f1_optimal_threshold(y_true[known, j], probs[known, j])
         if tuned is None:
             log.warning("label %s has no positive in the tuning split: its threshold stays 0.5", name)
             f1s[name] = None

@@ -60,22 +60,28 @@ def multi_label_metrics(
     labels: list[str],
     thresholds: np.ndarray | float = 0.5,
 ) -> MetricsResult:
-    """AUC-ROC, average precision and F1 per label and macro-averaged over labels with both classes."""
+    """AUC-ROC, average precision and F1 per label and macro-averaged over labels with both classes.
+
+    Each label is scored on its known rows: an unknown target (NaN: missing, or uncertain under
+    ``--uncertain ignore``) leaves that image out of that label only; ``unknown`` counts them.
+    """
     y_true = np.asarray(y_true, dtype=np.float64)
     probs = np.asarray(probs, dtype=np.float64)
     thresholds = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (len(labels),))
     preds = (probs >= thresholds).astype(int)
     per_label: dict[str, dict] = {}
     for j, name in enumerate(labels):
-        y = y_true[:, j]
-        auc = _binary_auc(y, probs[:, j])
+        known = ~np.isnan(y_true[:, j])
+        y, p = y_true[known, j], probs[known, j]
+        auc = _binary_auc(y, p)
         per_label[name] = {
             "roc_auc": auc,
-            "average_precision": _binary_ap(y, probs[:, j]),
-            "f1": float(f1_score(y, preds[:, j], zero_division=0)) if auc is not None else None,
+            "average_precision": _binary_ap(y, p),
+            "f1": float(f1_score(y, preds[known, j], zero_division=0)) if auc is not None else None,
             "threshold": float(thresholds[j]),
             "positives": int(y.sum()),
             "support": int(len(y)),
+            "unknown": int(len(known) - known.sum()),
         }
     metrics = {
         "roc_auc_macro": _mean_of_known([v["roc_auc"] for v in per_label.values()]),

@@ -77,22 +77,25 @@ def plot_roc(
     """One-vs-rest ROC curves of ``[N, K]`` binary targets vs scores (labels with one class are skipped).
 
     Single-label callers pass one-hot targets and class probabilities. With more than
-    ``MAX_ROC_CURVES`` labels only the micro-average curve is drawn.
+    ``MAX_ROC_CURVES`` labels only the micro-average curve is drawn. Unknown (NaN) targets are left
+    out, per label.
     """
     from sklearn.metrics import auc, roc_curve
 
     y_true = np.asarray(y_true, dtype=np.float64).reshape(len(scores), -1)
     scores = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
+    known = ~np.isnan(y_true)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 6))
     if len(labels) <= MAX_ROC_CURVES:
         for j, name in enumerate(labels):
-            if len(np.unique(y_true[:, j])) < 2:
+            y, score = y_true[known[:, j], j], scores[known[:, j], j]
+            if len(np.unique(y)) < 2:
                 continue
-            fpr, tpr, _ = roc_curve(y_true[:, j], scores[:, j])
+            fpr, tpr, _ = roc_curve(y, score)
             ax.plot(fpr, tpr, lw=1.2, label=f"{name} (AUC {auc(fpr, tpr):.3f})")
-    if len(np.unique(y_true)) == 2:
-        fpr, tpr, _ = roc_curve(y_true.ravel(), scores.ravel())
+    if len(np.unique(y_true[known])) == 2:
+        fpr, tpr, _ = roc_curve(y_true[known], scores[known])
         ax.plot(fpr, tpr, "k--", lw=2, label=f"micro-average (AUC {auc(fpr, tpr):.3f})")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
     _unit_square(ax, "false positive rate", "true positive rate", title, "lower right")
@@ -102,23 +105,26 @@ def plot_roc(
 def plot_precision_recall(
     y_true: np.ndarray, scores: np.ndarray, labels: Sequence[str], out: Path | str, title: str = "Precision-recall"
 ) -> Path:
-    """One-vs-rest precision-recall curves of ``[N, K]`` binary targets (labels without positives skipped)."""
+    """One-vs-rest precision-recall curves of ``[N, K]`` binary targets (labels without positives skipped;
+    unknown, NaN, targets left out per label)."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    y_true = np.asarray(y_true, dtype=np.float64).reshape(len(scores), -1) > 0.5
+    targets = np.asarray(y_true, dtype=np.float64).reshape(len(scores), -1)
+    known, y_true = ~np.isnan(targets), targets > 0.5
     scores = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 6))
     if len(labels) <= MAX_ROC_CURVES:
         for j, name in enumerate(labels):
-            if not y_true[:, j].any():
+            y, score = y_true[known[:, j], j], scores[known[:, j], j]
+            if not y.any():
                 continue
-            precision, recall, _ = precision_recall_curve(y_true[:, j], scores[:, j])
-            ap = average_precision_score(y_true[:, j], scores[:, j])
+            precision, recall, _ = precision_recall_curve(y, score)
+            ap = average_precision_score(y, score)
             ax.step(recall, precision, where="post", lw=1.2, label=f"{name} (AP {ap:.3f})")
     if y_true.any():
-        precision, recall, _ = precision_recall_curve(y_true.ravel(), scores.ravel())
-        ap = average_precision_score(y_true.ravel(), scores.ravel())
+        precision, recall, _ = precision_recall_curve(y_true[known], scores[known])
+        ap = average_precision_score(y_true[known], scores[known])
         ax.step(recall, precision, "k--", where="post", lw=2, label=f"micro-average (AP {ap:.3f})")
     _unit_square(ax, "recall", "precision", title, "lower left")
     return _save(fig, out)

@@ -121,7 +121,7 @@ class Task:
         raise NotImplementedError
 
     def logreg_estimator(self, C: float, max_iter: int):
-        """The scikit-learn linear head of this task (before standardisation)."""
+        """The scikit-learn linear head of this task (before standardisation; multi-output: of one label)."""
         raise NotImplementedError
 
     def prediction_columns(self, labels: Sequence[str]) -> list[str]:
@@ -151,14 +151,14 @@ class MultiLabel(Task):
         return row
 
     def strata(self, labels):
-        return np.asarray(labels, dtype=np.float64).reshape(len(labels), -1)
+        return np.nan_to_num(np.asarray(labels, dtype=np.float64).reshape(len(labels), -1))  # unknown: not positive
 
     def label_text(self, value, labels):
         names = [name for name, flag in zip(labels, value) if flag >= 0.5]
         return ", ".join(names) if names else "none"
 
     def _counts(self, values, k):
-        return values.reshape(len(values), -1).sum(axis=0) if len(values) else np.zeros(k)
+        return np.nansum(values.reshape(len(values), -1), axis=0) if len(values) else np.zeros(k)
 
     def batch_labels(self, values, label_range=None):
         import torch
@@ -166,9 +166,14 @@ class MultiLabel(Task):
         return torch.from_numpy(np.asarray([np.asarray(v) for v in values], dtype=np.float32))
 
     def loss(self, logits, labels, regression_loss="mse", pos_weight=None):
+        """BCE averaged over the known (label, image) cells: an unknown finding (NaN) adds nothing."""
+        import torch
         import torch.nn.functional as F
 
-        return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=pos_weight)
+        known = ~torch.isnan(labels)
+        cells = F.binary_cross_entropy_with_logits(logits.float(), torch.where(known, labels, 0.0).float(),
+                                                   pos_weight=pos_weight, reduction="none")
+        return (cells * known).sum() / known.sum().clamp(min=1)
 
     def scores(self, logits, config=None):
         from scipy.special import expit
@@ -185,8 +190,8 @@ class MultiLabel(Task):
 
     def check_targets(self, y, n_classes=None):
         y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
-        if not np.isin(y, (0.0, 1.0)).all():
-            raise ValueError("multi_label targets must be a 0/1 matrix [n_samples, n_labels]")
+        if not np.isin(y[~np.isnan(y)], (0.0, 1.0)).all():
+            raise ValueError("multi_label targets must be a 0/1 (or NaN: unknown) matrix [n_samples, n_labels]")
         return y, y.shape[1]
 
     def hard_predictions(self, scores, thresholds=0.5):
@@ -194,9 +199,8 @@ class MultiLabel(Task):
 
     def logreg_estimator(self, C, max_iter):
         from sklearn.linear_model import LogisticRegression
-        from sklearn.multiclass import OneVsRestClassifier
 
-        return OneVsRestClassifier(LogisticRegression(C=C, max_iter=max_iter), n_jobs=-1)
+        return LogisticRegression(C=C, max_iter=max_iter)  # one per label (vitune.heads.logreg.fit_per_label)
 
     def prediction_row(self, file, scores, labels, thresholds):
         chosen = [name for name, p, t in zip(labels, scores, thresholds) if p >= t]

@@ -76,10 +76,10 @@ def split_labels(split) -> np.ndarray:
 
 
 def auto_pos_weight(train_split) -> torch.Tensor:
-    """Per-label negatives/positives on the training split (1 for a label without positives)."""
+    """Per-label negatives/positives on the training split's known cells (1 for a label without positives)."""
     y = split_labels(train_split).astype(np.float64)
-    positives = y.sum(axis=0)
-    weights = np.where(positives > 0, (len(y) - positives) / np.maximum(positives, 1), 1.0)
+    positives, negatives = (y == 1).sum(axis=0), (y == 0).sum(axis=0)
+    weights = np.where(positives > 0, negatives / np.maximum(positives, 1), 1.0)
     return torch.tensor(weights, dtype=torch.float32)
 
 

@@ -18,6 +18,7 @@ from vitune.tasks import TASK_NAMES
 TASK_CHOICES = ("auto", *TASK_NAMES)
 SPLIT_METHODS = ("auto", "random", "stratified", "group", "official")
 POOLINGS = ("cls", "mean")
+UNCERTAIN_POLICIES = ("ignore", "zeros", "ones")  # CheXpert's U-Ignore (unknown, masked), U-Zeros, U-Ones
 HEAD_NAMES = ("svm", "logreg", "mlp", "ensemble")
 MODEL_HEAD = "model"  # `vitune predict --head model`: the fine-tuned classifier itself
 MIN_OPSET = 14  # scaled_dot_product_attention and LayerNorm export from here on

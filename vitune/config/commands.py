@@ -13,7 +13,9 @@ from vitune.config.base import (
     MODEL_HEAD,
     SPLIT_METHODS,
     TASK_CHOICES,
+    UNCERTAIN_POLICIES,
     CommandConfig,
+    check_choice,
     check_count,
     check_pooling,
     check_positive,
@@ -40,11 +42,12 @@ class PrepareConfig(CommandConfig):
         seed: Seed of the split.
         group_column: Patient/subject id column: no group spans two splits.
         image_column: CSV column with the image file names.
-        label_column: CSV/metadata column with the labels.
+        label_column: CSV/metadata column with the labels; several, comma-separated, for one column per finding.
         label_separator: Separator of several labels in one cell, e.g. '|'.
         no_finding_as_label: ChestX-ray14: keep 'No Finding' as a 15th label.
         workers: Decoding processes (default: all cores).
         views: Keep only these views, e.g. PA,AP (from a "View Position" column or the DICOM ViewPosition).
+        uncertain: ignore|zeros|ones: uncertain (-1) findings become unknown (NaN, masked), negative or positive.
     """
 
     arguments = ("source",)
@@ -67,6 +70,7 @@ class PrepareConfig(CommandConfig):
     no_finding_as_label: bool = False
     workers: int | None = None
     views: str | None = None
+    uncertain: str = "ignore"
 
     def __post_init__(self) -> None:
         self.source = str(self.source)
@@ -95,6 +99,7 @@ class PrepareConfig(CommandConfig):
             raise UserError(f"SOURCE {self.source} is a file: pass a folder, a label CSV (.csv) or hf:NAME")
         if self.views is not None and not self.view_set():
             raise UserError(f"--views {self.views!r} names no view: give them comma-separated, e.g. PA,AP")
+        check_choice("uncertain", self.uncertain, UNCERTAIN_POLICIES)
 
     def view_set(self) -> frozenset[str] | None:
         """The views ``--views`` keeps (upper case), or None to keep every image."""
@@ -131,6 +136,8 @@ class PrepareConfig(CommandConfig):
             settings.pop("views")  # datasets prepared before --views existed keep their fingerprint
         else:
             settings["views"] = sorted(self.view_set())  # PA,AP and ap,pa are one filter
+        if settings["uncertain"] == "ignore":
+            settings.pop("uncertain")  # likewise for datasets prepared before --uncertain
         settings["image_size"] = image_size
         return settings
 

@@ -37,6 +37,8 @@ class DatasetInfo:
     split_method: str = ""
     seed: int = 0
     views: dict | None = None  # --views: {"kept": [...], "dropped": {view: images}}
+    # one column per finding: {"uncertain": policy, "missing": "ignore", "counts": {label: {state: n}}}
+    label_states: dict | None = None
     version: int = INFO_VERSION
 
     def __post_init__(self) -> None:

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+from vitune.config.base import UNCERTAIN_POLICIES
 from vitune.data.sources.base import Record
 from vitune.errors import UserError
 from vitune.tasks import MULTI_LABEL, REGRESSION, SINGLE_LABEL, TASK_NAMES, Task, get_task
@@ -28,6 +29,12 @@ DEFAULT_SCORE_NAME = "score"
 MAX_CLASS_IDS = 20
 # Auto-detection tolerates this share of non-numeric values in a numeric column (reported as bad rows).
 NUMERIC_SHARE = 0.9
+# CheXpert-style finding columns: 1 positive, 0 negative, -1 uncertain, blank not mentioned.
+POSITIVE, NEGATIVE, UNCERTAIN, MISSING = "positive", "negative", "uncertain", "missing"
+STATES = (POSITIVE, NEGATIVE, UNCERTAIN, MISSING)
+STATE_OF_CELL = {"1": POSITIVE, "1.0": POSITIVE, "0": NEGATIVE, "0.0": NEGATIVE, "-1": UNCERTAIN, "-1.0": UNCERTAIN,
+                 "": MISSING}
+UNCERTAIN_VALUES = dict(zip(UNCERTAIN_POLICIES, (math.nan, 0.0, 1.0)))  # what --uncertain makes of a -1
 
 
 class BadLabel(ValueError):
@@ -38,14 +45,51 @@ class BadLabel(ValueError):
         self.reason = reason
 
 
+def label_state(cell: str, column: str) -> str:
+    """The state of one CheXpert-style cell (1, 0, -1 or blank); anything else is a :class:`BadLabel`."""
+    try:
+        return STATE_OF_CELL[cell.strip()]
+    except KeyError:
+        raise BadLabel(f"malformed label {cell.strip()!r} in column {column!r}: use 1, 0, -1 or blank") from None
+
+
+class LabelStates(dict):
+    """One image's findings read from one column per finding (CheXpert style): name -> state.
+
+    Encoded as a multi-label row in which a missing finding, and an uncertain one under the
+    ``ignore`` policy, is NaN: unknown, masked by the loss and the metrics.
+    """
+
+    def encode(self, names: list[str], uncertain: str) -> list[float]:
+        """The ``labels`` row: positive 1, negative 0, missing NaN, uncertain by the ``uncertain`` policy."""
+        values = {POSITIVE: 1.0, NEGATIVE: 0.0, MISSING: math.nan, UNCERTAIN: UNCERTAIN_VALUES[uncertain]}
+        row = [values[self.get(name, MISSING)] for name in names]
+        if all(math.isnan(v) for v in row):
+            raise BadLabel("no known label (every finding blank, or uncertain under --uncertain ignore)")
+        return row
+
+
+def state_counts(raws: Iterable[Any], names: list[str]) -> dict[str, dict[str, int]]:
+    """Per label, how many images are positive, negative, uncertain and missing (before the policy)."""
+    counts = {name: dict.fromkeys(STATES, 0) for name in names}
+    for raw in raws:
+        for name in names:
+            counts[name][raw.get(name, MISSING)] += 1
+    return counts
+
+
 @dataclass
 class LabelSpace:
-    """The task and label names of a dataset; ``label_range`` is (min, max) for regression."""
+    """The task and label names of a dataset; ``label_range`` is (min, max) for regression.
+
+    ``uncertain`` is the policy for CheXpert-style uncertain findings (``ignore``, ``zeros``, ``ones``).
+    """
 
     task: str
     labels: list[str]
     label_range: tuple[float, float] | None = None
     separator: str = SEPARATOR
+    uncertain: str = "ignore"
     _task: Task = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -60,6 +104,8 @@ class LabelSpace:
         """The ``labels`` value of one raw label; raises :class:`BadLabel` (missing, malformed, unknown)."""
         if is_missing(raw_label):
             raise BadLabel("missing label")
+        if isinstance(raw_label, LabelStates):
+            return raw_label.encode(self.labels, self.uncertain)
         return self._task.encode(raw_label, self.labels, self.separator)
 
 
@@ -124,7 +170,7 @@ def detect_task(raws: Sequence[Any]) -> str:
     """The task raw labels describe: lists -> multi_label; numbers (JSON numbers, or numeric strings
     with a fraction or more than ``MAX_CLASS_IDS`` distinct values) -> regression; else single_label.
     """
-    if any(isinstance(raw, (list, tuple)) for raw in raws):
+    if any(isinstance(raw, (list, tuple, LabelStates)) for raw in raws):
         return MULTI_LABEL.name
     numbers = [value for value in map(_number, raws) if value is not None]
     if not raws or len(numbers) < NUMERIC_SHARE * len(raws):
@@ -139,6 +185,7 @@ def infer_label_space(
     task: str = "auto",
     label_order: Sequence[str] | None = None,
     label_name: str | None = None,
+    uncertain: str = "ignore",
 ) -> LabelSpace:
     """The :class:`LabelSpace` of ``records``.
 
@@ -146,6 +193,7 @@ def infer_label_space(
     all are numbers) unless ``label_order`` fixes them (ChestX-ray14's 14 findings, CIFAR's class
     ids). With ``task="multi_label"`` string labels are split on ``|``. Regression has one label,
     ``label_name`` (the label column) or ``"score"``, and ``label_range`` = (min, max).
+    Several finding columns (:class:`LabelStates`) are multi-label, ``uncertain`` their policy.
     """
     raws = [record.raw_label for record in records if not is_missing(record.raw_label)]
     if not raws:
@@ -154,8 +202,12 @@ def infer_label_space(
         task = detect_task(raws)
     elif task not in TASK_NAMES:
         raise UserError(f"unknown --task {task!r}: use auto or one of {', '.join(TASK_NAMES)}")
+    if any(isinstance(raw, LabelStates) for raw in raws) and not get_task(task).multi_output:
+        raise UserError(f"several label columns make a multi-label dataset, not {task}: drop --task or give one "
+                        "--label-column")
     if get_task(task).is_classification:
         space = _class_space(raws, get_task(task), label_order)
+        space.uncertain = uncertain
     else:
         space = _regression_space(raws, label_name)
     _log_counts(space, raws)
@@ -200,6 +252,12 @@ def _log_counts(space: LabelSpace, raws: list[Any]) -> None:
     if space.label_range is not None:
         low, high = space.label_range
         log.info("regression target %r: %d values in [%g, %g]", space.labels[0], len(raws), low, high)
+        return
+    if any(isinstance(raw, LabelStates) for raw in raws):
+        shown = "; ".join(f"{name} " + " ".join(f"{k} {v}" for k, v in states.items() if v)
+                          for name, states in state_counts(raws, space.labels).items())
+        log.info("%s: %d labels, uncertain -> %s, missing -> unknown: %s", space.task, len(space.labels),
+                 space.uncertain, shown)
         return
     counts: Counter[str] = Counter()
     separator = space.separator if get_task(space.task).multi_output else None

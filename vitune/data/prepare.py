@@ -82,6 +82,7 @@ def _prepare_into(config: PrepareConfig, size: int, fingerprint: str, staging: P
         split_method=assignment.method,
         seed=config.seed,
         views=read.views,
+        label_states=_label_states(read, config.uncertain),
     )
     info.save(staging / "dataset")
     return info
@@ -115,13 +116,24 @@ def _labelled_records(config: PrepareConfig) -> _Labelled:
     if not rows.records:
         raise UserError(f"{config.source} has no usable images ({len(rows.skipped)} rejected): check the layout and --format")
     requested_task = rows.task if config.task == "auto" and rows.task else config.task
-    space = infer_label_space(rows.records, task=requested_task, label_order=rows.label_order, label_name=rows.label_name)
+    space = infer_label_space(rows.records, task=requested_task, label_order=rows.label_order, label_name=rows.label_name,
+                              uncertain=config.uncertain)
     records, labels, bad_labels = _encode_labels(rows.records, space)
     log.info("labels: %s, %d labels; %d kept, %d with a bad label", space.task, len(space.labels), len(records),
              len(bad_labels))
     if not records:
         raise UserError(f"no record of {config.source} has a usable label: check --label-column and --task")
     return _Labelled(rows, space, records, labels, bad_labels, views)
+
+
+def _label_states(read: _Labelled, uncertain: str) -> dict | None:
+    """What ``dataset.json`` records of CheXpert-style findings: the policies and each label's states."""
+    from vitune.data.labels import LabelStates, state_counts
+
+    raws = [record.raw_label for record in read.records]
+    if not raws or not isinstance(raws[0], LabelStates):
+        return None
+    return {"uncertain": uncertain, "missing": "ignore", "counts": state_counts(raws, read.space.labels)}
 
 
 def _cache_items(source: str, records: list[Record], labels: list[Any], splits: list[str]) -> list[CacheItem]:

@@ -78,9 +78,18 @@ class Head(BaseEstimator):
         return tags
 
     def _validate_fit(self, X, y) -> tuple[np.ndarray, np.ndarray]:
-        """Validate ``X``/``y`` for the task; sets ``n_features_in_`` and ``n_outputs_``."""
+        """Validate ``X``/``y`` for the task; sets ``n_features_in_`` and ``n_outputs_``.
+
+        Multi-label targets may hold NaN (unknown); scikit-learn's checks refuse NaN, so they see
+        the known cells only and the NaN is kept for the heads, which mask it per label.
+        """
         task = self._task
+        unknown = np.isnan(np.asarray(y, dtype=np.float64)) if task.multi_output else None
+        if unknown is not None:
+            y = np.where(unknown, 0.0, np.asarray(y, dtype=np.float64))
         X, y = validate_data(self, X, y, dtype=np.float64, multi_output=task.multi_output, y_numeric=True)
+        if unknown is not None:
+            y = np.where(unknown.reshape(np.shape(y)), np.nan, y)
         y, self.n_outputs_ = task.check_targets(y, getattr(self, "n_classes", None))
         return X, y
 

@@ -1,6 +1,6 @@
 """The logistic-regression head: the task's scikit-learn linear model on standardised embeddings.
 
-multi_label: ``OneVsRestClassifier(LogisticRegression)``, one model per label; single_label:
+multi_label: one ``LogisticRegression`` per label on its known rows; single_label:
 multinomial ``LogisticRegression``; regression: ``Ridge`` (see
 :meth:`vitune.tasks.Task.logreg_estimator`). The fitted model is kept as one linear map
 (``coef_``, ``intercept_``) so it is stored without pickle and predicts with numpy.
@@ -8,12 +8,10 @@ multinomial ``LogisticRegression``; regression: ``Ridge`` (see
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-from joblib import parallel_config
+from joblib import Parallel, delayed, parallel_config
+from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
-from sklearn.multiclass import OneVsRestClassifier
 
 from vitune.heads.base import Head
 
@@ -26,19 +24,30 @@ def prior_logit(y: np.ndarray) -> float:
     return float(np.log(p / (1.0 - p)))
 
 
-def one_vs_rest_parameters(model: OneVsRestClassifier, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(coef [L, D], intercept [L], iterations)`` of fitted per-label models.
+def fit_per_label(estimator: LogisticRegression, xs: np.ndarray, y: np.ndarray,
+                  n_jobs: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(coef [L, D], intercept [L], iterations)`` of one clone of ``estimator`` per label.
 
-    A label with one class in training has no model; it gets no slope and the smoothed prior.
+    What ``OneVsRestClassifier`` does, except that each label is fitted on the rows where it is
+    known (unknown multi-label targets are NaN). A label with one class there has no model; it gets
+    no slope and the smoothed prior.
     """
-    dim = model.n_features_in_
-    coef, intercept, iterations = np.zeros((len(model.estimators_), dim)), np.zeros(len(model.estimators_)), 1
-    for j, est in enumerate(model.estimators_):
-        if isinstance(est, LogisticRegression):
-            coef[j], intercept[j] = est.coef_[0], est.intercept_[0]
-            iterations = max(iterations, int(est.n_iter_.max()))
-        else:
-            intercept[j] = prior_logit(y[:, j])
+
+    def fit_one(j: int):
+        known = ~np.isnan(y[:, j])
+        if len(np.unique(y[known, j])) < 2:
+            return None, prior_logit(y[known, j])
+        return clone(estimator).fit(xs[known], y[known, j]), None
+
+    with parallel_config(backend="threading"):
+        fitted = Parallel(n_jobs=n_jobs)(delayed(fit_one)(j) for j in range(y.shape[1]))
+    coef, intercept, iterations = np.zeros((y.shape[1], xs.shape[1])), np.zeros(y.shape[1]), 1
+    for j, (model, prior) in enumerate(fitted):
+        if model is None:
+            intercept[j] = prior
+            continue
+        coef[j], intercept[j] = model.coef_[0], model.intercept_[0]
+        iterations = max(iterations, int(model.n_iter_.max()))
     return coef, intercept, iterations
 
 
@@ -70,15 +79,14 @@ class LogRegHead(Head):
         self.backend_ = "sklearn"
         xs = self._fit_scaler(X)
         model = self._task.logreg_estimator(self.C, self.max_iter)
-        if isinstance(model, OneVsRestClassifier):
-            model.set_params(n_jobs=self.n_jobs)
+        if self._task.multi_output:
+            self.coef_, self.intercept_, self.n_iter_ = fit_per_label(model, xs, y, self.n_jobs)
+            return self
         if isinstance(model, LogisticRegression) and len(np.unique(y)) == 1:  # LogisticRegression refuses it
             self._fit_one_class(int(y[0]), xs.shape[1])
             return self
-        with warnings.catch_warnings(), parallel_config(backend="threading"):
-            warnings.filterwarnings("ignore", message="Label .* is present in all training examples")
-            model.fit(xs, y)
-        self.coef_, self.intercept_, self.n_iter_ = self._linear_parameters(model, y)
+        model.fit(xs, y)
+        self.coef_, self.intercept_, self.n_iter_ = self._linear_parameters(model)
         return self
 
     def _fit_one_class(self, present: int, dim: int) -> None:
@@ -88,9 +96,7 @@ class LogRegHead(Head):
         self.intercept_[present] = 0.0
         self.n_iter_ = 1
 
-    def _linear_parameters(self, model, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        if isinstance(model, OneVsRestClassifier):
-            return one_vs_rest_parameters(model, y)
+    def _linear_parameters(self, model) -> tuple[np.ndarray, np.ndarray, int]:
         if isinstance(model, LogisticRegression):
             return multinomial_parameters(model, self.n_outputs_)
         return np.atleast_2d(model.coef_), np.atleast_1d(model.intercept_), 1  # Ridge: closed form

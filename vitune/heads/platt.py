@@ -9,7 +9,7 @@ from scipy.special import expit as sigmoid
 def fit_sigmoid(decisions: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Platt scaling per column: ``a, b`` with ``P(y=1) = sigmoid(a * d + b)``.
 
-    Uses Platt's smoothed targets, so a column with one class in training still gets finite,
+    Fitted on each column's known (non-NaN) targets, with Platt's smoothed targets, so a column with one class in training still gets finite,
     sensible values (the prior) instead of a diverging slope.
     """
     from scipy.optimize import minimize
@@ -17,7 +17,8 @@ def fit_sigmoid(decisions: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray,
     a = np.zeros(decisions.shape[1])
     b = np.zeros(decisions.shape[1])
     for j in range(decisions.shape[1]):
-        d, y = decisions[:, j].astype(np.float64), targets[:, j] > 0
+        known = ~np.isnan(targets[:, j])  # an unknown target (NaN) calibrates nothing
+        d, y = decisions[known, j].astype(np.float64), targets[known, j] > 0
         n_pos, n_neg = y.sum(), (~y).sum()
         t = np.where(y, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
 

@@ -58,26 +58,39 @@ class _NystroemRidgeSolver:
         self.features = self.feature_map.transform(xs).astype(np.float64)
         self.t = targets
 
-    def _ridge(self, rows: np.ndarray, C: float):
+    def _ridge(self, rows: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(coef [outputs, m], intercept [outputs])`` of the ridge fit on ``rows``.
+
+        Outputs that share their known rows (all of them, unless targets hold NaN) are solved
+        together; each output sees only the rows where its target is known.
+        """
         from sklearn.linear_model import Ridge
 
-        return Ridge(alpha=1.0 / (2.0 * C)).fit(self.features[rows], self.t[rows])
+        t, features = self.t[rows], self.features[rows]
+        coef, intercept = np.zeros((t.shape[1], features.shape[1])), np.zeros(t.shape[1])
+        patterns, group = np.unique(~np.isnan(t), axis=1, return_inverse=True)
+        for g in range(patterns.shape[1]):
+            columns, known = np.flatnonzero(group.reshape(-1) == g), patterns[:, g]
+            if known.any():
+                model = Ridge(alpha=1.0 / (2.0 * C)).fit(features[known], t[known][:, columns])
+                coef[columns] = np.asarray(model.coef_, dtype=np.float64).reshape(len(columns), -1)
+                intercept[columns] = np.asarray(model.intercept_, dtype=np.float64).reshape(-1)
+        return coef, intercept
 
     def out_of_fold(self, folds: list[np.ndarray], C: float) -> np.ndarray:
         """Decisions for every row from the model fitted without its fold."""
         d = np.zeros_like(self.t)
         everything = np.arange(len(self.t))
         for test in folds:
-            model = self._ridge(np.setdiff1d(everything, test), C)
-            d[test] = model.predict(self.features[test]).reshape(len(test), -1)
+            coef, intercept = self._ridge(np.setdiff1d(everything, test), C)
+            d[test] = self.features[test] @ coef.T + intercept
         return d
 
     def fit(self, C: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(landmark row indices, dual coefficients ``[m, outputs]``, intercepts) on all rows."""
-        model = self._ridge(np.arange(len(self.t)), C)
-        coef = np.asarray(model.coef_, dtype=np.float64).reshape(self.t.shape[1], -1)
+        coef, intercept = self._ridge(np.arange(len(self.t)), C)
         dual = self.feature_map.normalization_.T @ coef.T  # K(x, landmarks) @ dual == phi(x) @ coef.T
-        return self.feature_map.component_indices_, dual, np.asarray(model.intercept_, dtype=np.float64).reshape(-1)
+        return self.feature_map.component_indices_, dual, intercept
 
 
 class _CumlSolver:
@@ -89,14 +102,18 @@ class _CumlSolver:
         self.xs, self.t, self.gamma, self.regression = xs, targets, gamma, regression
 
     def _fit_one(self, rows: np.ndarray, j: int, C: float):
+        """Output ``j``'s model on the ``rows`` where its target is known (None: one class there),
+        and the positions in ``self.xs`` of the rows it was fitted on (its ``support_`` indexes them)."""
         from cuml.svm import SVC, SVR
 
+        rows = rows[~np.isnan(self.t[rows, j])]
         y = self.t[rows, j]
         if self.regression:
-            return SVR(kernel="rbf", C=C, gamma=self.gamma, output_type="numpy").fit(self.xs[rows], y)
+            return SVR(kernel="rbf", C=C, gamma=self.gamma, output_type="numpy").fit(self.xs[rows], y), rows
         if len(np.unique(y)) < 2:
-            return None  # a label with one class here: constant decision
-        return SVC(kernel="rbf", C=C, gamma=self.gamma, output_type="numpy").fit(self.xs[rows], (y > 0).astype(np.float32))
+            return None, rows  # a label with one class here: constant decision
+        svc = SVC(kernel="rbf", C=C, gamma=self.gamma, output_type="numpy")
+        return svc.fit(self.xs[rows], (y > 0).astype(np.float32)), rows
 
     def out_of_fold(self, folds: list[np.ndarray], C: float) -> np.ndarray:
         """Decisions for every row from per-output models fitted without its fold."""
@@ -105,22 +122,24 @@ class _CumlSolver:
         for test in folds:
             train = np.setdiff1d(everything, test)
             for j in range(self.t.shape[1]):
-                model = self._fit_one(train, j, C)
-                d[test, j] = np.sign(self.t[train, j].mean()) if model is None else np.asarray(
+                model, _ = self._fit_one(train, j, C)
+                d[test, j] = np.sign(np.nanmean(self.t[train, j])) if model is None else np.asarray(
                     model.decision_function(self.xs[test])).reshape(-1)
         return d
 
     def fit(self, C: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Union of support vectors as basis, per-output dual coefficients and intercepts."""
         rows = np.arange(len(self.t))
-        models = [self._fit_one(rows, j, C) for j in range(self.t.shape[1])]
-        support = [np.asarray(m.support_, dtype=np.int64) if m is not None else np.zeros(0, np.int64) for m in models]
+        fitted = [self._fit_one(rows, j, C) for j in range(self.t.shape[1])]
+        models = [model for model, _ in fitted]
+        support = [used[np.asarray(m.support_, dtype=np.int64)] if m is not None else np.zeros(0, np.int64)
+                   for m, used in fitted]
         basis = np.unique(np.concatenate(support))
         alpha = np.zeros((len(basis), len(models)))
         intercept = np.zeros(len(models))
         for j, (model, sv) in enumerate(zip(models, support)):
             if model is None:
-                intercept[j] = np.sign(self.t[:, j].mean())
+                intercept[j] = np.sign(np.nanmean(self.t[:, j]))
                 continue
             alpha[np.searchsorted(basis, sv), j] = np.asarray(model.dual_coef_).reshape(-1)
             # The intercept is read back from the model's own decisions, whatever sign convention

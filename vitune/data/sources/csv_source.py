@@ -5,7 +5,10 @@ paths in the CSV are relative to the CSV's folder. Columns:
 
 - ``--image-column`` (default: the first column named image, file, file_name, filename, path or
   image_path, case-insensitive);
-- ``--label-column`` (default: label, labels, target or score; else the one column left);
+- ``--label-column`` (default: label, labels, target or score; else the finding columns, when at
+  least two columns hold only 1, 0, -1 and blanks; else the one column left). Several columns,
+  comma-separated, are one finding each, CheXpert style: 1 positive, 0 negative, -1 uncertain,
+  blank not mentioned (see :class:`vitune.data.labels.LabelStates`);
 - ``--label-separator``: when given, or when a value of the label column contains ``|``, the
   column is multi-label and every value is split on it;
 - ``--group-column`` (optional): patient/subject id.
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vitune.data.labels import MISSING, STATE_OF_CELL, BadLabel, LabelStates, label_state
 from vitune.data.sources.base import ListingTracker, Record, Skipped, SourceOptions, SourceRows
 from vitune.data.sources.files import ListedFileError, SourceFiles
 from vitune.errors import UserError
@@ -29,7 +33,8 @@ from vitune.tasks import MULTI_LABEL
 log = logging.getLogger(__name__)
 
 IMAGE_COLUMN_NAMES = ("image", "file", "file_name", "filename", "path", "image_path")
-VIEW_COLUMN_NAMES = ("view position", "viewposition", "view")  # ChestX-ray14's, DICOM's keyword, plain
+# ChestX-ray14's, DICOM's keyword (MIMIC-CXR's metadata), CheXpert's, plain
+VIEW_COLUMN_NAMES = ("view position", "viewposition", "ap/pa", "view")
 LABEL_COLUMN_NAMES = ("label", "labels", "target", "score")
 DEFAULT_SEPARATOR = "|"
 
@@ -134,12 +139,12 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
     require_column(name, table.columns, image_column, "--image-column")
     if options.group_column:
         require_column(name, table.columns, options.group_column, "--group-column")
-    label_column = options.label_column or _default_label_column(table.columns, image_column, options.group_column)
-    if label_column is None:
-        raise UserError(f"{name}: cannot tell the label column among {', '.join(table.columns)}: pass --label-column")
-    require_column(name, table.columns, label_column, "--label-column")
-
-    labels, multi = text_labels(table.column(label_column), options.label_separator)
+    label_columns = _label_columns(table, image_column, options)
+    findings = len(label_columns) > 1
+    if findings:
+        labels, multi = _finding_states(table, label_columns), True
+    else:
+        labels, multi = text_labels(table.column(label_columns[0]), options.label_separator)
     files = SourceFiles(table.path.parent)
     records: list[Record] = []
     skipped: list[Skipped] = []
@@ -155,19 +160,55 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
         if (repeat := listings.repeat(file, line)) is not None:
             skipped.append(repeat)
             continue
-        if raw_label is None:
-            skipped.append(Skipped(file, "missing label"))
+        if raw_label is None or isinstance(raw_label, BadLabel):
+            skipped.append(Skipped(file, raw_label.reason if raw_label is not None else "missing label"))
             continue
         records.append(Record(file=file, raw_label=raw_label, group=group or None, view=view.upper() or None))
-    log.info("%s: %d rows, %d usable, %d skipped; label column %r%s", name, len(table.rows), len(records),
-             len(skipped), label_column, " (multi-label)" if multi else "")
+    described = f"{len(label_columns)} finding columns" if findings else f"label column {label_columns[0]!r}"
+    log.info("%s: %d rows, %d usable, %d skipped; %s%s", name, len(table.rows), len(records),
+             len(skipped), described, " (multi-label)" if multi else "")
     return SourceRows(format="csv", records=records, skipped=skipped, task=MULTI_LABEL.name if multi else None,
-                      label_name=label_column)
+                      label_name=label_columns[0], label_order=label_columns if findings else None)
 
 
-def _default_label_column(columns: list[str], image_column: str, group_column: str | None) -> str | None:
-    named = find_column(columns, LABEL_COLUMN_NAMES)
+def _label_columns(table: Table, image_column: str, options: SourceOptions) -> list[str]:
+    """The label column, or the finding columns (``--label-column A,B,C`` or detected), checked."""
+    name, given = table.path.name, options.label_column
+    if given is not None:
+        wanted = [given] if given in table.columns else [c.strip() for c in given.split(",") if c.strip()]
+        for column in wanted:
+            require_column(name, table.columns, column, "--label-column")
+        if len(set(wanted)) != len(wanted) or not wanted:
+            raise UserError(f"--label-column {given!r} names a column twice or none: give each finding once")
+        return wanted
+    taken = {image_column, options.group_column, find_column(table.columns, VIEW_COLUMN_NAMES)}
+    named = find_column(table.columns, LABEL_COLUMN_NAMES)
     if named is not None:
-        return named
-    rest = [c for c in columns if c not in (image_column, group_column)]
-    return rest[0] if len(rest) == 1 else None
+        return [named]
+    findings = [c for c in table.columns if c not in taken and _is_finding_column(table.column(c))]
+    if len(findings) > 1:
+        return findings
+    rest = [c for c in table.columns if c not in (image_column, options.group_column)]
+    if len(rest) == 1:
+        return rest
+    raise UserError(f"{name}: cannot tell the label column among {', '.join(table.columns)}: pass --label-column "
+                    "(several, comma-separated, for one column per finding)")
+
+
+def _is_finding_column(cells: list[str]) -> bool:
+    """Whether a column holds CheXpert-style states only (1, 0, -1, blank), at least one of them known."""
+    return all(cell in STATE_OF_CELL for cell in cells) and any(cells)
+
+
+def _finding_states(table: Table, columns: list[str]) -> list[LabelStates | BadLabel | None]:
+    """Per row its :class:`LabelStates`, a :class:`BadLabel` for a malformed cell, or None when all are blank."""
+    cells = list(zip(*(table.column(column) for column in columns)))
+    out: list[LabelStates | BadLabel | None] = []
+    for row in cells:
+        try:
+            states = LabelStates((column, label_state(cell, column)) for column, cell in zip(columns, row))
+        except BadLabel as exc:
+            out.append(exc)
+            continue
+        out.append(states if any(state != MISSING for state in states.values()) else None)
+    return out
