@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 SECTIONS = ("Data", "Training", "Metrics", "Per-label results", "Heads", "Configuration")
 MAX_SKIPPED_SHOWN = 10
 PER_LABEL_ORDER = ("roc_auc", "roc_auc_ci", "average_precision", "f1", "f1_tuned", "threshold_tuned",
-                   "positives", "support")
+                   "positives", "support", "unknown")
 EVAL_PLOTS = (("roc", "ROC curves"), ("pr", "Precision-recall curves"), ("confusion", "Confusion matrix"),
               ("scatter", "Predicted vs true"))
 

@@ -155,7 +155,8 @@ class MultiLabel(Task):
 
     def label_text(self, value, labels):
         names = [name for name, flag in zip(labels, value) if flag >= 0.5]
-        return ", ".join(names) if names else "none"
+        unknown = [name for name, flag in zip(labels, value) if np.isnan(flag)]
+        return (", ".join(names) if names else "none") + (f" (unknown: {', '.join(unknown)})" if unknown else "")
 
     def _counts(self, values, k):
         return np.nansum(values.reshape(len(values), -1), axis=0) if len(values) else np.zeros(k)
