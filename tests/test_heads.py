@@ -218,15 +218,20 @@ class _FakeCumlSVC:
         return self.model.decision_function(x)
 
 
+def install_fake_cuml(monkeypatch) -> None:
+    """Make ``cuml.svm.SVC`` the fake above and report a GPU, for this test only."""
+    svm_module = types.SimpleNamespace(SVC=_FakeCumlSVC, SVR=None)
+    monkeypatch.setitem(sys.modules, "cuml", types.SimpleNamespace(svm=svm_module))
+    monkeypatch.setitem(sys.modules, "cuml.svm", svm_module)
+    monkeypatch.setattr("vitune.heads.svm.cuml_available", lambda: True)
+
+
 def test_cuml_backend_expansion_reproduces_the_gpu_svm(monkeypatch):
     """The cuML path (faked with scikit-learn's SVC) turns per-label SVMs into one exact expansion."""
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    svm_module = types.SimpleNamespace(SVC=_FakeCumlSVC, SVR=None)
-    monkeypatch.setitem(sys.modules, "cuml", types.SimpleNamespace(svm=svm_module))
-    monkeypatch.setitem(sys.modules, "cuml.svm", svm_module)
-    monkeypatch.setattr("vitune.heads.svm.cuml_available", lambda: True)
+    install_fake_cuml(monkeypatch)
     x, y = informative("multi_label", 90)
     head = SVMHead("multi_label", C=2.0, backend="cuml").fit(x, y)
     assert head.backend_ == "cuml"

@@ -4,8 +4,6 @@ in the loss, the metrics, the bootstrap, the thresholds, the plots, the heads, a
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from chexpert_like import FINDINGS, write_chexpert_like
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
-from test_heads import _FakeCumlSVC, informative
+from test_heads import informative, install_fake_cuml
 
 from vitune.config import EvaluateConfig, HeadsConfig, PrepareConfig, TrainConfig
 from vitune.data import prepare
@@ -128,10 +126,7 @@ def test_the_cpu_svm_solves_each_label_on_its_known_rows():
 def test_the_gpu_svm_path_fits_each_label_on_its_known_rows(monkeypatch):
     from sklearn.svm import SVC
 
-    svm_module = types.SimpleNamespace(SVC=_FakeCumlSVC, SVR=None)
-    monkeypatch.setitem(sys.modules, "cuml", types.SimpleNamespace(svm=svm_module))
-    monkeypatch.setitem(sys.modules, "cuml.svm", svm_module)
-    monkeypatch.setattr("vitune.heads.svm.cuml_available", lambda: True)
+    install_fake_cuml(monkeypatch)
     x, y = informative("multi_label", 90)
     y_unknown = with_unknowns(y)
     head = SVMHead("multi_label", C=2.0, backend="cuml").fit(x, y_unknown)
