@@ -92,9 +92,11 @@ def build_api(served: ServedModel, max_upload_bytes: int) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict:
-        """Liveness, and what answers: the run, its head, task and labels."""
+        """Liveness, what answers (the run, its head, task and labels) and the batches run so far by size."""
         task = served.scorer.task
-        return {"status": "ok", "run": served.name, "head": served.head, "task": task.name, "labels": served.labels}
+        batches = {str(size): count for size, count in sorted(served.batcher.batch_sizes.items())}
+        return {"status": "ok", "run": served.name, "head": served.head, "task": task.name, "labels": served.labels,
+                "batch_sizes": batches}
 
     @app.post("/v1/predict")
     async def predict(request: Request) -> JSONResponse:
