@@ -176,7 +176,7 @@ def test_single_label_and_regression_answers(tmp_path, tmp_path_factory, tiny_vi
 
 def test_cli_refuses_bad_settings_in_one_line(tmp_path, monkeypatch, capsys, multi_label_run):
     code, _, err = run_cli(monkeypatch, capsys, "serve", multi_label_run, "--port", "70000")
-    assert code == 2 and err == "error: --port 70000 is not a TCP port: use 1 to 65535\n"
+    assert code == 2 and err == "error: --port 70000 is not a TCP port: use 1 to 65535 (0: any free port)\n"
     code, _, err = run_cli(monkeypatch, capsys, "serve", tmp_path / "nothing", "--device", "cpu")
     assert code == 2 and "does not exist" in err and err.count("\n") == 1
     code, _, err = run_cli(monkeypatch, capsys, "serve", multi_label_run, "--head", "svm", "--device", "cpu")

@@ -18,7 +18,7 @@ class ServeConfig(CommandConfig):
     Args:
         run: RUN_DIR from `vitune train`.
         host: Address to listen on (127.0.0.1: this machine only; the page has no login).
-        port: TCP port of the page and the API.
+        port: TCP port of the page and the API (0: any free port, printed).
         head: model|svm|logreg|mlp|ensemble (heads from `vitune heads`).
         heads_dir: Where the heads are (default: RUN_DIR/heads).
         max_batch: Most concurrent requests scored in one forward pass.
@@ -39,9 +39,8 @@ class ServeConfig(CommandConfig):
 
     def __post_init__(self) -> None:
         self.run = str(self.run)
-        check_count("port", self.port)
-        if self.port > MAX_PORT:
-            raise UserError(f"--port {self.port} is not a TCP port: use 1 to {MAX_PORT}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= MAX_PORT:
+            raise UserError(f"--port {self.port} is not a TCP port: use 1 to {MAX_PORT} (0: any free port)")
         check_count("max_batch", self.max_batch)
         check_positive("max_upload_mb", self.max_upload_mb)
         if self.head != MODEL_HEAD and self.head not in HEAD_NAMES:
