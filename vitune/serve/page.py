@@ -32,6 +32,7 @@ CSS = """
 .vt-cutoff { color: var(--body-text-color-subdued, #6b7280); }
 .vt-error { color: #b91c1c; } .vitune-card table { border-collapse: collapse; margin: .5rem 0 1rem; }
 .vitune-card th, .vitune-card td { border: 1px solid #ddd; padding: .2rem .5rem; text-align: right; }
+.vitune-card th:first-child, .vitune-card td:first-child { text-align: left; }
 .vitune-card img { max-width: 480px; } .vitune-card .missing { color: #8a5a00; }
 """
 
