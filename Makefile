@@ -42,6 +42,7 @@ bench: setup
 	$(PY) bench/heads.py
 	$(PY) bench/predict_memory.py
 	$(PY) bench/fuzz.py
+	$(PY) bench/serve.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

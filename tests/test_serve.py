@@ -3,6 +3,7 @@ refusals that leave the server serving, upload and pixel caps, micro-batching wi
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -187,6 +188,7 @@ def test_cli_refuses_bad_settings_in_one_line(tmp_path, monkeypatch, capsys, mul
 
 def test_a_busy_port_is_one_error_line():
     first = bind("127.0.0.1", 0)
+    assert first.proto == socket.IPPROTO_TCP  # asyncio sets TCP_NODELAY on its connections only then
     try:
         with pytest.raises(UserError, match=r"cannot listen on 127\.0\.0\.1:\d+: .*choose another --port"):
             bind("127.0.0.1", first.getsockname()[1])
