@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 from typing import Callable
@@ -51,6 +52,8 @@ def serve(config: ServeConfig, echo: Callable[[str], None] = print) -> None:
     import uvicorn
 
     app = create_app(config)
+    # the libraries' objects live as long as the server: collections skip them (no pauses mid-request, quick exit)
+    gc.freeze()
     sock = bind(config.host, config.port)
     port = sock.getsockname()[1]
     if config.host != LOOPBACK:
