@@ -194,3 +194,36 @@ def test_a_busy_port_is_one_error_line():
             bind("127.0.0.1", first.getsockname()[1])
     finally:
         first.close()
+
+
+def test_a_frozen_backbone_head_answers_as_vitune_predict_does(tmp_path, tmp_path_factory, tiny_vit, images):
+    from vitune.config import HeadsConfig
+    from vitune.heads import fit_heads
+    from vitune.layout import RunDir
+
+    run_dir = tiny_run_copy(tmp_path_factory, tiny_vit, "multi_label", tmp_path / "run")
+    fit_heads(HeadsConfig(model=run_dir, data=RunDir(run_dir).dataset_dir(), heads="logreg"))
+    rows = predict(PredictConfig(run=run_dir, inputs=images[:3], head="logreg", device="cpu")).rows
+    with TestClient(create_app(ServeConfig(run=run_dir, head="logreg", device="cpu"))) as client:
+        assert client.get("/healthz").json()["head"] == "logreg"
+        for path, row in zip(images, rows):
+            body = post(client, path.name, path.read_bytes()).json()
+            np.testing.assert_allclose([body["scores"][k] for k in "abc"], [row[k] for k in "abc"], atol=1e-6, rtol=0)
+            assert "|".join(body["predicted"]) == row["predicted"]  # at 0.5: tuned thresholds are the model's
+
+
+def test_model_card_tab_shows_the_card_without_front_matter_and_the_per_label_auc(multi_label_run):
+    from vitune.serve.card import metrics_html, model_card_text
+
+    card = multi_label_run / "model" / "README.md"
+    card.write_text("---\nmodel-index:\n- name: run\n---\n# Tiny chest model\n\nTrained for tests.\n")
+    try:
+        assert model_card_text(multi_label_run) == "# Tiny chest model\n\nTrained for tests."
+    finally:
+        card.unlink()
+    assert model_card_text(multi_label_run) is None
+    metrics = json.loads((multi_label_run / "metrics.json").read_text())
+    page = metrics_html(multi_label_run, "summary")
+    assert "Per-label results" in page and "95% CI" in page
+    for label in "abc":
+        assert f"<td>{metrics['per_label'][label]['roc_auc']:.4f}</td>" in page

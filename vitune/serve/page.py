@@ -16,6 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from vitune.config import MODEL_HEAD
 from vitune.data.images import BadImage
 from vitune.serve.card import metrics_html, model_card_text
 from vitune.serve.service import Prediction, ServedModel
@@ -45,6 +46,8 @@ def decision_rule(served: ServedModel) -> str:
         return "single-label: the most probable class"
     if served.tuned_thresholds:
         return "multi-label: per-label thresholds tuned on validation by `vitune evaluate` (marked)"
+    if served.head != MODEL_HEAD:
+        return f"multi-label: threshold 0.5 (the tuned thresholds belong to the model, not the {served.head} head)"
     return "multi-label: threshold 0.5 (no thresholds.json yet: `vitune evaluate RUN_DIR` tunes them)"
 
 
@@ -102,7 +105,8 @@ def build_page(served: ServedModel, run_dir: Path | str, max_bytes: int) -> gr.B
         return "".join(await asyncio.gather(*(_one_file(served, path, max_bytes) for path in paths)))
 
     summary = f"run {served.name}, head {served.head}, {len(served.labels)} output(s); {decision_rule(served)}"
-    with gr.Blocks(title=title, analytics_enabled=False) as page:
+    # uploads are copies of patients' images: removed after 10 minutes, and all of them when the server restarts
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(600, 600)) as page:
         gr.Markdown(f"# {html.escape(title)}\n{html.escape(summary)}")
         with gr.Tab("Predict"):
             files = gr.File(label="Images", file_count="multiple", type="filepath", elem_id="vitune-upload")
