@@ -70,7 +70,8 @@ async def measure(url: str, image: bytes, requests: int, concurrency: int, max_s
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
         for _ in range(WARM_UP):
-            (await client.post(url + "v1/predict", files={"image": ("bench.png", image, "image/png")})).raise_for_status()
+            warm = await client.post(url + "v1/predict", files={"image": ("bench.png", image, "image/png")})
+            warm.raise_for_status()
         before = (await client.get(url + "healthz")).json()["batch_sizes"]
         start = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))

@@ -35,7 +35,8 @@ def bind(host: str, port: int) -> socket.socket:
         # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only then (else each kept-alive request waits ~40 ms)
         sock = socket.socket(family, kind, proto)
     except (OSError, socket.gaierror) as exc:
-        raise UserError(f"--host {host}: cannot listen there ({exc}); use 127.0.0.1 or an address of this machine") from exc
+        raise UserError(f"--host {host}: cannot listen there ({exc}); "
+                        "use 127.0.0.1 or an address of this machine") from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)

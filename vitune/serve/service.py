@@ -93,7 +93,8 @@ class ServedModel:
             value = float(scores)
             return Prediction(file, {self.labels[0]: value}, [], value)
         task = self.scorer.task
-        decided = task.hard_predictions(scores[None, :], self.cutoffs if self.cutoffs is not None else DEFAULT_CUTOFF)[0]
+        cutoffs = self.cutoffs if self.cutoffs is not None else DEFAULT_CUTOFF  # single-label: unused (argmax)
+        decided = task.hard_predictions(scores[None, :], cutoffs)[0]
         if task.multi_output:
             predicted = [label for label, on in zip(self.labels, decided) if on]
         else:
