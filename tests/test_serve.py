@@ -227,3 +227,31 @@ def test_model_card_tab_shows_the_card_without_front_matter_and_the_per_label_au
     assert "Per-label results" in page and "95% CI" in page
     for label in "abc":
         assert f"<td>{metrics['per_label'][label]['roc_auc']:.4f}</td>" in page
+
+
+@pytest.mark.parametrize("task", ["multi_label", "single_label", "regression"])
+def test_page_results_sorted_with_thresholds_marked_only_where_they_decide(task):
+    from vitune.predict import Scorer
+    from vitune.serve.page import decision_rule, prediction_html
+    from vitune.serve.service import ServedModel
+    from vitune.tasks import get_task
+
+    labels = ["score"] if task == "regression" else ["a", "b", "c"]
+    tuned = np.array([0.3, 0.5, 0.7]) if task == "multi_label" else None
+    scorer = Scorer(get_task(task), labels, 32, scores=None, thresholds=tuned)
+    served = ServedModel(scorer, max_batch=2, name="run", head="model")
+    row = np.array(42.5) if task == "regression" else np.array([0.2, 0.9, 0.6])
+    page = prediction_html(served, served.prediction("x<1>.png", row))
+    assert 'data-file="x&lt;1&gt;.png"' in page and "<h3>x&lt;1&gt;.png</h3>" in page
+    if task == "regression":
+        assert "predicted value: <b>42.5000</b>" in page and "vt-row" not in page
+        return
+    order = [page.index(f'data-label="{label}"') for label in ("b", "c", "a")]
+    assert order == sorted(order)  # most probable first
+    if task == "multi_label":
+        assert page.count('class="vt-cut"') == 3 and "threshold 0.30" in page
+        assert "predicted: <b>b</b>" in page  # c's 0.6 is under its tuned 0.7
+        assert "tuned on validation" in decision_rule(served)
+    else:
+        assert 'class="vt-cut"' not in page and "threshold" not in page and "predicted: <b>b</b>" in page
+        assert decision_rule(served) == "single-label: the most probable class"
