@@ -59,7 +59,7 @@ class ServedModel:
     def from_config(cls, config: ServeConfig) -> "ServedModel":
         """Load the run and head named by ``config`` (the weights are read now, not at the first request)."""
         scorer = make_scorer(config.run, config.head, config.heads_dir, config.device)
-        served = cls(scorer, config.max_batch, Path(config.run).name, config.head)
+        served = cls(scorer, config.max_batch, Path(config.run).resolve().name, config.head)
         served.warm_up()
         return served
 
