@@ -255,3 +255,22 @@ def test_page_results_sorted_with_thresholds_marked_only_where_they_decide(task)
     else:
         assert 'class="vt-cut"' not in page and "threshold" not in page and "predicted: <b>b</b>" in page
         assert decision_rule(served) == "single-label: the most probable class"
+
+
+def test_an_oversized_upload_is_refused_while_it_streams_in(client, images):
+    boundary = "vitune-test-boundary"
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="huge.png"\r\n'
+            "Content-Type: image/png\r\n\r\n").encode()
+
+    def body():  # no Content-Length: only counting the stream as it comes can refuse it
+        yield head
+        for _ in range(64):
+            yield b"\0" * 65536
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    response = client.post("/v1/predict", content=body(),
+                           headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 413 and response.json()["error"].startswith("upload too large: more than")
+    declared = post(client, "huge.png", b"\0" * 1_000_000)
+    assert declared.status_code == 413 and "1000" in declared.json()["error"]
+    assert post(client, images[0].name, images[0].read_bytes()).status_code == 200
