@@ -7,15 +7,25 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup chromium demo test test-fast bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	$(PY) -c "import vitune, torch, transformers, datasets; print('vitune', vitune.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__, '| datasets', datasets.__version__)"
 	touch $(STAMP)
+
+# `vitune serve`'s browser test drives Debian's chromium with Playwright (which downloads no browser here):
+# installed when missing, as root or through sudo; without either the test says why it skips.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	  else echo "chromium missing and no root or sudo: the browser test will skip"; exit 0; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$sudo apt-get install -y -q chromium >/dev/null || { $$sudo apt-get update -q >/dev/null && $$sudo apt-get install -y -q chromium >/dev/null; } \
+	  || echo "chromium could not be installed: the browser test will skip"; }
 
 demo: setup
 	$(VENV)/bin/vitune demo --out runs/demo
@@ -32,6 +42,7 @@ bench: setup
 	$(PY) bench/heads.py
 	$(PY) bench/predict_memory.py
 	$(PY) bench/fuzz.py
+	$(PY) bench/serve.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -196,6 +196,14 @@ def predict_cmd(config: settings.PredictConfig) -> None:
     typer.echo(f"predicted {len(result.files)} image(s), skipped {len(result.skipped)}{where}", err=True)
 
 
+@config_command(app, "serve", settings.ServeConfig)
+def serve_cmd(config: settings.ServeConfig) -> None:
+    """Serve a web page (/) and a JSON API (/v1/predict, /healthz) for the run; 127.0.0.1 by default."""
+    from vitune.serve.app import serve  # gradio and uvicorn load only here: `vitune --help` stays fast
+
+    serve(config, echo=typer.echo)
+
+
 @config_command(app, "export", settings.ExportConfig)
 def export_cmd(config: settings.ExportConfig) -> None:
     """Export the model to ONNX (dynamic batch), verified with onnxruntime against torch."""

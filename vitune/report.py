@@ -96,7 +96,8 @@ def relative(value, run_dir: Path) -> str:
     return os.path.relpath(Path(text).resolve(), run_dir.resolve())
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
+    """A JSON file as a dict; None when it is missing or not valid JSON (a warning says so)."""
     if not path.is_file():
         return None
     try:
@@ -164,9 +165,9 @@ def training_section(run_dir: Path, metrics: dict | None) -> str:
     return "\n".join(parts)
 
 
-def _evaluations(run_dir: Path) -> list[dict]:
+def read_evaluations(run_dir: Path) -> list[dict]:
     """Results of ``vitune evaluate``, test split first."""
-    found = [_read_json(p) for p in RunDir(run_dir).evaluated()]
+    found = [read_json(p) for p in RunDir(run_dir).evaluated()]
     return sorted((f for f in found if f), key=lambda f: (f.get("split") != "test", f.get("split", "")))
 
 
@@ -229,7 +230,7 @@ def per_label_section(metrics: dict | None, evaluations: list[dict]) -> str:
 
 def heads_section(run_dir: Path) -> str:
     """The frozen-backbone heads' comparison from ``heads/heads.json``."""
-    report = _read_json(HeadsDir(RunDir(run_dir).heads).report)
+    report = read_json(HeadsDir(RunDir(run_dir).heads).report)
     if report is None:
         return missing("no heads/heads.json: run `vitune heads --model RUN_DIR --data DATASET_DIR --out RUN_DIR/heads`")
     parts = []
@@ -282,8 +283,8 @@ def build_report(config: ReportConfig) -> Path:
         raise UserError(f"RUN_DIR {run.root} does not exist: give the --out folder of `vitune train`")
     if not run.metrics.is_file() and not run.model.is_dir():
         raise UserError(f"{run.root} is not a vitune run (no {run.metrics.name} or {run.model.name}/)")
-    metrics = _read_json(run.metrics)
-    evaluations = _evaluations(run.root)
+    metrics = read_json(run.metrics)
+    evaluations = read_evaluations(run.root)
     bodies = {
         "Data": data_section(run.root),
         "Training": training_section(run.root, metrics),

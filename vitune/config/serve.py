@@ -1,0 +1,52 @@
+"""The config of ``vitune serve RUN_DIR``: where to listen, which head answers, the batching and upload limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vitune.config.base import HEAD_NAMES, MODEL_HEAD, CommandConfig, check_count, check_positive
+from vitune.errors import UserError
+
+LOOPBACK = "127.0.0.1"
+MAX_PORT = 65535
+
+
+@dataclass
+class ServeConfig(CommandConfig):
+    """Settings of ``vitune serve RUN_DIR``; checks itself on construction.
+
+    Args:
+        run: RUN_DIR from `vitune train`.
+        host: Address to listen on (127.0.0.1: this machine only; the page has no login).
+        port: TCP port of the page and the API (0: any free port, printed).
+        head: model|svm|logreg|mlp|ensemble (heads from `vitune heads`).
+        heads_dir: Where the heads are (default: RUN_DIR/heads).
+        max_batch: Most concurrent requests scored in one forward pass.
+        max_upload_mb: Largest upload accepted, in MB (larger ones get 413).
+        device: cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU).
+    """
+
+    arguments = ("run",)
+
+    run: str
+    host: str = LOOPBACK
+    port: int = 7860
+    head: str = MODEL_HEAD
+    heads_dir: str | None = None
+    max_batch: int = 8
+    max_upload_mb: float = 32.0
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        self.run = str(self.run)
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 <= self.port <= MAX_PORT:
+            raise UserError(f"--port {self.port} is not a TCP port: use 1 to {MAX_PORT} (0: any free port)")
+        check_count("max_batch", self.max_batch)
+        check_positive("max_upload_mb", self.max_upload_mb)
+        if self.head != MODEL_HEAD and self.head not in HEAD_NAMES:
+            raise UserError(f"unknown --head {self.head!r}: use one of {', '.join((MODEL_HEAD, *HEAD_NAMES))}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """``max_upload_mb`` in bytes."""
+        return int(self.max_upload_mb * 1024 * 1024)

@@ -1,0 +1,129 @@
+"""The web page at ``/``, built with Gradio: drop images, read their scores; a tab with the model card.
+
+Each uploaded file (DICOM included) is scored through the same :class:`ServedModel` as the API, so
+the page's numbers are the API's and ``vitune predict``'s. A file gets a bar chart of its labels,
+most probable first, with each label's decision threshold marked (the tuned ones of ``vitune
+evaluate`` when the run has them) and the decisions; a file that is no usable image gets its
+reason. Gradio is told not to phone home (``GRADIO_ANALYTICS_ENABLED=False``, set by
+:mod:`vitune.serve` before Gradio is imported) and the theme's fonts are served locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from pathlib import Path
+
+import gradio as gr
+
+from vitune.config import MODEL_HEAD
+from vitune.data.images import BadImage
+from vitune.serve.card import metrics_html, model_card_text
+from vitune.serve.service import Prediction, ServedModel
+
+CSS = """
+.vt-result { margin: .6rem 0 1.2rem; } .vt-result h3 { margin: 0 0 .3rem; font-size: 1.05rem; }
+.vt-row { display: grid; grid-template-columns: minmax(6rem, 14rem) 1fr 4.5rem 6rem; gap: .6rem; align-items: center;
+          font-size: .9rem; margin: .15rem 0; }
+.vt-track { position: relative; height: .9rem; background: var(--neutral-200, #e5e7eb); border-radius: 3px; }
+.vt-fill { position: absolute; inset: 0 auto 0 0; background: var(--neutral-400, #9ca3af); border-radius: 3px; }
+.vt-on .vt-fill { background: var(--color-accent, #f97316); } .vt-on .vt-label { font-weight: 600; }
+.vt-cut { position: absolute; top: -.2rem; bottom: -.2rem; width: 2px; background: #111; }
+.vt-score, .vt-cutoff { font-variant-numeric: tabular-nums; text-align: right; }
+.vt-cutoff { color: var(--body-text-color-subdued, #6b7280); }
+.vt-error { color: #b91c1c; } .vitune-card table { border-collapse: collapse; margin: .5rem 0 1rem; }
+.vitune-card th, .vitune-card td { border: 1px solid #ddd; padding: .2rem .5rem; text-align: right; }
+.vitune-card th:first-child, .vitune-card td:first-child { text-align: left; }
+.vitune-card img { max-width: 480px; } .vitune-card .missing { color: #8a5a00; }
+"""
+
+
+def decision_rule(served: ServedModel) -> str:
+    """How the page's decisions are taken, in words."""
+    if not served.is_classification:
+        return "regression: the predicted value"
+    if served.cutoffs is None:
+        return "single-label: the most probable class"
+    if served.tuned_thresholds:
+        return "multi-label: per-label thresholds tuned on validation by `vitune evaluate` (marked)"
+    if served.head != MODEL_HEAD:
+        return f"multi-label: threshold 0.5 (the tuned thresholds belong to the model, not the {served.head} head)"
+    return "multi-label: threshold 0.5 (no thresholds.json yet: `vitune evaluate RUN_DIR` tunes them)"
+
+
+def _bar(label: str, score: float, cutoff: float | None, chosen: bool) -> str:
+    cut = "" if cutoff is None else f'<span class="vt-cut" style="left:{100 * cutoff:.2f}%"></span>'
+    shown_cut = "" if cutoff is None else f"threshold {cutoff:.2f}"
+    return (f'<div class="vt-row{" vt-on" if chosen else ""}" data-label="{html.escape(label)}">'
+            f'<span class="vt-label">{html.escape(label)}</span><span class="vt-track">'
+            f'<span class="vt-fill" style="width:{100 * min(max(score, 0.0), 1.0):.2f}%"></span>{cut}</span>'
+            f'<span class="vt-score">{score:.4f}</span><span class="vt-cutoff">{shown_cut}</span></div>')
+
+
+def prediction_html(served: ServedModel, prediction: Prediction) -> str:
+    """One image's result: the decisions, then its labels as a bar chart sorted by probability."""
+    name = html.escape(prediction.file)
+    if prediction.value is not None:
+        return (f'<section class="vt-result" data-file="{name}"><h3>{name}</h3>'
+                f'<p class="vt-decision">predicted value: <b>{prediction.value:.4f}</b></p></section>')
+    cutoffs = dict(zip(served.labels, served.cutoffs)) if served.cutoffs is not None else {}
+    ranked = sorted(prediction.scores.items(), key=lambda item: -item[1])
+    bars = "".join(_bar(label, score, cutoffs.get(label), label in prediction.predicted) for label, score in ranked)
+    decided = ", ".join(prediction.predicted) or "none above its threshold"
+    return (f'<section class="vt-result" data-file="{name}"><h3>{name}</h3>'
+            f'<p class="vt-decision">predicted: <b>{html.escape(decided)}</b></p>'
+            f'<div class="vt-chart">{bars}</div></section>')
+
+
+def refusal_html(file: str, reason: str) -> str:
+    """A file that could not be scored, with its reason."""
+    name = html.escape(file)
+    return (f'<section class="vt-result vt-bad" data-file="{name}"><h3>{name}</h3>'
+            f'<p class="vt-error">not scored: {html.escape(reason)}</p></section>')
+
+
+async def _one_file(served: ServedModel, path: str, max_bytes: int) -> str:
+    name = Path(path).name
+    try:
+        data = await asyncio.to_thread(Path(path).read_bytes)
+        if len(data) > max_bytes:
+            return refusal_html(name, f"upload too large: {len(data)} bytes, at most {max_bytes}")
+        return prediction_html(served, await served.predict(name, data))
+    except BadImage as exc:
+        return refusal_html(name, exc.reason)
+    except OSError as exc:
+        return refusal_html(name, f"unreadable upload: {exc.strerror or exc}")
+
+
+def build_page(served: ServedModel, run_dir: Path | str, max_bytes: int) -> gr.Blocks:
+    """The Gradio page: a "Predict" tab (upload, results) and a "Model card" tab."""
+    title = f"vitune: {served.name}"
+
+    async def predict_files(paths: list[str] | None) -> str:
+        if not paths:
+            return '<p class="vt-empty">Drop one or more images (PNG, JPEG, DICOM...) above.</p>'
+        return "".join(await asyncio.gather(*(_one_file(served, path, max_bytes) for path in paths)))
+
+    summary = f"run {served.name}, head {served.head}, {len(served.labels)} output(s); {decision_rule(served)}"
+    # uploads are copies of patients' images: removed after 10 minutes, and all of them when the server restarts
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(600, 600)) as page:
+        gr.Markdown(f"# {html.escape(title)}\n{html.escape(summary)}")
+        with gr.Tab("Predict"):
+            files = gr.File(label="Images", file_count="multiple", type="filepath", elem_id="vitune-upload")
+            button = gr.Button("Predict", variant="primary")
+            results = gr.HTML(elem_id="vitune-results")
+            gr.on([files.change, button.click], predict_files, inputs=files, outputs=results,
+                  concurrency_limit=served.batcher.max_batch, api_visibility="private")
+        with gr.Tab("Model card"):
+            card = model_card_text(run_dir)
+            if card:
+                gr.Markdown(card, elem_id="vitune-model-card")
+            gr.HTML(metrics_html(run_dir, summary), elem_id="vitune-metrics")
+    return page
+
+
+def mount_page(app, served: ServedModel, run_dir: Path | str, max_bytes: int):
+    """Mount the page at ``/`` of ``app`` (after the API routes, which keep their paths)."""
+    return gr.mount_gradio_app(app, build_page(served, run_dir, max_bytes), path="/", footer_links=[],
+                               run_history=False, max_file_size=max_bytes, css=CSS, ssr_mode=False,
+                               mcp_server=False)

@@ -1,0 +1,102 @@
+"""What the page and the API share: the run's scorer behind a micro-batcher, and the answer for one image.
+
+The scores come from :func:`vitune.predict.make_scorer` over pixels decoded by
+:func:`vitune.data.images.decode_image`, the code path of ``vitune predict``, so a served image
+gets the scores ``vitune predict`` writes for the same file. Decisions follow predict too: the
+tuned ``thresholds.json`` of ``vitune evaluate`` for multi-label (0.5 without it), the most
+probable class for single-label; regression answers a value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vitune.config import ServeConfig
+from vitune.data.images import decode_image
+from vitune.predict import Scorer, make_scorer
+from vitune.serve.batching import MicroBatcher
+
+DEFAULT_CUTOFF = 0.5
+
+
+@dataclass
+class Prediction:
+    """One image's answer: its scores and the decisions taken on them."""
+
+    file: str
+    scores: dict[str, float]  # per label (regression: the one output's value)
+    predicted: list[str]
+    value: float | None = None  # regression only
+
+    def response(self, **extra) -> dict:
+        """The JSON body of ``POST /v1/predict``; each keyword adds a field (``peaks=...``)."""
+        body: dict = {"file": self.file, "scores": self.scores}
+        if self.value is None:
+            body["predicted"] = self.predicted
+        else:
+            body["value"] = self.value
+        return {**body, **extra}
+
+
+class ServedModel:
+    """A RUN_DIR's model (or one of its heads) ready to answer single images, micro-batched."""
+
+    def __init__(self, scorer: Scorer, max_batch: int, name: str, head: str):
+        self.scorer = scorer
+        self.name, self.head = name, head
+        self.batcher = MicroBatcher(scorer.scores, max_batch)
+        tuned = scorer.thresholds
+        self.tuned_thresholds = tuned is not None
+        self.cutoffs = None
+        if scorer.task.tunes_thresholds:
+            self.cutoffs = np.asarray(tuned if tuned is not None else np.full(len(scorer.labels), DEFAULT_CUTOFF))
+
+    @classmethod
+    def from_config(cls, config: ServeConfig) -> "ServedModel":
+        """Load the run and head named by ``config`` (the weights are read now, not at the first request)."""
+        scorer = make_scorer(config.run, config.head, config.heads_dir, config.device)
+        served = cls(scorer, config.max_batch, Path(config.run).resolve().name, config.head)
+        served.warm_up()
+        return served
+
+    @property
+    def labels(self) -> list[str]:
+        """The model's output names in order."""
+        return self.scorer.labels
+
+    @property
+    def is_classification(self) -> bool:
+        """Whether the answers are per-label probabilities (else a regression value)."""
+        return self.scorer.task.is_classification
+
+    def warm_up(self) -> None:
+        """One forward pass on a blank image, so the first request does not pay for loading the weights."""
+        size = self.scorer.image_size
+        self.scorer.scores(np.zeros((1, 3, size, size), dtype=np.uint8))
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """An upload's bytes -> uint8 ``[3, S, S]`` as ``vitune predict`` decodes a file (raises ``BadImage``)."""
+        return decode_image(data, self.scorer.image_size)
+
+    async def predict(self, file: str, data: bytes) -> Prediction:
+        """Decode (in a thread) and score (micro-batched) one upload; ``BadImage`` says why it is no image."""
+        pixels = await asyncio.to_thread(self.decode, data)
+        return self.prediction(file, await self.batcher.submit(pixels))
+
+    def prediction(self, file: str, scores: np.ndarray) -> Prediction:
+        """The answer for one image's score row."""
+        if not self.is_classification:
+            value = float(scores)
+            return Prediction(file, {self.labels[0]: value}, [], value)
+        task = self.scorer.task
+        cutoffs = self.cutoffs if self.cutoffs is not None else DEFAULT_CUTOFF  # single-label: unused (argmax)
+        decided = task.hard_predictions(scores[None, :], cutoffs)[0]
+        if task.multi_output:
+            predicted = [label for label, on in zip(self.labels, decided) if on]
+        else:
+            predicted = [self.labels[int(decided)]]
+        return Prediction(file, {label: float(p) for label, p in zip(self.labels, scores)}, predicted)
