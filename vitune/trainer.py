@@ -29,6 +29,7 @@ from transformers.trainer_callback import ProgressCallback
 from vitune.data.dataset_dir import DatasetInfo
 from vitune.errors import UserError
 from vitune.inference import normalize
+from vitune.lora import is_lora
 from vitune.models import Preprocessing
 from vitune.safe_io import raise_if_stopped, replace_dir
 from vitune.tasks import Task, get_task
@@ -142,12 +143,12 @@ class VituneTrainer(Trainer):
     # silently keep the current weights (huggingface/transformers#43701, #48805). Reload through
     # from_pretrained, which applies the name conversion, and copy strictly. DeepSpeed/FSDP keep their own path.
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or is_lora(self.model):  # PEFT reloads its adapter
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         self._copy_weights_from(resume_from_checkpoint, model or self.model)
 
     def _load_best_model(self):
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or is_lora(self.model):
             return super()._load_best_model()
         self._copy_weights_from(self.state.best_model_checkpoint, self.model)
 
