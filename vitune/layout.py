@@ -38,8 +38,7 @@ class RunDir:
     adapter = property(lambda self: self.root / "adapter", doc="``adapter/``: the LoRA adapter alone (``--lora``).")
     card = property(lambda self: self.model / "README.md", doc="``model/README.md``: the Hub model card.")
     tensorboard = property(lambda self: self.root / "tensorboard", doc="``tensorboard/``: event files.")
-    mlflow = property(lambda self: self.root / "mlflow.db", doc="``mlflow.db``: the local MLflow store.")
-    mlflow_artifacts = property(lambda self: self.root / "mlflow-artifacts", doc="MLflow artifacts (local store).")
+    mlflow = property(lambda self: self.root / "mlruns", doc="``mlruns/``: the local MLflow file store.")
 
     def eval_dir(self, split: str) -> Path:
         """``eval/<split>/``: what ``vitune evaluate`` writes for ``split``."""

@@ -1,8 +1,9 @@
 """``--report-to``: the Trainer's TensorBoard, MLflow and W&B integrations, logging inside RUN_DIR.
 
 TensorBoard writes its event files to ``RUN_DIR/tensorboard/`` (unless TENSORBOARD_LOGGING_DIR is
-set). MLflow logs to a local store in the RUN_DIR, ``RUN_DIR/mlflow.db`` (SQLite: MLflow 3 refuses
-the old folder store by default), unless MLFLOW_TRACKING_URI points elsewhere. W&B keeps its local
+set). MLflow logs to a local file store, ``RUN_DIR/mlruns/``, unless MLFLOW_TRACKING_URI points
+elsewhere (MLflow 3 keeps its file store in maintenance mode behind MLFLOW_ALLOW_FILE_STORE, which
+vitune sets for that store only; a database store such as ``sqlite:///...`` takes seconds to create). W&B keeps its local
 files in ``RUN_DIR/wandb/`` (unless WANDB_DIR is set) and syncs as its own settings say.
 """
 
@@ -43,12 +44,9 @@ def _default_env(name: str, value: str) -> None:
 def _local_mlflow(run: RunDir) -> None:
     import mlflow
 
-    run.root.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(f"sqlite:///{run.mlflow.resolve()}")
-    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id if experiment else mlflow.create_experiment(
-        EXPERIMENT, artifact_location=run.mlflow_artifacts.resolve().as_uri())
-    mlflow.set_experiment(experiment_id=experiment_id)
+    _default_env("MLFLOW_ALLOW_FILE_STORE", "true")
+    mlflow.set_tracking_uri(run.mlflow.resolve().as_uri())
+    mlflow.set_experiment(EXPERIMENT)
 
 
 def setup_tracking(trainer, config: TrainConfig) -> None:
