@@ -87,6 +87,10 @@ class LossTracker:
     """Running sum of training losses on the device: read (one sync) only at epoch end."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what was added (a new run, or a new trial of a search, starts from nothing)."""
         self.total: torch.Tensor | None = None
         self.batches = 0
         self.samples = 0
@@ -106,7 +110,7 @@ class LossTracker:
         sums = torch.cat([self.total.reshape(1), counts])
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(sums)
-        self.total, self.batches, self.samples = None, 0, 0
+        self.reset()
         total, batches, samples = sums.tolist()
         return total / batches, int(samples)
 

@@ -29,9 +29,10 @@ from vitune.config.commands import (
     ShowConfig,
 )
 from vitune.config.train import LOCAL_PATHS, TrainConfig
+from vitune.config.tune import TuneConfig
 
 __all__ = [
     "HEAD_NAMES", "LOCAL_PATHS", "MODEL_HEAD", "POOLINGS", "SPLIT_METHODS", "CommandConfig", "DemoConfig",
     "EvaluateConfig", "ExportConfig", "HeadsConfig", "PredictConfig", "PrepareConfig", "ReportConfig", "ShowConfig",
-    "TrainConfig", "check_choice", "check_pooling", "check_positive", "parse_heads",
+    "TrainConfig", "TuneConfig", "check_choice", "check_pooling", "check_positive", "parse_heads",
 ]
