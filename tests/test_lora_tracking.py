@@ -74,6 +74,7 @@ def test_lora_run_logged_to_tensorboard_and_mlflow(tiny_vit, dataset_dir_factory
     assert card.data.eval_results[0].metric_value == doc["metrics"][main] == result.metrics["metrics"][main]
     assert (card.data.library_name, card.data.pipeline_tag) == ("transformers", "image-classification")
     assert "lora" in card.data.tags and NOT_A_MEDICAL_DEVICE in card.text and "| c |" in card.text
+    assert f'pipeline("image-classification", model="{run.model}")' in card.text
 
     # model/ is the merged model: it scores the validation split as the trained adapter did
     split = datasets.load_from_disk(str(data))["validation"]
@@ -125,7 +126,20 @@ def test_bad_tracking_lora_and_hub_settings_say_what_to_give(settings, message):
         TrainConfig(data="d", model="m", out="o", **settings)
 
 
-def test_lora_on_an_unsupported_family_and_missing_target_are_user_errors(dataset_dir_factory, tiny_vit, tmp_path):
+def test_a_destination_without_its_package_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    from vitune.tracking import report_to
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real_find_spec(name, *a))
+    assert report_to(TrainConfig(data="d", model="m", out="o", report_to="tensorboard, mlflow")) == ["tensorboard",
+                                                                                                    "mlflow"]
+    with pytest.raises(UserError, match="--report-to wandb needs the wandb package: pip install wandb"):
+        report_to(TrainConfig(data="d", model="m", out="o", report_to="mlflow,wandb"))
+
+
+def test_a_lora_target_the_model_lacks_is_a_user_error(dataset_dir_factory, tiny_vit, tmp_path):
     from vitune.train import build_trainer
 
     data = dataset_dir_factory(sizes=SMALL)

@@ -49,6 +49,7 @@ def test_preprocessing_and_weights_come_from_the_timm_checkpoint(tiny_timm):
 
 @pytest.mark.slow
 def test_timm_run_trains_predicts_and_loads_in_pipeline(tiny_timm, dataset_dir_factory, tmp_path):
+    from huggingface_hub import ModelCard
     from transformers import pipeline
 
     data = dataset_dir_factory(task="single_label", sizes={"train": 16, "validation": 8})
@@ -58,6 +59,9 @@ def test_timm_run_trains_predicts_and_loads_in_pipeline(tiny_timm, dataset_dir_f
     assert saved["model_type"] == "timm_wrapper" and saved["label_names"] == ["a", "b", "c"]
     assert (saved["pretrained_cfg"]["crop_mode"], saved["pretrained_cfg"]["crop_pct"]) == ("squash", 1.0)
     assert result.metrics["parameters"]["trainable"] == result.metrics["parameters"]["total"]
+    card = ModelCard.load(tmp_path / "run" / "model" / "README.md")  # every run has its card
+    assert card.data.eval_results[0].metric_value == result.metrics["metrics"]["accuracy"]
+    assert "lora" not in card.data.tags and "single-label" in card.data.tags
 
     images = tmp_path / "images"
     images.mkdir()

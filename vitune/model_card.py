@@ -96,9 +96,10 @@ def _training_section(config: TrainConfig, document: dict) -> str:
             f"repeats the run):\n\n```yaml\n{config.to_yaml()}```\n")
 
 
-def _usage_section() -> str:
+def _usage_section(config: TrainConfig) -> str:
+    where = config.push_to_hub or str(Path(config.out) / "model")
     return ("## How to use\n\n```python\nfrom transformers import pipeline\n\n"
-            "classifier = pipeline(\"image-classification\", model=\"PATH_OR_REPO_ID\")\n"
+            f"classifier = pipeline(\"image-classification\", model=\"{where}\")\n"
             "classifier(\"image.png\", top_k=None)\n```\n")
 
 
@@ -124,7 +125,7 @@ def model_card(config: TrainConfig, info: DatasetInfo, document: dict) -> str:
         _results_section(info, document),
         _data_section(config, info),
         _training_section(config, document),
-        _usage_section(),
+        _usage_section(config),
         _limitations_section(info),
     ]
     return f"---\n{card_metadata(config, info, document).to_yaml()}\n---\n\n" + "\n".join(sections)
