@@ -95,6 +95,9 @@ def test_default_space_and_invalid_choices(tmp_path):
     space.write_text("scheduler: [cosine, wavy]\n")
     with pytest.raises(UserError, match="--scheduler 'wavy' is not supported"):
         tune_module._check_choices(TrainConfig(data="d", model="m", out="o"), load_space(str(space)))
+    space.write_text("warmup: {low: 0.0, high: 1.5}\n")
+    with pytest.raises(UserError, match="--warmup 1.5 is a fraction"):
+        tune_module._check_choices(TrainConfig(data="d", model="m", out="o"), load_space(str(space)))
     with pytest.raises(UserError, match="--backend 'hyperopt' is not supported"):
         TuneConfig(data="d", model="m", out="o", backend="hyperopt")
 

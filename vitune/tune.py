@@ -11,6 +11,7 @@ that fails (a diverged loss) is recorded and the search goes on. The output fold
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import math
@@ -49,8 +50,8 @@ def base_config(config: TuneConfig) -> TrainConfig:
 
 def _check_choices(base: TrainConfig, space: list[Param]) -> None:
     for param in space:
-        for choice in param.choices or ():
-            dataclasses.replace(base, **{param.name: choice})  # an invalid choice is a UserError now
+        for value in param.choices or (param.low, param.high):
+            dataclasses.replace(base, **{param.name: value})  # a choice or bound TrainConfig refuses: said now
 
 
 def optuna_space(space: list[Param]):
@@ -163,7 +164,11 @@ def tune(config: TuneConfig) -> TuneResult:
         direction = "maximize" if task.greater_is_better else "minimize"
         metric = f"eval_{task.main_metric}"
         search = _optuna_trials if config.backend == "optuna" else _ray_trials
-        trials = search(trainer, space, config, direction, lambda metrics: metrics[metric])
+        gc.freeze()  # the search runs gc.collect() three times a trial: leave it only the trials' own objects
+        try:
+            trials = search(trainer, space, config, direction, lambda metrics: metrics[metric])
+        finally:
+            gc.unfreeze()
         shutil.rmtree(folder.trials, ignore_errors=True)
         best = best_trial(trials, task.greater_is_better)
         document = {"metric": task.main_metric, "direction": direction, "trials": trials,
