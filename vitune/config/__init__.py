@@ -3,7 +3,8 @@
 :class:`CommandConfig` (``base``) is what they share: defaults defined once on the dataclass (the
 CLI reads help and defaults from there), ``to_dict`` / ``from_dict`` and the checks that turn a bad
 value into a :class:`~vitune.errors.UserError` naming the flag and what to give. ``train`` holds
-:class:`TrainConfig` (saved as ``RUN_DIR/config.yaml``), ``commands`` the other commands' configs.
+:class:`TrainConfig` (saved as ``RUN_DIR/config.yaml``), ``tune`` :class:`TuneConfig` and its search
+space, ``commands`` the other commands' configs.
 This package imports no ML library, so the CLI starts fast.
 """
 
