@@ -117,3 +117,16 @@ def test_ray_backend_without_ray_is_a_clear_error(tiny_vit, dataset_dir_factory,
                         out=str(tmp_path / "search"), trials=1, backend="ray")
     with pytest.raises(UserError, match=r"pip install 'ray\[tune\]'"):
         tune_module.tune(config)
+
+
+@pytest.mark.slow
+def test_diverging_trials_are_recorded_as_failed_and_none_finished_is_an_error(tiny_vit, dataset_dir_factory,
+                                                                              tmp_path, capsys):
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: [1.0e+9, 1.0e+10]\nbatch_size: [8]\n")  # as test_train's diverging run
+    config = TuneConfig(data=str(dataset_dir_factory()), model=str(tiny_vit),
+                        out=str(tmp_path / "search"), trials=2, space=str(space), epochs=1)
+    with pytest.raises(UserError, match="none of the 2 trials finished"):
+        tune_module.tune(config)
+    log = capsys.readouterr().err  # Optuna's log of each failed trial, with the trial's own lr
+    assert "Lower --lr (now 1e+09)" in log and "Lower --lr (now 1e+10)" in log

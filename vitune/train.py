@@ -219,8 +219,8 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
         pos_weight=pos_weight,
     )
     _show_progress(trainer)
-    trainer.add_callback(EpochHistoryCallback(trainer.loss_tracker, config.lr))
-    trainer.add_callback(NonFiniteLossCallback(config.lr))
+    trainer.add_callback(EpochHistoryCallback(trainer.loss_tracker))
+    trainer.add_callback(NonFiniteLossCallback)
     trainer.add_callback(StopRequestCallback)
     setup_tracking(trainer, config)
     return trainer

@@ -208,9 +208,8 @@ class EpochHistoryCallback(TrainerCallback):
     before a single garbage weight is written.
     """
 
-    def __init__(self, tracker: LossTracker, learning_rate: float) -> None:
+    def __init__(self, tracker: LossTracker) -> None:
         self.tracker = tracker
-        self.learning_rate = learning_rate
         self.epoch_started = 0.0
 
     def on_epoch_begin(self, args, state, control, **kwargs):
@@ -227,14 +226,14 @@ class EpochHistoryCallback(TrainerCallback):
     def _record(self, args, state, scheduler) -> None:
         loss, samples = self.tracker.pop()
         if not math.isfinite(loss):
-            raise diverged(loss, state, self.learning_rate)
+            raise diverged(loss, state, args.learning_rate)
         state.log_history.append(
             {
                 EPOCH_RECORD: True,
                 "epoch": round(state.epoch, 4),
                 "step": state.global_step,
                 "train_loss": loss,
-                "lr": scheduler.get_last_lr()[0] if scheduler is not None else self.learning_rate,
+                "lr": scheduler.get_last_lr()[0] if scheduler is not None else args.learning_rate,
                 "train_seconds": time.perf_counter() - self.epoch_started,
                 "train_samples": samples,
             }
@@ -280,13 +279,10 @@ class StopRequestCallback(TrainerCallback):
 class NonFiniteLossCallback(TrainerCallback):
     """Stop at the first logged training loss that is NaN or inf (an earlier signal than epoch end)."""
 
-    def __init__(self, learning_rate: float) -> None:
-        self.learning_rate = learning_rate
-
     def on_log(self, args, state, control, logs=None, **kwargs):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
-            raise diverged(loss, state, self.learning_rate)
+            raise diverged(loss, state, args.learning_rate)  # a search trial's own, not the base config's
 
 
 def diverged(loss: float, state, learning_rate: float) -> UserError:

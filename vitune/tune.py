@@ -92,13 +92,17 @@ def _optuna_trials(trainer, space: list[Param], config: TuneConfig, direction: s
     except ImportError as exc:
         raise UserError("--backend optuna needs the optuna package: pip install 'optuna>=3.6'") from exc
     storage = optuna.storages.InMemoryStorage()  # read back below: the search returns only the best trial
-    trainer.hyperparameter_search(
-        hp_space=optuna_space(space), compute_objective=objective, n_trials=config.trials, direction=direction,
-        backend="optuna", storage=storage, study_name=STUDY, sampler=optuna.samplers.TPESampler(seed=config.seed),
-        pruner=optuna.pruners.MedianPruner(), catch=(UserError,),
-    )
+    try:
+        trainer.hyperparameter_search(
+            hp_space=optuna_space(space), compute_objective=objective, n_trials=config.trials, direction=direction,
+            backend="optuna", storage=storage, study_name=STUDY, sampler=optuna.samplers.TPESampler(seed=config.seed),
+            pruner=optuna.pruners.MedianPruner(), catch=(UserError,),
+        )
+    except ValueError:  # the search asks the study for its best trial, and no trial finished
+        trainer.hp_search_backend = None
+    trials = optuna.load_study(study_name=STUDY, storage=storage).trials
     return [{"number": t.number, "params": dict(t.params), "value": t.value, "state": t.state.name.lower()}
-            for t in optuna.load_study(study_name=STUDY, storage=storage).trials]
+            for t in trials]
 
 
 def _ray_trials(trainer, space: list[Param], config: TuneConfig, direction: str, objective) -> list[dict]:
