@@ -145,3 +145,40 @@ def test_a_lora_target_the_model_lacks_is_a_user_error(dataset_dir_factory, tiny
     data = dataset_dir_factory(sizes=SMALL)
     with pytest.raises(UserError, match="--lora-targets nope"):
         build_trainer(small_config(data, tiny_vit, tmp_path / "run", lora=4, lora_targets="nope"))
+
+
+def test_a_refused_upload_is_one_clear_error(tmp_path, monkeypatch):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from huggingface_hub import constants
+
+    from vitune.model_card import push_to_hub
+
+    class Refuse(BaseHTTPRequestHandler):
+        def _refuse(self):
+            body = b'{"error": "Invalid credentials in Authorization header"}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_HEAD = _refuse
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        monkeypatch.setattr("huggingface_hub.get_token", lambda: "hf_test")
+        (tmp_path / "model").mkdir()
+        (tmp_path / "model" / "README.md").write_text("card")
+        with pytest.raises(UserError, match=r"--push-to-hub me/tiny failed: .*401.*the model is saved in"):
+            push_to_hub(tmp_path / "model", "me/tiny")
+    finally:
+        server.shutdown()
