@@ -219,6 +219,9 @@ def plot_trials(trials: Sequence[dict], metric: str, maximize: bool, out: Path |
         ax.axvline(number, color="tab:gray", alpha=0.3)
     if stopped:
         ax.plot([], [], color="tab:gray", alpha=0.3, label="pruned or failed")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(f"validation {metric}")
     ax.set_title(f"Search ({'higher' if maximize else 'lower'} is better)")
