@@ -43,6 +43,7 @@ bench: setup
 	$(PY) bench/predict_memory.py
 	$(PY) bench/fuzz.py
 	$(PY) bench/serve.py
+	$(PY) bench/lora_parameters.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

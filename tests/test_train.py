@@ -22,7 +22,8 @@ from vitune.tasks import get_task
 from vitune.train import train
 
 hf_logging.disable_progress_bar()
-METRICS_KEYS = {"task", "split", "num_samples", "metrics", "per_label", "history", "train_seconds", "samples_per_second"}
+METRICS_KEYS = {"task", "split", "num_samples", "metrics", "per_label", "history", "train_seconds", "samples_per_second",
+                "parameters"}
 
 
 def config_for(data, tiny_vit, out, **kwargs) -> TrainConfig:

@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 import typing
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -131,6 +132,21 @@ def train_cmd(config: settings.TrainConfig) -> None:
         return
     metrics = ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a" for k, v in result.metrics["metrics"].items())
     typer.echo(f"{result.run_dir}: validation {metrics} ({result.metrics['train_seconds']:.1f} s training)")
+
+
+@config_command(app, "tune", settings.TuneConfig)
+def tune_cmd(config: settings.TuneConfig) -> None:
+    """Search lr, batch size, warm-up and weight decay (Optuna or Ray Tune); write DIR/tune.json and best.yaml."""
+    from vitune.layout import TuneDir
+    from vitune.tune import tune
+
+    result = tune(config)
+    document, folder = result.document, TuneDir(result.out)
+    states = ", ".join(f"{n} {s}" for s, n in Counter(t["state"] for t in document["trials"]).items())
+    params = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in document["best"]["params"].items())
+    typer.echo(f"{folder.report}: {len(document['trials'])} trials ({states}); best {document['metric']} "
+               f"{document['best']['value']:.4f} with {params}")
+    typer.echo(f"train it: vitune train --config {folder.best} --out RUN_DIR")
 
 
 def print_heads_table(result, console=None) -> None:

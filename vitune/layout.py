@@ -35,6 +35,10 @@ class RunDir:
     thresholds = property(lambda self: self.root / "thresholds.json", doc="``thresholds.json`` from evaluate.")
     heads = property(lambda self: self.root / "heads", doc="``heads/``: the default heads directory.")
     report = property(lambda self: self.root / "report.html", doc="``report.html``.")
+    adapter = property(lambda self: self.root / "adapter", doc="``adapter/``: the LoRA adapter alone (``--lora``).")
+    card = property(lambda self: self.model / "README.md", doc="``model/README.md``: the Hub model card.")
+    tensorboard = property(lambda self: self.root / "tensorboard", doc="``tensorboard/``: event files.")
+    mlflow = property(lambda self: self.root / "mlruns", doc="``mlruns/``: the local MLflow file store.")
 
     def eval_dir(self, split: str) -> Path:
         """``eval/<split>/``: what ``vitune evaluate`` writes for ``split``."""
@@ -111,3 +115,19 @@ class HeadsDir:
     arrays = property(lambda self: self.root / "heads.safetensors", doc="Every fitted array.")
     report = property(lambda self: self.root / "heads.json", doc="The report of `vitune heads`.")
     embeddings = property(lambda self: self.root / "embeddings", doc="The embedding cache.")
+
+
+@dataclass(frozen=True)
+class TuneDir:
+    """The paths inside the output folder of `vitune tune`."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser())
+
+    report = property(lambda self: self.root / "tune.json", doc="``tune.json``: every trial and the best one.")
+    best = property(lambda self: self.root / "best.yaml", doc="``best.yaml``: the best trial's full TrainConfig.")
+    plot = property(lambda self: self.root / "trials.png", doc="``trials.png``: the objective per trial.")
+    trials = property(lambda self: self.root / "trials", doc="``trials/``: the trials' working folder (removed).")
+    best_run = property(lambda self: self.root / "best", doc="``best/``: best.yaml's default RUN_DIR.")

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from vitune import timm_models
 from vitune.errors import UserError
 from vitune.tasks import Task, get_task
 
@@ -52,6 +53,13 @@ REGISTRY: dict[str, ModelAlias] = {
         ModelAlias("beit-base", "microsoft/beit-base-patch16-224-pt22k-ft22k", "beit", 224),
         ModelAlias("dinov2-small", "facebook/dinov2-small", "dinov2", 224),
         ModelAlias("dinov2-base", "facebook/dinov2-base", "dinov2", 224),
+        ModelAlias("timm-vit-small-augreg", "timm/vit_small_patch16_224.augreg_in21k", "timm", 224,
+                   "timm, ImageNet-21k AugReg"),
+        ModelAlias("timm-vit-base-augreg", "timm/vit_base_patch16_224.augreg_in21k", "timm", 224,
+                   "timm, ImageNet-21k AugReg"),
+        ModelAlias("timm-vit-base-mae", "timm/vit_base_patch16_224.mae", "timm", 224, "timm, MAE pre-trained"),
+        ModelAlias("timm-deit3-base", "timm/deit3_base_patch16_224.fb_in22k_ft_in1k", "timm", 224,
+                   "timm, DeiT III"),
     ]
 }
 
@@ -100,14 +108,18 @@ def _processor_size(processor, config) -> int:
 
 
 def load_image_processor(model: str, trust_remote_code: bool = False):
-    """The checkpoint's own image processor (slow/PIL flavour: no torchvision needed)."""
+    """The checkpoint's own image processor (slow/PIL flavour: no torchvision needed).
+
+    A timm checkpoint's (its ``pretrained_cfg``) comes back as the equivalent plain processor.
+    """
     from transformers import AutoImageProcessor
 
     source = resolve_model(model)
     try:
-        return AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+        processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except OSError as exc:
         raise UserError(f"cannot load the image processor of {model!r}: {exc}".splitlines()[0]) from exc
+    return timm_models.plain_processor(processor) if timm_models.is_timm_processor(processor) else processor
 
 
 def load_model_config(model: str, trust_remote_code: bool = False):
@@ -163,13 +175,15 @@ def load_classifier(
     source = resolve_model(model)
     task = get_task(task)
     names = task.output_names(labels)
+    head = {"num_labels": len(names), "id2label": dict(enumerate(names)),
+            "label2id": {n: i for i, n in enumerate(names)}, "problem_type": task.problem_type}
+    config = load_model_config(model, trust_remote_code)
+    if timm_models.is_timm_config(config):  # timm takes the head size from the config alone
+        head = {"config": timm_models.classifier_config(config, len(names), head["id2label"], task.problem_type)}
     try:
         net = AutoModelForImageClassification.from_pretrained(
             source,
-            num_labels=len(names),
-            id2label=dict(enumerate(names)),
-            label2id={n: i for i, n in enumerate(names)},
-            problem_type=task.problem_type,
+            **head,
             ignore_mismatched_sizes=True,
             trust_remote_code=trust_remote_code,
             use_safetensors=True,  # never unpickle downloaded weights

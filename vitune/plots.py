@@ -208,3 +208,29 @@ def plot_task(task, y_true, scores, labels: Sequence[str], out_dir: Path | str, 
         makers["confusion"] = lambda: plot_confusion(np.asarray(y_true, dtype=np.int64), scores.argmax(axis=1), labels,
                                                      out_dir / "confusion.png", title=f"Confusion matrix ({split})")
     return {kind: make() for kind, make in makers.items() if kind in kinds}
+
+
+def plot_trials(trials: Sequence[dict], metric: str, maximize: bool, out: Path | str) -> Path:
+    """A search's objective per trial (``{"number", "value", "state"}``), finished ones with the best so far."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    finished = [t for t in trials if t["state"] == "complete" and t["value"] is not None]
+    if finished:
+        numbers, values = [t["number"] for t in finished], [t["value"] for t in finished]
+        best = np.maximum.accumulate(values) if maximize else np.minimum.accumulate(values)
+        ax.plot(numbers, values, "o", color="tab:blue", label="finished")
+        ax.step(numbers, best, where="post", color="tab:orange", label="best so far")
+    stopped = [t["number"] for t in trials if t["state"] != "complete"]
+    for number in stopped:
+        ax.axvline(number, color="tab:gray", alpha=0.3)
+    if stopped:
+        ax.plot([], [], color="tab:gray", alpha=0.3, label="pruned or failed")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"validation {metric}")
+    ax.set_title(f"Search ({'higher' if maximize else 'lower'} is better)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, out)

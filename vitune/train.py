@@ -30,11 +30,14 @@ from vitune.config import TrainConfig
 from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir, require_image_size, require_split, uint8_rows
 from vitune.errors import UserError
 from vitune.layout import RunDir
+from vitune.lora import add_lora, is_lora, parameter_counts, save_lora
 from vitune.metrics import MetricsResult
+from vitune.model_card import check_can_push, model_card, push_to_hub
 from vitune.models import load_classifier, load_image_processor, resolve_preprocessing
 from vitune.progress import interactive
 from vitune.safe_io import OutputLock, disk_full, remove_orphans, remove_stale_temp_files, replace_dir, write_atomic
 from vitune.tasks import Task, get_task
+from vitune.tracking import report_to, setup_tracking
 from vitune.trainer import (
     EPOCH_RECORD,
     STAGING,
@@ -135,7 +138,8 @@ def training_arguments(config: TrainConfig, task: Task):
         dataloader_num_workers=loader_workers(config),
         remove_unused_columns=False,
         label_names=["labels"],
-        report_to="none",
+        report_to=report_to(config) or "none",
+        run_name=Path(config.out).name,
         disable_tqdm=not interactive(),
         deepspeed=config.deepspeed,
         use_cpu=not torch.cuda.is_available(),  # also what makes torchrun on CPU real DDP (gloo)
@@ -200,11 +204,7 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
     pos_weight = auto_pos_weight(train_split) if config.pos_weight == "auto" else None
 
     set_seed(config.seed)  # the new head is initialised here, before Trainer seeds
-    model = load_classifier(config.model, task, info.labels, config.trust_remote_code)
-    if label_range is not None:
-        model.config.vitune_label_range = list(label_range)
-        model.config.vitune_regression_loss = config.regression_loss
-
+    model = build_model(config, task, info, label_range)
     trainer = VituneTrainer(
         model=model,
         args=training_arguments(config, task),
@@ -219,10 +219,20 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
         pos_weight=pos_weight,
     )
     _show_progress(trainer)
-    trainer.add_callback(EpochHistoryCallback(trainer.loss_tracker, config.lr))
-    trainer.add_callback(NonFiniteLossCallback(config.lr))
+    trainer.add_callback(EpochHistoryCallback(trainer.loss_tracker))
+    trainer.add_callback(NonFiniteLossCallback)
     trainer.add_callback(StopRequestCallback)
+    setup_tracking(trainer, config)
     return trainer
+
+
+def build_model(config: TrainConfig, task: Task, info: DatasetInfo, label_range) -> torch.nn.Module:
+    """The classifier to train: ``config.model`` with a new head for ``info``'s labels, LoRA-wrapped with ``--lora``."""
+    model = load_classifier(config.model, task, info.labels, config.trust_remote_code)
+    if label_range is not None:
+        model.config.vitune_label_range = list(label_range)
+        model.config.vitune_regression_loss = config.regression_loss
+    return add_lora(model, config) if config.lora else model
 
 
 def epoch_history(log_history: list[dict]) -> list[dict]:
@@ -269,8 +279,9 @@ def write_plots(run: RunDir, info: DatasetInfo, y_true, scores, log_history: lis
     plot_task(get_task(info.task), y_true, scores, info.labels, run.plots, "validation", kinds=("roc", "confusion"))
 
 
-def metrics_document(info: DatasetInfo, result: MetricsResult, y_true, log_history: list[dict]) -> dict:
-    """The ``metrics.json`` content, spec keys only."""
+def metrics_document(info: DatasetInfo, result: MetricsResult, y_true, log_history: list[dict],
+                     parameters: dict[str, int]) -> dict:
+    """The ``metrics.json`` content, spec keys only (``parameters``: total and trainable counts)."""
     train_seconds, samples_per_second = _throughput(log_history)
     return {
         "task": info.task,
@@ -281,6 +292,7 @@ def metrics_document(info: DatasetInfo, result: MetricsResult, y_true, log_histo
         "history": epoch_history(log_history),
         "train_seconds": round(train_seconds, 3),
         "samples_per_second": round(samples_per_second, 3),
+        "parameters": parameters,
     }
 
 
@@ -290,19 +302,30 @@ def _main_process() -> bool:
 
 
 MODEL_STAGING = ".model.staging"  # inside RUN_DIR: model/ being written
+ADAPTER_STAGING = ".adapter.staging"  # inside RUN_DIR: adapter/ being written (--lora)
 
 
-def _save_final_model(trainer: VituneTrainer, run: RunDir) -> None:
-    """``model/`` written whole beside the run, then renamed into place (never half-written)."""
-    staging = run.root / MODEL_STAGING
+def _save_final_model(trainer: VituneTrainer, run: RunDir, card: str) -> None:
+    """``model/`` (with its card ``card``) and, for LoRA, ``adapter/`` written whole beside the run, then
+    renamed into place (never half-written)."""
+    staging, adapter_staging = run.root / MODEL_STAGING, run.root / ADAPTER_STAGING
     try:
-        trainer.save_model(str(staging))  # every process: gathers DeepSpeed shards, rank 0 writes
+        if is_lora(trainer.model):
+            if trainer.is_world_process_zero():
+                save_lora(trainer.accelerator.unwrap_model(trainer.model), adapter_staging, staging,
+                          trainer.processing_class)
+        else:
+            trainer.save_model(str(staging))  # every process: gathers DeepSpeed shards, rank 0 writes
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # a failed save (a full disk) leaves nothing half-written
+        for folder in (staging, adapter_staging):  # a failed save (a full disk) leaves nothing half-written
+            shutil.rmtree(folder, ignore_errors=True)
         raise
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         (staging / "training_args.bin").unlink(missing_ok=True)  # a pickle, not needed to load
+        (staging / run.card.name).write_text(card)
+        if adapter_staging.is_dir():
+            replace_dir(adapter_staging, run.adapter)
         replace_dir(staging, run.model)
 
 
@@ -315,6 +338,8 @@ def train(config: TrainConfig) -> TrainResult:
     process at a time trains into a RUN_DIR; checkpoints and ``model/`` are renamed into place whole.
     """
     resolve_precision(config.precision)  # a precision this machine lacks fails before any work
+    if config.push_to_hub and _main_process():
+        check_can_push(config.push_to_hub)  # offline or without a token: said now, not after the training
     run = RunDir(config.out)
     lock = OutputLock(run.root) if _main_process() else contextlib.nullcontext()
     kept = "the checkpoints saved before are whole (continue with --resume)"
@@ -322,6 +347,7 @@ def train(config: TrainConfig) -> TrainResult:
         if _main_process():  # what a killed run was writing
             shutil.rmtree(run.checkpoints / STAGING, ignore_errors=True)
             shutil.rmtree(run.root / MODEL_STAGING, ignore_errors=True)
+            shutil.rmtree(run.root / ADAPTER_STAGING, ignore_errors=True)
             remove_orphans(run.model)  # a model/ swap cut short: put back, then cleared
             remove_stale_temp_files(run.root)
         return _train(config, run)
@@ -339,10 +365,12 @@ def _train(config: TrainConfig, run: RunDir) -> TrainResult:
     trainer.train(resume_from_checkpoint=resume_from)
     y_true, scores = validation_scores(trainer)
     result = trainer.task.metrics(y_true, scores, info.labels)
-    document = metrics_document(info, result, y_true, trainer.state.log_history)
-    _save_final_model(trainer, run)
+    document = metrics_document(info, result, y_true, trainer.state.log_history, parameter_counts(trainer.model))
+    _save_final_model(trainer, run, model_card(config, info, document))
     if trainer.is_world_process_zero():
         write_atomic(run.metrics, json.dumps(document, indent=2) + "\n")
         write_plots(run, info, y_true, scores, trainer.state.log_history)
+        if config.push_to_hub:
+            push_to_hub(run.model, config.push_to_hub)
     log.info("validation %s: %s", info.task, json.dumps(result.metrics))
     return TrainResult(run.root, document)

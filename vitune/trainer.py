@@ -29,6 +29,7 @@ from transformers.trainer_callback import ProgressCallback
 from vitune.data.dataset_dir import DatasetInfo
 from vitune.errors import UserError
 from vitune.inference import normalize
+from vitune.lora import is_lora
 from vitune.models import Preprocessing
 from vitune.safe_io import raise_if_stopped, replace_dir
 from vitune.tasks import Task, get_task
@@ -86,6 +87,10 @@ class LossTracker:
     """Running sum of training losses on the device: read (one sync) only at epoch end."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what was added (a new run, or a new trial of a search, starts from nothing)."""
         self.total: torch.Tensor | None = None
         self.batches = 0
         self.samples = 0
@@ -105,7 +110,7 @@ class LossTracker:
         sums = torch.cat([self.total.reshape(1), counts])
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(sums)
-        self.total, self.batches, self.samples = None, 0, 0
+        self.reset()
         total, batches, samples = sums.tolist()
         return total / batches, int(samples)
 
@@ -142,12 +147,12 @@ class VituneTrainer(Trainer):
     # silently keep the current weights (huggingface/transformers#43701, #48805). Reload through
     # from_pretrained, which applies the name conversion, and copy strictly. DeepSpeed/FSDP keep their own path.
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or is_lora(self.model):  # PEFT reloads its adapter
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         self._copy_weights_from(resume_from_checkpoint, model or self.model)
 
     def _load_best_model(self):
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or is_lora(self.model):
             return super()._load_best_model()
         self._copy_weights_from(self.state.best_model_checkpoint, self.model)
 
@@ -203,9 +208,8 @@ class EpochHistoryCallback(TrainerCallback):
     before a single garbage weight is written.
     """
 
-    def __init__(self, tracker: LossTracker, learning_rate: float) -> None:
+    def __init__(self, tracker: LossTracker) -> None:
         self.tracker = tracker
-        self.learning_rate = learning_rate
         self.epoch_started = 0.0
 
     def on_epoch_begin(self, args, state, control, **kwargs):
@@ -222,14 +226,14 @@ class EpochHistoryCallback(TrainerCallback):
     def _record(self, args, state, scheduler) -> None:
         loss, samples = self.tracker.pop()
         if not math.isfinite(loss):
-            raise diverged(loss, state, self.learning_rate)
+            raise diverged(loss, state, args.learning_rate)
         state.log_history.append(
             {
                 EPOCH_RECORD: True,
                 "epoch": round(state.epoch, 4),
                 "step": state.global_step,
                 "train_loss": loss,
-                "lr": scheduler.get_last_lr()[0] if scheduler is not None else self.learning_rate,
+                "lr": scheduler.get_last_lr()[0] if scheduler is not None else args.learning_rate,
                 "train_seconds": time.perf_counter() - self.epoch_started,
                 "train_samples": samples,
             }
@@ -275,13 +279,10 @@ class StopRequestCallback(TrainerCallback):
 class NonFiniteLossCallback(TrainerCallback):
     """Stop at the first logged training loss that is NaN or inf (an earlier signal than epoch end)."""
 
-    def __init__(self, learning_rate: float) -> None:
-        self.learning_rate = learning_rate
-
     def on_log(self, args, state, control, logs=None, **kwargs):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
-            raise diverged(loss, state, self.learning_rate)
+            raise diverged(loss, state, args.learning_rate)  # a search trial's own, not the base config's
 
 
 def diverged(loss: float, state, learning_rate: float) -> UserError:

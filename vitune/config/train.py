@@ -7,6 +7,7 @@ repeats the run; flags given on the command line override the file's values.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -31,6 +32,8 @@ POS_WEIGHTS = ("off", "auto")
 # opt-in (`augment_hflip`) because laterality carries meaning in chest X-rays (heart on the left,
 # situs inversus, left/right-specific findings and markers): a flipped film is a different patient.
 AUGMENTS = ("none", "light")
+REPORT_TO = ("none", "tensorboard", "mlflow", "wandb")
+HUB_REPO_ID = re.compile(r"([\w.-]+/)?[\w.-]+")
 REQUIRED = ("data", "model", "out")
 LOCAL_PATHS = ("data", "model", "out", "deepspeed")
 
@@ -64,6 +67,12 @@ class TrainConfig(CommandConfig):
         save_total_limit: Checkpoints kept, best included.
         deepspeed: DeepSpeed JSON config (e.g. vitune/configs/ds_zero2.json).
         trust_remote_code: Allow Hub model code.
+        report_to: none|tensorboard|mlflow|wandb, several comma-separated: logs go inside RUN_DIR
+          (MLflow: RUN_DIR/mlruns unless MLFLOW_TRACKING_URI is set).
+        push_to_hub: Hub repo id (OWNER/NAME or NAME) to push model/ and its card to, with your token.
+        lora: LoRA rank R (0: off): train low-rank adapters and the head only (ViT family, DINOv2, Swin).
+        lora_alpha: LoRA scaling alpha (default: the rank R).
+        lora_targets: Comma-separated module names LoRA adapts (default: the query and value projections).
     """
 
     noun = "training setting"
@@ -92,6 +101,11 @@ class TrainConfig(CommandConfig):
     save_total_limit: int = 2
     deepspeed: str | None = None
     trust_remote_code: bool = False
+    report_to: str = "none"
+    push_to_hub: str | None = None
+    lora: int = 0
+    lora_alpha: float | None = None
+    lora_targets: str | None = None
 
     def __post_init__(self) -> None:
         for name in REQUIRED:
@@ -115,6 +129,7 @@ class TrainConfig(CommandConfig):
             raise UserError(f"--num-workers {self.num_workers} is negative: use 0 (main process) or more")
         if self.deepspeed is not None and not Path(self.deepspeed).is_file():
             raise UserError(f"--deepspeed {self.deepspeed} does not exist: give a DeepSpeed JSON config file")
+        _check_tracking_and_lora(self)
 
     def to_yaml(self) -> str:
         """The YAML text of this config, fields in declaration order."""
@@ -184,3 +199,36 @@ def _numbers_from_text(values: dict) -> dict:
             except ValueError:
                 pass  # left as text: __post_init__ reports it with the flag's name
     return converted
+
+
+def report_destinations(report_to: str) -> list[str]:
+    """``"tensorboard,mlflow"`` -> ``["tensorboard", "mlflow"]``; ``"none"`` -> ``[]`` (checked)."""
+    names = [name.strip() for name in str(report_to).split(",") if name.strip()]
+    for name in names:
+        check_choice("report_to", name, REPORT_TO)
+    if not names or ("none" in names and len(names) > 1):
+        raise UserError(f"--report-to {report_to!r}: give none, or one or more of {', '.join(REPORT_TO[1:])}")
+    return [name for name in names if name != "none"]
+
+
+def lora_target_names(targets: str | None) -> list[str] | None:
+    """``"query,value"`` -> ``["query", "value"]``; None stays None (the family's default)."""
+    if targets is None:
+        return None
+    names = [name.strip() for name in targets.split(",") if name.strip()]
+    if not names:
+        raise UserError("--lora-targets is empty: give module names such as q_proj,v_proj")
+    return names
+
+
+def _check_tracking_and_lora(config: TrainConfig) -> None:
+    report_destinations(config.report_to)
+    if config.push_to_hub is not None and not HUB_REPO_ID.fullmatch(config.push_to_hub):
+        raise UserError(f"--push-to-hub {config.push_to_hub!r} is not a Hub repo id: give OWNER/NAME or NAME")
+    if isinstance(config.lora, bool) or not isinstance(config.lora, int) or config.lora < 0:
+        raise UserError(f"--lora {config.lora!r} is the LoRA rank: give a whole number (8, 16; 0 = off)")
+    if config.lora_alpha is not None:
+        check_positive("lora_alpha", config.lora_alpha)
+    lora_target_names(config.lora_targets)
+    if not config.lora and (config.lora_alpha is not None or config.lora_targets is not None):
+        raise UserError("--lora-alpha and --lora-targets set up LoRA: add --lora R (the rank, e.g. 8)")
