@@ -90,6 +90,10 @@ class Task:
         """Mean loss of a batch, in float32 whatever the autocast dtype."""
         raise NotImplementedError
 
+    def soft_targets(self, labels, n_outputs: int, smoothing: float = 0.0):
+        """Batch labels as float targets that mixup can blend, label smoothing ``smoothing`` applied."""
+        return labels.float()
+
     def scores(self, logits: np.ndarray, config=None) -> np.ndarray:
         """Logits -> probabilities (classification) or predictions in target units (regression)."""
         raise NotImplementedError
@@ -170,6 +174,9 @@ class MultiLabel(Task):
 
         return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=pos_weight)
 
+    def soft_targets(self, labels, n_outputs, smoothing=0.0):
+        return labels.float() * (1.0 - smoothing) + smoothing / 2  # NaN (unknown) stays NaN
+
     def scores(self, logits, config=None):
         from scipy.special import expit
 
@@ -236,7 +243,12 @@ class SingleLabel(Task):
     def loss(self, logits, labels, regression_loss="mse", pos_weight=None):
         import torch.nn.functional as F
 
-        return F.cross_entropy(logits.float(), labels.long())
+        return F.cross_entropy(logits.float(), labels.float() if labels.is_floating_point() else labels.long())
+
+    def soft_targets(self, labels, n_outputs, smoothing=0.0):
+        import torch.nn.functional as F
+
+        return F.one_hot(labels.long(), n_outputs).float() * (1.0 - smoothing) + smoothing / n_outputs
 
     def scores(self, logits, config=None):
         from scipy.special import softmax

@@ -31,8 +31,12 @@ from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir, require_image
 from vitune.errors import UserError
 from vitune.layout import RunDir
 from vitune.metrics import MetricsResult
-from vitune.models import load_classifier, load_image_processor, resolve_preprocessing
+from vitune.augment import DeviceInputs
+from vitune.ema import EmaCallback, WeightEma
+from vitune.mixing import TargetMixer
+from vitune.models import load_classifier, load_image_processor, load_model_config, resolve_preprocessing
 from vitune.progress import interactive
+from vitune.recipe import add_branch_drop_path, drop_path_overrides
 from vitune.safe_io import OutputLock, disk_full, remove_orphans, remove_stale_temp_files, replace_dir, write_atomic
 from vitune.tasks import Task, get_task
 from vitune.trainer import (
@@ -42,8 +46,8 @@ from vitune.trainer import (
     EpochLinePrinter,
     EpochLineProgressCallback,
     NonFiniteLossCallback,
-    PixelCollator,
     StopRequestCallback,
+    Uint8Collator,
     VituneTrainer,
 )
 
@@ -138,6 +142,8 @@ def training_arguments(config: TrainConfig, task: Task):
         report_to="none",
         disable_tqdm=not interactive(),
         deepspeed=config.deepspeed,
+        torch_compile=config.compile,
+        activation_checkpointing=config.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(),  # also what makes torchrun on CPU real DDP (gloo)
     )
 
@@ -178,12 +184,44 @@ def _show_progress(trainer: VituneTrainer) -> None:
         trainer.add_callback(EpochLinePrinter)
 
 
+def _load_model(config: TrainConfig, task: Task, info: DatasetInfo, label_range):
+    """The classifier to fine-tune, with the run's drop path and (regression) target scaling in its config."""
+    overrides = drop_path_overrides(load_model_config(config.model, config.trust_remote_code), config.drop_path)
+    model = load_classifier(config.model, task, info.labels, config.trust_remote_code, overrides)
+    add_branch_drop_path(model, config.drop_path)
+    if label_range is not None:
+        model.config.vitune_label_range = list(label_range)
+        model.config.vitune_regression_loss = config.regression_loss
+    return model
+
+
+def _add_ema(trainer: VituneTrainer, config: TrainConfig) -> None:
+    """``--ema``: the EMA of the model's weights (on the model's device, once the Trainer placed it) and its updates."""
+    if config.ema is None:
+        return
+    if config.deepspeed:
+        raise UserError("--ema keeps a full copy of the weights on each process, which DeepSpeed shards: "
+                        "drop --ema or --deepspeed")
+    trainer.ema = WeightEma(trainer.model, config.ema)
+    trainer.add_callback(EmaCallback(trainer.ema, trainer.accelerator.unwrap_model))
+
+
+def device_inputs(config: TrainConfig, prep, task: Task, n_outputs: int) -> DeviceInputs:
+    """How batches become model input on the device: ``--augment``, label smoothing, mixup / cutmix."""
+    if config.label_smoothing and not task.is_classification:
+        raise UserError(f"--label-smoothing applies to classification, not {task.name}: drop it")
+    mixes = config.label_smoothing or config.mixup or config.cutmix
+    mixer = TargetMixer(task, n_outputs, config.label_smoothing, config.mixup, config.cutmix) if mixes else None
+    return DeviceInputs(prep, config.augment, config.augment_hflip, mixer)
+
+
 def build_trainer(config: TrainConfig) -> VituneTrainer:
     """The :class:`transformers.Trainer` of ``config``, ready for ``.train()``.
 
-    Model with a new head for the dataset's task and labels, uint8 collators that normalise (and
-    augment for training), ``TrainingArguments``, metrics and vitune's callbacks (epoch history,
-    divergence stop, progress lines). Raises :class:`UserError` for data that does not fit.
+    Model with a new head for the dataset's task and labels, a uint8 collator (batches are converted,
+    augmented and normalised on the model's device, :mod:`vitune.augment`), the recipe's settings
+    (layer decay, drop path, EMA, mixing), ``TrainingArguments``, metrics and vitune's callbacks
+    (epoch history, divergence stop, progress lines). Raises :class:`UserError` for data that does not fit.
     """
     from transformers import set_seed
 
@@ -200,24 +238,22 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
     pos_weight = auto_pos_weight(train_split) if config.pos_weight == "auto" else None
 
     set_seed(config.seed)  # the new head is initialised here, before Trainer seeds
-    model = load_classifier(config.model, task, info.labels, config.trust_remote_code)
-    if label_range is not None:
-        model.config.vitune_label_range = list(label_range)
-        model.config.vitune_regression_loss = config.regression_loss
-
+    model = _load_model(config, task, info, label_range)
     trainer = VituneTrainer(
         model=model,
         args=training_arguments(config, task),
         train_dataset=uint8_rows(train_split),
         eval_dataset=uint8_rows(val_split),
-        data_collator=PixelCollator(prep, task, label_range),
-        train_collator=PixelCollator(prep, task, label_range, config.augment, config.augment_hflip),
+        data_collator=Uint8Collator(task, label_range),
         processing_class=run_processor(config.model, info.image_size, config.trust_remote_code),
         compute_metrics=_trainer_metrics(task, info.labels, model.config, label_range),
         info=info,
         regression_loss=config.regression_loss,
         pos_weight=pos_weight,
+        device_inputs=device_inputs(config, prep, task, len(task.output_names(info.labels))),
+        layer_decay=config.layer_decay,
     )
+    _add_ema(trainer, config)
     _show_progress(trainer)
     trainer.add_callback(EpochHistoryCallback(trainer.loss_tracker, config.lr))
     trainer.add_callback(NonFiniteLossCallback(config.lr))

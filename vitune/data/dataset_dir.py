@@ -2,7 +2,8 @@
 
 A ``datasets.DatasetDict`` written with ``save_to_disk`` (splits ``train``, ``validation`` and
 optionally ``test``) plus ``dataset.json`` describing it. Columns: ``pixel_values`` (uint8
-``[3, S, S]``), ``labels``, ``file`` (path relative to SOURCE) and ``group``.
+``[3, S, S]``, or ``[1, S, S]`` for an all-grayscale source: a third of the bytes; readers expand it to
+RGB on the device), ``labels``, ``file`` (path relative to SOURCE) and ``group``.
 """
 
 from __future__ import annotations
@@ -67,11 +68,11 @@ class DatasetInfo:
             raise UserError(f"{path} is damaged ({exc}): prepare the dataset again") from exc
 
 
-def features_for(task: str | Task, image_size: int) -> datasets.Features:
-    """The Arrow schema of a DATASET_DIR split for ``task`` at ``image_size``."""
+def features_for(task: str | Task, image_size: int, channels: int = 3) -> datasets.Features:
+    """The Arrow schema of a DATASET_DIR split for ``task`` at ``image_size`` with ``channels`` (1 or 3)."""
     return datasets.Features(
         {
-            "pixel_values": datasets.Array3D(shape=(3, image_size, image_size), dtype="uint8"),
+            "pixel_values": datasets.Array3D(shape=(channels, image_size, image_size), dtype="uint8"),
             "labels": get_task(task).label_feature(),
             "file": datasets.Value("string"),
             "group": datasets.Value("string"),
