@@ -285,7 +285,7 @@ def validation_scores(trainer: VituneTrainer) -> tuple[np.ndarray, np.ndarray]:
     """Targets (in target units) and scores of the trainer's model on the validation split."""
     output = trainer.predict(trainer.eval_dataset)
     scores = trainer.task.scores(output.predictions, trainer.model.config)
-    return split_labels(trainer.eval_dataset), scores
+    return split_labels(trainer.eval_dataset.split), scores
 
 
 def write_plots(run: RunDir, info: DatasetInfo, y_true, scores, log_history: list[dict]) -> None:
