@@ -74,7 +74,7 @@ class TrainConfig(CommandConfig):
         mixup: Mixup Beta alpha (0 = off).
         cutmix: Cutmix Beta alpha (0 = off); with mixup, one of the two per batch.
         compile: torch.compile the model (TrainingArguments.torch_compile).
-        gradient_checkpointing: Recompute activations in the backward pass (less memory, ~30 % slower).
+        gradient_checkpointing: Recompute activations in the backward pass (less memory, more compute).
     """
 
     noun = "training setting"
