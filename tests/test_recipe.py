@@ -156,3 +156,31 @@ def test_compile_and_gradient_checkpointing_run_a_training_step_on_the_cpu(tiny_
     assert trainer.model_wrapped is not trainer.model  # the compiled module ran the step
     assert trainer.state.global_step == 1
     assert not torch.equal(before, trainer.accelerator.unwrap_model(trainer.model).classifier.weight)
+
+
+def test_ema_swaps_in_for_evaluation_and_resumes_from_a_checkpoint(tmp_path):
+    from vitune.ema import WeightEma, save_raw_weights
+
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = WeightEma(model, decay=0.5)
+    ema.update(model)  # first update: the EMA starts at the weights
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    ema.update(model)  # 0.5 * 0 + 0.5 * 2
+    assert ema.state_dict()["weight"].tolist() == [[1.0, 1.0]]
+    with ema.swapped(model) as raw:
+        assert model.weight.tolist() == [[1.0, 1.0]] and raw["weight"].tolist() == [[2.0, 2.0]]
+        save_raw_weights(raw, tmp_path)
+    assert model.weight.tolist() == [[2.0, 2.0]]  # the raw weights are back after the block
+
+    restored = torch.nn.Linear(2, 1)
+    restored.load_state_dict(ema.state_dict())  # what a checkpoint's model weights hold
+    again = WeightEma(restored, decay=0.5)
+    again.resume(restored, tmp_path)
+    assert restored.weight.tolist() == [[2.0, 2.0]] and again.state_dict()["weight"].tolist() == [[1.0, 1.0]]
+    with torch.no_grad():
+        restored.weight.fill_(4.0)
+    again.update(restored)  # continues the average, not a fresh start
+    assert again.state_dict()["weight"].tolist() == [[2.5, 2.5]]
