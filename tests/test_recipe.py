@@ -13,7 +13,7 @@ from vitune.config import TrainConfig
 from vitune.ema import RAW_WEIGHTS
 from vitune.errors import UserError
 from vitune.mixing import TargetMixer, paste_box
-from vitune.recipe import drop_path_overrides, layer_decay_groups
+from vitune.recipe import drop_path_overrides, layer_decay_groups, require_layer_decay
 from vitune.tasks import get_task
 from vitune.train import build_trainer
 
@@ -78,8 +78,11 @@ def test_drop_path_goes_into_the_config_of_models_built_with_it_and_is_refused_e
     assert drop_path_overrides(SwinConfig(), 0.1) == {"drop_path_rate": 0.1}
     with pytest.raises(UserError, match="--drop-path applies to"):
         drop_path_overrides(ConvNextConfig(), 0.1)
+    with pytest.raises(UserError, match="--layer-decay supports"):
+        require_layer_decay(ConvNextConfig())
 
 
+@pytest.mark.slow
 def test_ema_weights_differ_from_the_raw_ones_and_are_the_ones_saved(tiny_vit, dataset_dir_factory, tmp_path,
                                                                     monkeypatch):
     built = []

@@ -21,8 +21,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vitune.errors import UserError
 from vitune.inference import normalize
+from vitune.mixing import TargetMixer
 from vitune.models import Preprocessing
+from vitune.tasks import Task
 
 LIGHT_CROP_AREA = (0.85, 1.0)
 LIGHT_MAX_SHIFT = 0.04  # fraction of the image side
@@ -107,3 +110,12 @@ class DeviceInputs:
         x = pixels.to(torch.float32).div_(255.0)
         x = light_augment(x, self.hflip) if self.augment == "light" else self._strong.to(x.device)(x)
         return normalize(x, self.prep, peak=1.0)
+
+
+def device_inputs_for(config, prep: Preprocessing, task: Task, n_outputs: int) -> DeviceInputs:
+    """A TrainConfig's :class:`DeviceInputs`: ``--augment``, label smoothing, mixup / cutmix."""
+    if config.label_smoothing and not task.is_classification:
+        raise UserError(f"--label-smoothing applies to classification, not {task.name}: drop it")
+    mixes = config.label_smoothing or config.mixup or config.cutmix
+    mixer = TargetMixer(task, n_outputs, config.label_smoothing, config.mixup, config.cutmix) if mixes else None
+    return DeviceInputs(prep, config.augment, config.augment_hflip, mixer)

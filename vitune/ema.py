@@ -49,7 +49,7 @@ class WeightEma:
             model.load_state_dict(raw, strict=True)
 
     def resume(self, model: torch.nn.Module, checkpoint_dir: str | Path) -> None:
-        """After ``model`` got a checkpoint's (EMA) weights: they become the EMA, the raw ones go back into ``model``."""
+        """After ``model`` got a checkpoint's (EMA) weights: they become the EMA, the raw ones go back in ``model``."""
         from safetensors.torch import load_file
 
         self.averaged.module.load_state_dict(model.state_dict(), strict=True)
@@ -74,3 +74,14 @@ class EmaCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         self.ema.update(self.unwrap(model))
+
+
+def add_ema(trainer, decay: float, deepspeed: str | None = None) -> None:
+    """``--ema``: the EMA of the trainer's model (on its device, where the Trainer placed it) and its updates."""
+    from vitune.errors import UserError
+
+    if deepspeed:
+        raise UserError("--ema keeps a full copy of the weights on each process, which DeepSpeed shards: "
+                        "drop --ema or --deepspeed")
+    trainer.ema = WeightEma(trainer.model, decay)
+    trainer.add_callback(EmaCallback(trainer.ema, trainer.accelerator.unwrap_model))

@@ -48,13 +48,18 @@ def parameter_depth(name: str, config) -> int:
     return block_count(config) + 1
 
 
+def require_layer_decay(config) -> None:
+    """A :class:`UserError` unless ``--layer-decay`` knows the blocks of this model type."""
+    if config.model_type not in LAYER_DECAY_TYPES:
+        raise UserError(f"--layer-decay supports {', '.join(LAYER_DECAY_TYPES)} models, not {config.model_type}: "
+                        "drop --layer-decay")
+
+
 def layer_decay_groups(model, decay_names: set[str] | list[str], weight_decay: float, lr: float,
                        decay: float) -> list[dict]:
     """Optimizer parameter groups, one per (depth, decayed or not), each with its ``lr``."""
     config = model.config
-    if config.model_type not in LAYER_DECAY_TYPES:
-        raise UserError(f"--layer-decay supports {', '.join(LAYER_DECAY_TYPES)} models, not {config.model_type}: "
-                        "drop --layer-decay")
+    require_layer_decay(config)
     top = block_count(config) + 1
     groups: dict[tuple[int, bool], dict] = {}
     for name, parameter in model.named_parameters():

@@ -31,12 +31,11 @@ from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir, require_image
 from vitune.errors import UserError
 from vitune.layout import RunDir
 from vitune.metrics import MetricsResult
-from vitune.augment import DeviceInputs
-from vitune.ema import EmaCallback, WeightEma
-from vitune.mixing import TargetMixer
+from vitune.augment import device_inputs_for
+from vitune.ema import add_ema
 from vitune.models import load_classifier, load_image_processor, load_model_config, resolve_preprocessing
 from vitune.progress import interactive
-from vitune.recipe import add_branch_drop_path, drop_path_overrides
+from vitune.recipe import add_branch_drop_path, drop_path_overrides, require_layer_decay
 from vitune.safe_io import OutputLock, disk_full, remove_orphans, remove_stale_temp_files, replace_dir, write_atomic
 from vitune.tasks import Task, get_task
 from vitune.trainer import (
@@ -186,33 +185,16 @@ def _show_progress(trainer: VituneTrainer) -> None:
 
 def _load_model(config: TrainConfig, task: Task, info: DatasetInfo, label_range):
     """The classifier to fine-tune, with the run's drop path and (regression) target scaling in its config."""
-    overrides = drop_path_overrides(load_model_config(config.model, config.trust_remote_code), config.drop_path)
+    model_config = load_model_config(config.model, config.trust_remote_code)
+    if config.layer_decay is not None:
+        require_layer_decay(model_config)
+    overrides = drop_path_overrides(model_config, config.drop_path)
     model = load_classifier(config.model, task, info.labels, config.trust_remote_code, overrides)
     add_branch_drop_path(model, config.drop_path)
     if label_range is not None:
         model.config.vitune_label_range = list(label_range)
         model.config.vitune_regression_loss = config.regression_loss
     return model
-
-
-def _add_ema(trainer: VituneTrainer, config: TrainConfig) -> None:
-    """``--ema``: the EMA of the model's weights (on the model's device, once the Trainer placed it) and its updates."""
-    if config.ema is None:
-        return
-    if config.deepspeed:
-        raise UserError("--ema keeps a full copy of the weights on each process, which DeepSpeed shards: "
-                        "drop --ema or --deepspeed")
-    trainer.ema = WeightEma(trainer.model, config.ema)
-    trainer.add_callback(EmaCallback(trainer.ema, trainer.accelerator.unwrap_model))
-
-
-def device_inputs(config: TrainConfig, prep, task: Task, n_outputs: int) -> DeviceInputs:
-    """How batches become model input on the device: ``--augment``, label smoothing, mixup / cutmix."""
-    if config.label_smoothing and not task.is_classification:
-        raise UserError(f"--label-smoothing applies to classification, not {task.name}: drop it")
-    mixes = config.label_smoothing or config.mixup or config.cutmix
-    mixer = TargetMixer(task, n_outputs, config.label_smoothing, config.mixup, config.cutmix) if mixes else None
-    return DeviceInputs(prep, config.augment, config.augment_hflip, mixer)
 
 
 def build_trainer(config: TrainConfig) -> VituneTrainer:
@@ -250,10 +232,11 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
         info=info,
         regression_loss=config.regression_loss,
         pos_weight=pos_weight,
-        device_inputs=device_inputs(config, prep, task, len(task.output_names(info.labels))),
+        device_inputs=device_inputs_for(config, prep, task, len(task.output_names(info.labels))),
         layer_decay=config.layer_decay,
     )
-    _add_ema(trainer, config)
+    if config.ema is not None:
+        add_ema(trainer, config.ema, config.deepspeed)
     _show_progress(trainer)
     trainer.add_callback(EpochHistoryCallback(trainer.loss_tracker, config.lr))
     trainer.add_callback(NonFiniteLossCallback(config.lr))

@@ -27,11 +27,11 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
+from vitune.augment import DeviceInputs
 from vitune.data.dataset_dir import DatasetInfo
 from vitune.ema import WeightEma, save_raw_weights
 from vitune.errors import UserError
 from vitune.recipe import layer_decay_groups
-from vitune.augment import DeviceInputs
 from vitune.safe_io import raise_if_stopped, replace_dir
 from vitune.tasks import Task, get_task
 
@@ -187,7 +187,7 @@ class VituneTrainer(Trainer):
         target.load_state_dict(saved.state_dict(), strict=True)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Task loss from the logits of the batch prepared on the device; training losses also feed the divergence check."""
+        """Task loss of the batch prepared on the device; training losses also feed the divergence check."""
         pixels, labels = self.device_inputs(inputs["pixel_values"], inputs["labels"], train=model.training)
         outputs = model(pixel_values=pixels)
         pos_weight = None if self.pos_weight is None else self.pos_weight.to(outputs.logits.device)
