@@ -38,6 +38,7 @@ test-fast: setup
 
 bench: setup
 	$(PY) bench/data_throughput.py
+	$(PY) bench/loader.py
 	$(PY) bench/train_vs_hf.py
 	$(PY) bench/heads.py
 	$(PY) bench/predict_memory.py

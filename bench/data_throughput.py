@@ -4,8 +4,8 @@ Generates N 1024x1024 8-bit grayscale PNGs shaped like the NIH ChestX-ray14 rele
 anatomy-like field plus sensor noise) as an image folder, then in one run measures:
 
 (a) ``prepare`` images/s with all cores and with one worker, and what the integrity pass costs;
-(b) training-batch images/s from the DATASET_DIR (batch 32, shuffled, uint8 rows -> normalised float
-    tensors): the Trainer's own loader, ``vitune.train.build_trainer(config).get_train_dataloader()``;
+(b) training-batch images/s from the DATASET_DIR (batch 32, shuffled, uint8 batches: since 0.2 they are
+    normalised on the device at the start of the step): the Trainer's own loader, ``vitune.train.build_trainer(config).get_train_dataloader()``;
 (c) the stock recipe (the seeds' ``set_transform``: PIL open + convert RGB + ViTImageProcessor
     at 224 on every access) for each epoch, same images, same batch size;
 
@@ -135,8 +135,8 @@ def verify_cost(files: list[Path], rounds: int = 3) -> tuple[float, float]:
 
 
 def cached_loader(dataset_dir: Path, checkpoint: Path, out: Path, batch_size: int, epoch: int):
-    """What vitune's Trainer reads: ``build_trainer(config).get_train_dataloader()`` (shuffled uint8 rows,
-    normalised by the training collator, ``dataloader_num_workers=0`` as on CPU)."""
+    """What vitune's Trainer reads: ``build_trainer(config).get_train_dataloader()`` (shuffled uint8 batches,
+    ``dataloader_num_workers=0`` as on CPU)."""
     from vitune.train import build_trainer
 
     config = TrainConfig(data=str(dataset_dir), model=str(checkpoint), out=str(out), batch_size=batch_size,

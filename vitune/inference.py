@@ -34,16 +34,20 @@ def resolve_device(device: torch.device | str | None = None) -> torch.device:
     return resolved
 
 
-def normalize(pixels: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
-    """uint8 ``[B, 3, S, S]`` -> float ``(x / 255 - mean) / std`` on the same device (one fused pass)."""
+def normalize(pixels: torch.Tensor, prep: Preprocessing, peak: float = 255.0) -> torch.Tensor:
+    """uint8 ``[B, C, S, S]`` -> float ``(x / peak - mean) / std`` on the same device (one fused pass).
+
+    ``C`` is 3, or 1 for a grayscale DATASET_DIR: the one channel broadcasts to RGB in the same pass.
+    ``peak`` is 1 for pixels already scaled to [0, 1] (after augmentation).
+    """
     x = pixels.to(torch.float32)
     mean = torch.tensor(prep.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(prep.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return torch.addcmul(-mean / std, x, 1.0 / (255.0 * std))
+    return torch.addcmul(-mean / std, x, 1.0 / (peak * std))
 
 
 def pixel_batches(dataset, batch_size: int) -> Iterator[np.ndarray]:
-    """uint8 pixel batches from a DATASET_DIR split (or any sequence of ``[3, S, S]`` arrays)."""
+    """uint8 pixel batches from a DATASET_DIR split (or any sequence of ``[C, S, S]`` arrays, C = 1 or 3)."""
     if hasattr(dataset, "with_format"):
         dataset = dataset.with_format("numpy", columns=["pixel_values"], dtype=np.uint8)
         for start in range(0, len(dataset), batch_size):

@@ -164,11 +164,13 @@ def load_classifier(
     task: str | Task,
     labels: list[str],
     trust_remote_code: bool = False,
+    config_overrides: dict | None = None,
 ):
     """A classification model from ``model`` with a fresh head sized for ``labels`` and ``task``.
 
     ``id2label``/``label2id`` and ``problem_type`` are set so the saved model works with
     ``pipeline("image-classification")``. A replaced head is reported (expected missing keys).
+    ``config_overrides`` are further config values (``drop_path_rate``).
     """
     from transformers import AutoModelForImageClassification
 
@@ -187,6 +189,7 @@ def load_classifier(
             ignore_mismatched_sizes=True,
             trust_remote_code=trust_remote_code,
             use_safetensors=True,  # never unpickle downloaded weights
+            **(config_overrides or {}),
         )
     except OSError as exc:
         raise UserError(f"cannot load model {model!r}: {exc}".splitlines()[0]) from exc

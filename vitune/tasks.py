@@ -90,6 +90,10 @@ class Task:
         """Mean loss of a batch, in float32 whatever the autocast dtype."""
         raise NotImplementedError
 
+    def soft_targets(self, labels, n_outputs: int, smoothing: float = 0.0):
+        """Batch labels as float targets that mixup can blend, label smoothing ``smoothing`` applied."""
+        return labels.float()
+
     def scores(self, logits: np.ndarray, config=None) -> np.ndarray:
         """Logits -> probabilities (classification) or predictions in target units (regression)."""
         raise NotImplementedError
@@ -176,6 +180,9 @@ class MultiLabel(Task):
                                                    pos_weight=pos_weight, reduction="none")
         return (cells * known).sum() / known.sum().clamp(min=1)
 
+    def soft_targets(self, labels, n_outputs, smoothing=0.0):
+        return labels.float() * (1.0 - smoothing) + smoothing / 2  # NaN (unknown) stays NaN
+
     def scores(self, logits, config=None):
         from scipy.special import expit
 
@@ -241,7 +248,12 @@ class SingleLabel(Task):
     def loss(self, logits, labels, regression_loss="mse", pos_weight=None):
         import torch.nn.functional as F
 
-        return F.cross_entropy(logits.float(), labels.long())
+        return F.cross_entropy(logits.float(), labels.float() if labels.is_floating_point() else labels.long())
+
+    def soft_targets(self, labels, n_outputs, smoothing=0.0):
+        import torch.nn.functional as F
+
+        return F.one_hot(labels.long(), n_outputs).float() * (1.0 - smoothing) + smoothing / n_outputs
 
     def scores(self, logits, config=None):
         from scipy.special import softmax

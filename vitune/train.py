@@ -26,15 +26,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vitune.augment import device_inputs_for
 from vitune.config import TrainConfig
 from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir, require_image_size, require_split, uint8_rows
+from vitune.ema import add_ema
 from vitune.errors import UserError
 from vitune.layout import RunDir
 from vitune.lora import add_lora, is_lora, parameter_counts, save_lora
 from vitune.metrics import MetricsResult
 from vitune.model_card import check_can_push, model_card, push_to_hub
-from vitune.models import load_classifier, load_image_processor, resolve_preprocessing
+from vitune.models import load_classifier, load_image_processor, load_model_config, resolve_preprocessing
 from vitune.progress import interactive
+from vitune.recipe import add_branch_drop_path, drop_path_overrides, require_layer_decay
 from vitune.safe_io import OutputLock, disk_full, remove_orphans, remove_stale_temp_files, replace_dir, write_atomic
 from vitune.tasks import Task, get_task
 from vitune.tracking import report_to, setup_tracking
@@ -45,8 +48,8 @@ from vitune.trainer import (
     EpochLinePrinter,
     EpochLineProgressCallback,
     NonFiniteLossCallback,
-    PixelCollator,
     StopRequestCallback,
+    Uint8Collator,
     VituneTrainer,
 )
 
@@ -142,6 +145,8 @@ def training_arguments(config: TrainConfig, task: Task):
         run_name=Path(config.out).name,
         disable_tqdm=not interactive(),
         deepspeed=config.deepspeed,
+        torch_compile=config.compile,
+        activation_checkpointing=config.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(),  # also what makes torchrun on CPU real DDP (gloo)
     )
 
@@ -185,9 +190,10 @@ def _show_progress(trainer: VituneTrainer) -> None:
 def build_trainer(config: TrainConfig) -> VituneTrainer:
     """The :class:`transformers.Trainer` of ``config``, ready for ``.train()``.
 
-    Model with a new head for the dataset's task and labels, uint8 collators that normalise (and
-    augment for training), ``TrainingArguments``, metrics and vitune's callbacks (epoch history,
-    divergence stop, progress lines). Raises :class:`UserError` for data that does not fit.
+    Model with a new head for the dataset's task and labels, a uint8 collator (batches are converted,
+    augmented and normalised on the model's device, :mod:`vitune.augment`), the recipe's settings
+    (layer decay, drop path, EMA, mixing), ``TrainingArguments``, metrics and vitune's callbacks
+    (epoch history, divergence stop, progress lines). Raises :class:`UserError` for data that does not fit.
     """
     from transformers import set_seed
 
@@ -210,14 +216,17 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
         args=training_arguments(config, task),
         train_dataset=uint8_rows(train_split),
         eval_dataset=uint8_rows(val_split),
-        data_collator=PixelCollator(prep, task, label_range),
-        train_collator=PixelCollator(prep, task, label_range, config.augment, config.augment_hflip),
+        data_collator=Uint8Collator(task, label_range),
         processing_class=run_processor(config.model, info.image_size, config.trust_remote_code),
         compute_metrics=_trainer_metrics(task, info.labels, model.config, label_range),
         info=info,
         regression_loss=config.regression_loss,
         pos_weight=pos_weight,
+        device_inputs=device_inputs_for(config, prep, task, len(task.output_names(info.labels))),
+        layer_decay=config.layer_decay,
     )
+    if config.ema is not None:
+        add_ema(trainer, config.ema, config.deepspeed)
     _show_progress(trainer)
     trainer.add_callback(EpochHistoryCallback(trainer.loss_tracker))
     trainer.add_callback(NonFiniteLossCallback)
@@ -227,8 +236,14 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
 
 
 def build_model(config: TrainConfig, task: Task, info: DatasetInfo, label_range) -> torch.nn.Module:
-    """The classifier to train: ``config.model`` with a new head for ``info``'s labels, LoRA-wrapped with ``--lora``."""
-    model = load_classifier(config.model, task, info.labels, config.trust_remote_code)
+    """The classifier to train: ``config.model`` with a new head for ``info``'s labels, the run's drop
+    path and (regression) target scaling in its config, LoRA-wrapped with ``--lora``."""
+    model_config = load_model_config(config.model, config.trust_remote_code)
+    if config.layer_decay is not None:
+        require_layer_decay(model_config)
+    overrides = drop_path_overrides(model_config, config.drop_path)
+    model = load_classifier(config.model, task, info.labels, config.trust_remote_code, overrides)
+    add_branch_drop_path(model, config.drop_path)
     if label_range is not None:
         model.config.vitune_label_range = list(label_range)
         model.config.vitune_regression_loss = config.regression_loss
@@ -259,7 +274,7 @@ def validation_scores(trainer: VituneTrainer) -> tuple[np.ndarray, np.ndarray]:
     """Targets (in target units) and scores of the trainer's model on the validation split."""
     output = trainer.predict(trainer.eval_dataset)
     scores = trainer.task.scores(output.predictions, trainer.model.config)
-    return split_labels(trainer.eval_dataset), scores
+    return split_labels(trainer.eval_dataset.split), scores
 
 
 def write_plots(run: RunDir, info: DatasetInfo, y_true, scores, log_history: list[dict]) -> None:

@@ -1,7 +1,7 @@
 """The pieces vitune adds to ``transformers.Trainer``: collator, task loss, epoch history, NaN guard.
 
-* :class:`PixelCollator` turns uint8 DATASET_DIR rows into normalised float batches (with optional
-  light augmentation for training) and task-shaped labels.
+* :class:`Uint8Collator` stacks uint8 DATASET_DIR rows (pinned by the Trainer's loader on a GPU) and
+  task-shaped labels; :class:`vitune.augment.DeviceInputs` turns them into the model's input on its device.
 * :class:`VituneTrainer` computes the task's loss itself (:meth:`vitune.tasks.Task.loss`:
   multi-label BCE with optional ``pos_weight``, single-label CE, regression MSE or BCE on the
   [0, 1]-scaled target) and keeps
@@ -15,70 +15,47 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
+from vitune.augment import DeviceInputs
 from vitune.data.dataset_dir import DatasetInfo
+from vitune.ema import WeightEma, save_raw_weights
 from vitune.errors import UserError
-from vitune.inference import normalize
 from vitune.lora import is_lora
-from vitune.models import Preprocessing
+from vitune.recipe import layer_decay_groups
 from vitune.safe_io import raise_if_stopped, replace_dir
 from vitune.tasks import Task, get_task
 
 EPOCH_RECORD = "vitune_epoch"  # marks the per-epoch entries this module adds to log_history
 STAGING = ".staging"  # inside checkpoints/: a checkpoint being written (never matched by get_last_checkpoint)
-CROP_AREA = (0.85, 1.0)
-MAX_SHIFT = 0.04  # fraction of the image side
-
-
-def light_augment(x: torch.Tensor, hflip: bool = False) -> torch.Tensor:
-    """Random resized crop (area 0.85-1, aspect kept) plus a shift of up to 4 %, per image.
-
-    One affine resampling for the whole batch (border padding), so it is cheap enough for the
-    collator. ``hflip`` adds random horizontal flips; it is off by default (chest X-ray laterality).
-    """
-    n = x.shape[0]
-    scale = torch.empty(n).uniform_(*CROP_AREA).sqrt_()
-    room = 1.0 - scale  # how far the crop window can move inside the image
-    shift = (torch.rand(n, 2) * 2 - 1) * (room.unsqueeze(1) + MAX_SHIFT * 2)
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = scale
-    theta[:, 1, 1] = scale
-    if hflip:
-        theta[:, 0, 0] *= torch.where(torch.rand(n) < 0.5, -1.0, 1.0)
-    theta[:, :, 2] = shift
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 @dataclass
-class PixelCollator:
-    """Stack uint8 ``[3, S, S]`` rows, normalise with the checkpoint's mean/std, shape the labels.
+class Uint8Collator:
+    """Stack uint8 ``[C, S, S]`` rows (C = 1 or 3) as they are, and shape the labels.
 
-    Labels as the task's loss takes them (:meth:`vitune.tasks.Task.batch_labels`): multi_label
-    float N-hot ``[B, K]``; single_label int64 ``[B]``; regression float ``[B]`` scaled to [0, 1]
-    with ``label_range`` (the training split's min and max).
+    No per-pixel work on the CPU: :class:`vitune.augment.DeviceInputs` converts, augments and
+    normalises on the model's device. Labels as the task's loss takes them
+    (:meth:`vitune.tasks.Task.batch_labels`): multi_label float N-hot ``[B, K]``; single_label
+    int64 ``[B]``; regression float ``[B]`` scaled to [0, 1] with ``label_range`` (the training
+    split's min and max).
     """
 
-    prep: Preprocessing
     task: Task
     label_range: tuple[float, float] | None = None
-    augment: str = "none"
-    hflip: bool = False
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        pixels = normalize(torch.stack([torch.as_tensor(r["pixel_values"]) for r in rows]), self.prep)
-        if self.augment == "light":
-            pixels = light_augment(pixels, self.hflip)
+        pixels = torch.from_numpy(np.stack([r["pixel_values"] for r in rows]))
         labels = self.task.batch_labels([r["labels"] for r in rows], self.label_range)
         return {"pixel_values": pixels, "labels": labels}
 
@@ -116,31 +93,49 @@ class LossTracker:
 
 
 class VituneTrainer(Trainer):
-    """``Trainer`` with vitune's task loss and an augmenting collator used for training only.
+    """``Trainer`` with vitune's task loss, its batches prepared on the device by ``device_inputs``.
 
-    ``info`` is the DATASET_DIR's :class:`DatasetInfo` (task and label names of the run).
+    ``info`` is the DATASET_DIR's :class:`DatasetInfo` (task and label names of the run);
+    ``device_inputs`` (:class:`vitune.augment.DeviceInputs`) augments and mixes training batches only.
     """
 
     # our loss is a per-batch mean: let Trainer divide it by the gradient-accumulation steps
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, info: DatasetInfo, regression_loss: str, pos_weight, train_collator, **kwargs):
+    def __init__(self, *args, info: DatasetInfo, regression_loss: str, pos_weight, device_inputs: DeviceInputs,
+                 layer_decay: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.layer_decay = layer_decay
+        self.ema: WeightEma | None = None  # set by vitune.train for --ema
         self.info = info
         self.task: Task = get_task(info.task)
         self.regression_loss = regression_loss
         self.pos_weight = pos_weight
-        self.train_collator = train_collator
+        self.device_inputs = device_inputs
         self.loss_tracker = LossTracker()
         self.model_accepts_loss_kwargs = False  # no per-step label counting: our loss is a plain mean
 
-    def get_train_dataloader(self):
-        """The training loader, built with the augmenting collator (evaluation keeps the plain one)."""
-        plain, self.data_collator = self.data_collator, self.train_collator
-        try:
-            return super().get_train_dataloader()
-        finally:
-            self.data_collator = plain
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer; with ``layer_decay``, one parameter group per (depth, weight decay) with its LR."""
+        if self.layer_decay is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        target = self.model if model is None else model
+        optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, target)
+        groups = layer_decay_groups(target, set(self.get_decay_parameter_names(target)), self.args.weight_decay,
+                                    self.args.learning_rate, self.layer_decay)
+        self.optimizer = optimizer_cls(groups, **kwargs)
+        return self.optimizer
+
+    def evaluate(self, *args, **kwargs):
+        """The Trainer's evaluation, of the EMA weights when there is an EMA."""
+        with self._ema_weights():
+            return super().evaluate(*args, **kwargs)
+
+    def _ema_weights(self):
+        """Inside: the model holds the EMA weights (yields the raw ones); a no-op without ``--ema``."""
+        if self.ema is None:
+            return contextlib.nullcontext()
+        return self.ema.swapped(self.accelerator.unwrap_model(self.model))
 
     # transformers 5 saves checkpoints with the Hub's (legacy) weight names but Trainer reloads them with a
     # raw, non-strict load_state_dict, so for ViT & co. nothing matches and --resume / the best model
@@ -150,6 +145,8 @@ class VituneTrainer(Trainer):
         if self.is_deepspeed_enabled or self.is_fsdp_enabled or is_lora(self.model):  # PEFT reloads its adapter
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         self._copy_weights_from(resume_from_checkpoint, model or self.model)
+        if self.ema is not None:  # the checkpoint's weights are the EMA: the raw ones lie beside them
+            self.ema.resume(self.accelerator.unwrap_model(model or self.model), resume_from_checkpoint)
 
     def _load_best_model(self):
         if self.is_deepspeed_enabled or self.is_fsdp_enabled or is_lora(self.model):
@@ -158,21 +155,25 @@ class VituneTrainer(Trainer):
 
     # A checkpoint is written whole into checkpoints/.staging/checkpoint-N, then renamed into place:
     # a crash mid-save never leaves a half-written checkpoint-N that --resume would pick up.
+    # With --ema it holds the EMA weights (what was evaluated) and the raw ones beside them.
     def _save_checkpoint(self, model, trial) -> None:
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
         run_dir = Path(self._get_output_dir(trial=trial))
         staging = run_dir / STAGING
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         self._get_output_dir = lambda trial=None: str(staging)  # where the parent's save writes, this once
         try:
-            super()._save_checkpoint(model, trial)
+            with self._ema_weights() as raw:
+                super()._save_checkpoint(model, trial)
+                if raw is not None and self.args.should_save:
+                    save_raw_weights(raw, staging / name)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)  # a failed save (a full disk) leaves nothing half-written
             raise
         finally:
             del self._get_output_dir
         self.accelerator.wait_for_everyone()  # every rank has written its part (RNG state, shards)
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         moved_best = (self.state.best_model_checkpoint or "").startswith(str(staging))
         if moved_best:  # on every rank: the path the best checkpoint is about to have
             self.state.best_model_checkpoint = str(run_dir / name)
@@ -191,9 +192,9 @@ class VituneTrainer(Trainer):
         target.load_state_dict(saved.state_dict(), strict=True)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Task loss from the logits; training losses also feed the divergence check."""
-        labels = inputs.pop("labels")
-        outputs = model(**inputs)
+        """Task loss of the batch prepared on the device; training losses also feed the divergence check."""
+        pixels, labels = self.device_inputs(inputs["pixel_values"], inputs["labels"], train=model.training)
+        outputs = model(pixel_values=pixels)
         pos_weight = None if self.pos_weight is None else self.pos_weight.to(outputs.logits.device)
         loss = self.task.loss(outputs.logits, labels, self.regression_loss, pos_weight)
         if model.training:

@@ -87,6 +87,18 @@ def test_build_cache_decodes_exact_pixels_and_skips_bad_images(tmp_path, workers
     assert "test" not in ds
 
 
+def test_grayscale_source_is_stored_with_one_channel(tmp_path):
+    files = write_known_images(tmp_path / "src")
+    files["gray_as_rgb"] = tmp_path / "src" / "gray_as_rgb.png"  # an RGB file whose channels are equal is gray
+    Image.fromarray(np.full((4, 4, 3), 90, dtype=np.uint8), "RGB").save(files["gray_as_rgb"])
+    build_cache(_items(files, ["gray16", "gray8", "gray_as_rgb"]), tmp_path / "stage", "single_label", 4, workers=1)
+    train = datasets.load_from_disk(str(tmp_path / "stage" / "dataset"))["train"].with_format("numpy")
+    assert train.features["pixel_values"].shape == (1, 4, 4)
+    assert train[0]["pixel_values"][0, 0, 0] == 128
+    assert (train[1]["pixel_values"][0] == (np.arange(16).reshape(4, 4) * 10)).all()
+    assert (train[2]["pixel_values"] == 90).all()
+
+
 def _build_into(out, *args, **kwargs):
     """build_cache in a staging folder, then renamed into place as prepare does."""
     with staging_dir(out) as staging:
@@ -103,7 +115,7 @@ def test_build_cache_resizes_and_replaces_a_previous_dataset(tmp_path):
     result = _build_into(out, files, ["gray8"], "single_label", 8, workers=1)
     ds = datasets.load_from_disk(str(out))
     assert result.splits == {"train": 1} and ds["train"].num_rows == 1
-    assert np.asarray(ds["train"].with_format("numpy")[0]["pixel_values"]).shape == (3, 8, 8)
+    assert np.asarray(ds["train"].with_format("numpy")[0]["pixel_values"]).shape == (1, 8, 8)  # gray: one channel
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # staging and the old copy removed
 
 

@@ -230,11 +230,11 @@ def test_a_really_full_disk_is_one_line_and_keeps_the_previous_dataset(small_dis
                            capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr[-2000:]
     before = json.loads((out / "dataset.json").read_text())
-    bigger = prepare_command(source, out)[:-4] + ["--image-size", "128", "--workers", "1"]  # ~6 MB of pixels
+    bigger = prepare_command(source, out)[:-4] + ["--image-size", "224", "--workers", "1"]  # ~6 MB of gray pixels
     done = subprocess.run(bigger, env=ENV, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
         f"error: the disk is full while preparing {out}; {out} is unchanged: free some space and run again")
     assert json.loads((out / "dataset.json").read_text()) == before
-    assert datasets.load_from_disk(str(out))["train"].features["pixel_values"].shape == (3, 16, 16)
+    assert datasets.load_from_disk(str(out))["train"].features["pixel_values"].shape == (1, 16, 16)  # gray source
     assert beside(out) == []

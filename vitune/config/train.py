@@ -31,7 +31,9 @@ POS_WEIGHTS = ("off", "auto")
 # "light" = random resized crop (area 0.85-1) plus a small shift. Horizontal flips are a separate
 # opt-in (`augment_hflip`) because laterality carries meaning in chest X-rays (heart on the left,
 # situs inversus, left/right-specific findings and markers): a flipped film is a different patient.
-AUGMENTS = ("none", "light")
+# "strong" = the published fine-tuning recipe's RandAugment-class augmentation (vitune/augment.py).
+AUGMENTS = ("none", "light", "strong")
+RECIPES = ("seed", "strong")  # presets: vitune/configs/recipes/<name>.yaml
 REPORT_TO = ("none", "tensorboard", "mlflow", "wandb")
 HUB_REPO_ID = re.compile(r"([\w.-]+/)?[\w.-]+")
 REQUIRED = ("data", "model", "out")
@@ -59,7 +61,7 @@ class TrainConfig(CommandConfig):
         resume: Continue from the last checkpoint in RUN_DIR/checkpoints.
         regression_loss: mse|bce on the [0, 1]-scaled target.
         pos_weight: off|auto: auto weighs each label's positives by neg/pos (multi-label).
-        augment: none|light: light = random resized crop (area 0.85-1) + small shift.
+        augment: none|light|strong: light = crop (area 0.85-1) + shift; strong = crop + RandAugment m6 + erasing.
         augment_hflip: Random horizontal flips (off: X-ray laterality matters).
         max_steps: Stop after this many optimizer steps.
         num_workers: Data-loader workers (default: 0 on CPU, half the cores on GPU).
@@ -73,6 +75,15 @@ class TrainConfig(CommandConfig):
         lora: LoRA rank R (0: off): train low-rank adapters and the head only (ViT family, DINOv2, Swin).
         lora_alpha: LoRA scaling alpha (default: the rank R).
         lora_targets: Comma-separated module names LoRA adapts (default: the query and value projections).
+        recipe: seed|strong: preset of the other settings (vitune/configs/recipes/); settings given win.
+        layer_decay: Layer-wise LR decay: the LR of layer l of L is lr * decay^(L - l) (ViT, DeiT, BEiT, DINOv2, Swin).
+        drop_path: Stochastic depth rate of the last block (linear from 0 over the depth).
+        ema: Keep an EMA of the weights with this decay (e.g. 0.9998); the EMA is evaluated and saved.
+        label_smoothing: Label smoothing (classification).
+        mixup: Mixup Beta alpha (0 = off).
+        cutmix: Cutmix Beta alpha (0 = off); with mixup, one of the two per batch.
+        compile: torch.compile the model (TrainingArguments.torch_compile).
+        gradient_checkpointing: Recompute activations in the backward pass (less memory, more compute).
     """
 
     noun = "training setting"
@@ -106,6 +117,15 @@ class TrainConfig(CommandConfig):
     lora: int = 0
     lora_alpha: float | None = None
     lora_targets: str | None = None
+    recipe: str | None = None
+    layer_decay: float | None = None
+    drop_path: float = 0.0
+    ema: float | None = None
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    compile: bool = False
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         for name in REQUIRED:
@@ -130,6 +150,20 @@ class TrainConfig(CommandConfig):
         if self.deepspeed is not None and not Path(self.deepspeed).is_file():
             raise UserError(f"--deepspeed {self.deepspeed} does not exist: give a DeepSpeed JSON config file")
         _check_tracking_and_lora(self)
+        self._check_recipe_settings()
+
+    def _check_recipe_settings(self) -> None:
+        if self.recipe is not None:
+            check_choice("recipe", self.recipe, RECIPES)
+        ranges = {"layer_decay": ("(0, 1]", lambda v: 0 < v <= 1), "ema": ("(0, 1)", lambda v: 0 < v < 1),
+                  "drop_path": ("[0, 1)", lambda v: 0 <= v < 1), "label_smoothing": ("[0, 1)", lambda v: 0 <= v < 1)}
+        for name, (shown, fits) in ranges.items():
+            value = getattr(self, name)
+            if value is not None and not fits(value):
+                raise UserError(f"{self.flag(name)} {value} is out of range: give a value in {shown}")
+        for name in ("mixup", "cutmix"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{self.flag(name)} {getattr(self, name)} is a Beta alpha: use 0 (off) or more")
 
     def to_yaml(self) -> str:
         """The YAML text of this config, fields in declaration order."""
@@ -152,7 +186,7 @@ class TrainConfig(CommandConfig):
     def from_dict(cls, values: dict) -> "TrainConfig":
         """Build from a dict (numbers given as text converted), rejecting unknown keys with the known ones."""
         cls.check_known(values)
-        values = _numbers_from_text(values)
+        values = _numbers_from_text(with_recipe(values))
         missing = [f"--{name}" for name in REQUIRED if values.get(name) in (None, "")]
         if missing:
             raise UserError(
@@ -184,6 +218,21 @@ class TrainConfig(CommandConfig):
             raise UserError(f"{path} must hold a mapping of setting: value")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(values)
+
+
+def recipe_path(name: str) -> Path:
+    """The YAML preset of ``--recipe name`` shipped in ``vitune/configs``."""
+    return Path(__file__).resolve().parent.parent / "configs" / "recipes" / f"{name}.yaml"
+
+
+def with_recipe(values: dict) -> dict:
+    """``values`` over the preset their ``recipe`` names (none: unchanged); an unknown recipe is a UserError."""
+    name = values.get("recipe")
+    if name is None:
+        return values
+    check_choice("recipe", name, RECIPES)
+    preset = yaml.safe_load(recipe_path(name).read_text())
+    return {**preset, **values}
 
 
 def _numbers_from_text(values: dict) -> dict:

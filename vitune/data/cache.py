@@ -126,19 +126,14 @@ def build_cache(
     decoding stay in ``staging/arrow``. Undecodable images are returned as skipped with their reason.
     """
     import datasets
-    from datasets.arrow_writer import ArrowWriter
 
     workers = max(1, workers or os.cpu_count() or 1)
     ordered = sorted(items, key=lambda item: SPLITS.index(item.split))
-    features = features_for(task, image_size)
     skipped: list[Skipped] = []
     counts = {split: 0 for split in SPLITS}
     arrow = staging / "arrow"
     arrow.mkdir(parents=True, exist_ok=True)
-    writers = {
-        split: ArrowWriter(features=features, path=str(arrow / f"{split}.arrow"), writer_batch_size=_WRITER_BATCH)
-        for split in SPLITS
-    }
+    writers = SplitWriters(arrow, task, image_size)
     with deferred_interrupts():  # Ctrl-C stops the loop at its next image, never inside the pool's machinery
         decoded = _decode_all(ordered, image_size, workers)
         for item, (pixels, reason) in zip(ordered, progress(decoded, len(ordered), "decoding images", "image")):
@@ -146,11 +141,10 @@ def build_cache(
             if reason is not None:
                 skipped.append(Skipped(item.file, reason))
                 continue
-            writers[item.split].write({"pixel_values": pixels, "labels": item.label, "file": item.file,
+            writers.write(item.split, {"pixel_values": pixels, "labels": item.label, "file": item.file,
                                        "group": item.group})
             counts[item.split] += 1
-    for writer in writers.values():
-        writer.finalize()
+    writers.finalize()
     if not any(counts.values()):
         first = "; ".join(f"{s.file}: {s.reason}" for s in skipped[:3])
         raise UserError(f"none of the {len(ordered)} images could be decoded ({first}): check the image files")
@@ -161,6 +155,61 @@ def build_cache(
     }
     _save_quietly(datasets.DatasetDict(splits), staging / "dataset")
     return CacheResult(splits={split: counts[split] for split in splits}, skipped=skipped)
+
+
+class SplitWriters:
+    """One Arrow file per split; one channel while every image so far is gray, three from the first colour one.
+
+    A grayscale source is stored with one channel (``[1, S, S]``, a third of the bytes). At the first
+    colour image the rows written so far are rewritten with three channels (once; a colour source
+    usually shows one among its first images), and every later gray row is expanded.
+    """
+
+    def __init__(self, folder: Path, task: str, image_size: int) -> None:
+        self.folder, self.task, self.image_size = folder, task, image_size
+        self.channels = 1
+        self.writers = self._open()
+
+    def _path(self, split: str) -> Path:
+        return self.folder / f"{split}.arrow"
+
+    def _open(self) -> dict:
+        from datasets.arrow_writer import ArrowWriter
+
+        features = features_for(self.task, self.image_size, self.channels)
+        return {split: ArrowWriter(features=features, path=str(self._path(split)), writer_batch_size=_WRITER_BATCH)
+                for split in SPLITS}
+
+    def write(self, split: str, row: dict) -> None:
+        """Append one row to ``split`` (its pixels ``[1, S, S]`` or ``[3, S, S]``)."""
+        pixels = row["pixel_values"]
+        if pixels.shape[0] > self.channels:
+            self._to_rgb()
+        if pixels.shape[0] < self.channels:
+            row = {**row, "pixel_values": np.repeat(pixels, self.channels, axis=0)}
+        self.writers[split].write(row)
+
+    def _to_rgb(self) -> None:
+        """Rewrite the one-channel rows written so far with three channels, and continue in three."""
+        import datasets
+
+        self.finalize()
+        for split in SPLITS:
+            self._path(split).rename(self.folder / f"{split}.gray.arrow")
+        self.channels = 3
+        self.writers = self._open()
+        for split in SPLITS:
+            gray_path = self.folder / f"{split}.gray.arrow"
+            rows = datasets.Dataset.from_file(str(gray_path)).with_format("numpy", columns=["pixel_values"],
+                                                                            dtype=np.uint8, output_all_columns=True)
+            for row in rows:
+                self.write(split, row)
+            gray_path.unlink()
+
+    def finalize(self) -> None:
+        """Close every split's file."""
+        for writer in self.writers.values():
+            writer.finalize()
 
 
 def _save_quietly(dataset_dict, out: Path) -> None:
@@ -210,16 +259,19 @@ def decode_jobs(jobs: list[tuple[str | None, Any, int]]) -> list[tuple[np.ndarra
 
 
 def decode_job(job: tuple[str | None, Any, int]) -> tuple[np.ndarray | None, str | None]:
-    """Worker: decode one image (a file path or in-memory pixels) -> (uint8 [3,S,S], None) or (None, reason)."""
+    """Worker: decode one image (a file path or in-memory pixels) -> (uint8 [C,S,S], None) or (None, reason).
+
+    C is 1 for a grayscale image, else 3 (:class:`SplitWriters` stores a gray source with one channel).
+    """
     path, pixels, image_size = job
     try:
         if pixels is None:
-            return decode_image(Path(path), image_size), None
+            return decode_image(Path(path), image_size, keep_gray=True), None
         if isinstance(pixels, (bytes, bytearray)):
-            return decode_image(bytes(pixels), image_size), None
+            return decode_image(bytes(pixels), image_size, keep_gray=True), None
         if isinstance(pixels, np.ndarray):
             pixels = Image.fromarray(pixels)
-        return pil_to_array(pixels, image_size), None
+        return pil_to_array(pixels, image_size, keep_gray=True), None
     except BadImage as exc:
         return None, exc.reason
     except OSError as exc:  # the file vanished or is unreadable between listing and decoding

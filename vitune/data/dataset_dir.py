@@ -2,7 +2,8 @@
 
 A ``datasets.DatasetDict`` written with ``save_to_disk`` (splits ``train``, ``validation`` and
 optionally ``test``) plus ``dataset.json`` describing it. Columns: ``pixel_values`` (uint8
-``[3, S, S]``), ``labels``, ``file`` (path relative to SOURCE) and ``group``.
+``[3, S, S]``, or ``[1, S, S]`` for an all-grayscale source: a third of the bytes; readers expand it to
+RGB on the device), ``labels``, ``file`` (path relative to SOURCE) and ``group``.
 """
 
 from __future__ import annotations
@@ -69,11 +70,11 @@ class DatasetInfo:
             raise UserError(f"{path} is damaged ({exc}): prepare the dataset again") from exc
 
 
-def features_for(task: str | Task, image_size: int) -> datasets.Features:
-    """The Arrow schema of a DATASET_DIR split for ``task`` at ``image_size``."""
+def features_for(task: str | Task, image_size: int, channels: int = 3) -> datasets.Features:
+    """The Arrow schema of a DATASET_DIR split for ``task`` at ``image_size`` with ``channels`` (1 or 3)."""
     return datasets.Features(
         {
-            "pixel_values": datasets.Array3D(shape=(3, image_size, image_size), dtype="uint8"),
+            "pixel_values": datasets.Array3D(shape=(channels, image_size, image_size), dtype="uint8"),
             "labels": get_task(task).label_feature(),
             "file": datasets.Value("string"),
             "group": datasets.Value("string"),
@@ -93,15 +94,39 @@ def load_dataset_dir(dataset_dir: Path | str) -> tuple[datasets.DatasetDict, Dat
     return ds, info
 
 
-def uint8_rows(split: datasets.Dataset, columns: tuple[str, ...] = ("pixel_values", "labels")) -> datasets.Dataset:
-    """``split`` reduced to ``columns`` with ``pixel_values`` read as uint8 numpy arrays, the rest as Python values.
+class Uint8Rows:
+    """A DataLoader's view of a split: rows of uint8 ``pixel_values`` (``[C, S, S]``) and ``labels``.
 
-    datasets' numpy and torch formatters widen uint8 to int64 by default (8x the bytes per image,
-    about half the loader throughput); this view keeps the stored dtype. Feed it to a DataLoader.
+    A batch of rows is read from Arrow in one gather (``__getitems__``, which the DataLoader calls)
+    and its pixels become one numpy view of the Arrow buffer: datasets' numpy formatter rebuilds
+    every row's nested lists (and widens uint8 to int64 unless told), about half the rate.
+    ``split`` is the split itself (labels for metrics, the row count).
     """
-    return split.select_columns(list(columns)).with_format(
-        "numpy", columns=["pixel_values"], dtype=np.uint8, output_all_columns=True
-    )
+
+    def __init__(self, split: datasets.Dataset) -> None:
+        self.split = split
+        self._arrow = split.select_columns(["pixel_values", "labels"]).with_format("arrow")
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict]:
+        """The rows at ``indices`` (one Arrow gather, pixels as views of one uint8 array)."""
+        table = self._arrow[list(indices)]
+        column = table.column("pixel_values").combine_chunks()
+        storage = getattr(column, "storage", column)  # Array3D: an extension array over nested lists
+        pixels = storage.flatten().flatten().flatten().to_numpy(zero_copy_only=False)
+        pixels = pixels.reshape(len(table), *self.split.features["pixel_values"].shape)
+        labels = table.column("labels").to_pylist()
+        return [{"pixel_values": p, "labels": y} for p, y in zip(pixels, labels)]
+
+
+def uint8_rows(split: datasets.Dataset) -> Uint8Rows:
+    """``split`` as :class:`Uint8Rows`, the fast uint8 rows a DataLoader takes."""
+    return Uint8Rows(split)
 
 
 def require_image_size(info: DatasetInfo, dataset_dir: Path | str, expected: int, model: str) -> None:

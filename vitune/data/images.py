@@ -1,4 +1,4 @@
-"""Safe image decoding: any file PIL reads -> RGB uint8 ``[3, S, S]``, resized once.
+"""Safe image decoding: any file PIL reads -> RGB uint8 ``[3, S, S]`` (or gray ``[1, S, S]``), resized once.
 
 Guards: a cap on pixel count (decompression bombs), the file's own integrity checks (PNG chunk
 CRCs, through PIL's ``verify()``: a bit-flipped PNG can still decode into wrong pixels), truncated
@@ -165,16 +165,17 @@ def to_8bit(image: Image.Image) -> Image.Image:
     return image if image.mode == "L" else image.convert("RGB")
 
 
-def decode_image(source: Path | bytes, image_size: int, verify: bool = True) -> np.ndarray:
+def decode_image(source: Path | bytes, image_size: int, verify: bool = True, keep_gray: bool = False) -> np.ndarray:
     """Decode ``source`` (a file or its bytes) to a uint8 array ``[3, image_size, image_size]``.
 
     Raises :class:`BadImage` with a short reason for empty, damaged, truncated, unreadable or
     oversized input. ``verify=False`` skips the integrity pass (``bench/data_throughput.py`` times it).
+    ``keep_gray``: a grayscale image (or an RGB one whose channels are equal) comes back as ``[1, S, S]``.
     """
-    return pil_to_array(_open(source, verify), image_size)
+    return pil_to_array(_open(source, verify), image_size, keep_gray)
 
 
-def pil_to_array(image: Image.Image, image_size: int) -> np.ndarray:
+def pil_to_array(image: Image.Image, image_size: int, keep_gray: bool = False) -> np.ndarray:
     """Same as :func:`decode_image` for an already-open PIL image (HF datasets, CIFAR arrays)."""
     _check_pixel_count(image)
     try:
@@ -184,4 +185,9 @@ def pil_to_array(image: Image.Image, image_size: int) -> np.ndarray:
     if image.size != (image_size, image_size):
         # resized while still grayscale: a third of the work for X-rays, same pixels after expansion
         image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1))
+    if keep_gray and image.mode == "L":
+        return np.asarray(image, dtype=np.uint8)[None].copy()
+    pixels = np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1))
+    if keep_gray and (pixels[0] == pixels[1]).all() and (pixels[1] == pixels[2]).all():
+        return pixels[:1].copy()
+    return pixels

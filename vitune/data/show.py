@@ -65,7 +65,8 @@ def write_sample_grid(dataset_dir: Path | str, out_png: Path | str, side: int = 
     figure = Figure(figsize=(2.2 * columns, 2.4 * rows + 0.4), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, row in zip(axes, data.select(picks.tolist())):
-        ax.imshow(np.asarray(row["pixel_values"], dtype=np.uint8).transpose(1, 2, 0))
+        pixels = np.asarray(row["pixel_values"], dtype=np.uint8)  # [1, S, S] for a grayscale DATASET_DIR
+        ax.imshow(np.broadcast_to(pixels, (3, *pixels.shape[1:])).transpose(1, 2, 0))
         title = textwrap.shorten(label_text(row["labels"], info), width=56, placeholder=" ...")
         ax.set_title(textwrap.fill(title, width=30), fontsize=8)
     for ax in axes:
