@@ -87,7 +87,7 @@ class Task:
         raise NotImplementedError
 
     def loss(self, logits, labels, regression_loss: str = "mse", pos_weight=None):
-        """Mean loss of a batch, in float32 whatever the autocast dtype."""
+        """Mean loss of a batch, in float32 whatever the autocast dtype (multi-label: over the known cells)."""
         raise NotImplementedError
 
     def soft_targets(self, labels, n_outputs: int, smoothing: float = 0.0):
@@ -158,9 +158,8 @@ class MultiLabel(Task):
         return np.nan_to_num(np.asarray(labels, dtype=np.float64).reshape(len(labels), -1))  # unknown: not positive
 
     def label_text(self, value, labels):
-        names = [name for name, flag in zip(labels, value) if flag >= 0.5]
-        unknown = [name for name, flag in zip(labels, value) if np.isnan(flag)]
-        return (", ".join(names) if names else "none") + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        names, unknown = ([n for n, f in zip(labels, value) if test(f)] for test in (lambda f: f >= 0.5, np.isnan))
+        return (", ".join(names) or "none") + (f" (unknown: {', '.join(unknown)})" if unknown else "")
 
     def _counts(self, values, k):
         return np.nansum(values.reshape(len(values), -1), axis=0) if len(values) else np.zeros(k)
@@ -171,13 +170,11 @@ class MultiLabel(Task):
         return torch.from_numpy(np.asarray([np.asarray(v) for v in values], dtype=np.float32))
 
     def loss(self, logits, labels, regression_loss="mse", pos_weight=None):
-        """BCE averaged over the known (label, image) cells: an unknown finding (NaN) adds nothing."""
-        import torch
         import torch.nn.functional as F
 
-        known = ~torch.isnan(labels)
-        cells = F.binary_cross_entropy_with_logits(logits.float(), torch.where(known, labels, 0.0).float(),
-                                                   pos_weight=pos_weight, reduction="none")
+        known = ~labels.isnan()  # BCE over the known cells: an unknown finding (NaN) adds nothing
+        cells = F.binary_cross_entropy_with_logits(logits.float(), labels.nan_to_num().float(), pos_weight=pos_weight,
+                                                   reduction="none")
         return (cells * known).sum() / known.sum().clamp(min=1)
 
     def soft_targets(self, labels, n_outputs, smoothing=0.0):
