@@ -128,6 +128,10 @@ class Task:
         """CSV columns of ``vitune predict``."""
         return ["file", *labels, "predicted"]
 
+    def explained_outputs(self, scores: np.ndarray, thresholds) -> list[int]:
+        """The outputs ``vitune explain`` explains by default for one image: the predicted class."""
+        return [int(np.argmax(scores))]
+
     def prediction_row(self, file: str, scores: np.ndarray, labels: Sequence[str], thresholds) -> dict:
         """One CSV row: the file, one probability per label and the decision."""
         raise NotImplementedError
@@ -197,6 +201,11 @@ class MultiLabel(Task):
         from sklearn.multiclass import OneVsRestClassifier
 
         return OneVsRestClassifier(LogisticRegression(C=C, max_iter=max_iter), n_jobs=-1)
+
+    def explained_outputs(self, scores, thresholds):
+        """The labels at or above their thresholds; the most probable one when none is."""
+        chosen = [i for i, (p, t) in enumerate(zip(scores, thresholds)) if p >= t]
+        return chosen or [int(np.argmax(scores))]
 
     def prediction_row(self, file, scores, labels, thresholds):
         chosen = [name for name, p, t in zip(labels, scores, thresholds) if p >= t]
@@ -359,6 +368,10 @@ class Regression(Task):
 
     def prediction_columns(self, labels):
         return ["file", "predicted"]
+
+    def explained_outputs(self, scores, thresholds):
+        """The one output, the score."""
+        return [0]
 
     def prediction_row(self, file, scores, labels, thresholds):
         return {"file": file, "predicted": float(scores)}
