@@ -123,7 +123,8 @@ def main() -> None:
         import torch
 
         rates = speed(args.batch_size, args.batches)
-        print(f"ViT-S/16 at 224 px, batch {args.batch_size}, {torch.get_num_threads()} CPU threads, one label per image:")
+        threads = torch.get_num_threads()
+        print(f"ViT-S/16 at 224 px, batch {args.batch_size}, {threads} CPU threads, one label per image:")
         for method, rate in rates.items():
             print(f"  {method}: {rate:.2f} images/s")
 

@@ -21,7 +21,7 @@ from vitune.explain.pointing import inside, pointing_hits, pointing_score
 from vitune.run_dir import load_run
 
 SIZE, PATCH = 32, 8
-# four findings in four different cells of the 4x4 grid (top-left, middle, bottom-left, right)
+# four findings in four cells of the 4x4 grid: (row, column) (0, 0), (1, 2), (2, 2) and (3, 0)
 FINDINGS = ["Atelectasis", "Pneumonia", "Emphysema", "Pleural_Thickening"]
 MARGIN = PATCH / 2  # the pointing game allows half a patch
 
@@ -74,7 +74,7 @@ def test_trained_vit_points_at_held_out_lesions(lesion_run):
 def test_two_findings_in_one_image_give_two_peaks(lesion_run):
     run, _ = lesion_run
     gray, _, boxes = lesion_images(40, FINDINGS, image_size=SIZE, rate=1.0, seed=3)
-    pair = ["Atelectasis", "Emphysema"]  # top-left and bottom-left cells
+    pair = ["Atelectasis", "Emphysema"]  # cells (row 0, column 0) and (2, 2)
     both = explain_images(run, list(gray), labels=pair)
     for result, box in zip(both, boxes):
         first, second = (result.labels[name].peak for name in pair)
@@ -86,20 +86,21 @@ def test_two_findings_in_one_image_give_two_peaks(lesion_run):
 @pytest.mark.slow
 def test_peak_is_in_source_pixels_of_a_non_square_image(lesion_run, tmp_path):
     run, _ = lesion_run
-    gray, _, boxes = lesion_images(12, ["Pleural_Thickening"], image_size=SIZE, rate=1.0, seed=4)
+    gray, _, boxes = lesion_images(12, ["Emphysema"], image_size=SIZE, rate=1.0, seed=4)
     width, height = 3 * SIZE, SIZE + SIZE // 2  # stretched 3x across, 1.5x down
+    # Emphysema's cell is at 5/8 of the width and height: the peak must be at 60, 30 here, not at 20, 20
     paths = []
     for index, pixels in enumerate(gray):
         path = tmp_path / f"wide{index}.png"
         Image.fromarray(pixels).resize((width, height), Image.Resampling.BILINEAR).save(path)
         paths.append(path)
-    results = explain_images(run, paths, labels=["Pleural_Thickening"])
+    results = explain_images(run, paths, labels=["Emphysema"])
     hits = []
     for result, box in zip(results, boxes):
         assert (result.width, result.height) == (width, height)
-        x0, y0, x1, y1 = box["Pleural_Thickening"]
-        x, y = result.labels["Pleural_Thickening"].peak
-        hits.append(x0 * 3 - 3 * MARGIN <= x <= x1 * 3 + 3 * MARGIN and y0 * 1.5 - 1.5 * MARGIN <= y <= y1 * 1.5 + 1.5 * MARGIN)
+        x0, y0, x1, y1 = box["Emphysema"]
+        x, y = result.labels["Emphysema"].peak
+        hits.append(inside((x / 3, y / 1.5), (x0, y0, x1, y1), MARGIN))  # back on the 32 px grid
     assert pointing_score(hits) >= 0.85
 
 
@@ -181,7 +182,8 @@ def test_predict_explain_writes_the_same_files(multi_run, tmp_path, monkeypatch,
     labels = list(document["images"][0]["labels"])
     assert labels == expected if expected else len(labels) == 1
     assert document["method"] == "grad-rollout"
-    code, _, err = run_cli(monkeypatch, capsys, "predict", multi_run, image, "--head", "svm", "--explain", tmp_path / "x")
+    code, _, err = run_cli(monkeypatch, capsys, "predict", multi_run, image, "--head", "svm",
+                           "--explain", tmp_path / "x")
     assert code == 2 and "--explain" in err
 
 

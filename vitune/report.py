@@ -4,9 +4,10 @@ Sections: data (``dataset.json`` counts, labels, skipped files, a sample grid), 
 learning-rate curves, per-epoch history), metrics (each ``vitune evaluate`` split with its 95 %
 bootstrap intervals, else the end-of-training validation metrics), per-label results, where the
 model looks (test images explained, :mod:`vitune.explain.report`), heads (``heads/heads.json``)
-and the configuration (``config.yaml``). Every image is embedded as a base64 data URI and the stylesheet is inline, so the file can be mailed or archived alone. A
-missing part is noted in its section instead of failing the report. Local paths are shown
-relative to the RUN_DIR, so the report says nothing of the machine that wrote it.
+and the configuration (``config.yaml``). Every image is embedded as a base64 data URI and the
+stylesheet is inline, so the file can be mailed or archived alone. A missing part is noted in its
+section instead of failing the report. Local paths are shown relative to the RUN_DIR, so the
+report says nothing of the machine that wrote it.
 """
 
 from __future__ import annotations

@@ -67,7 +67,8 @@ def gradcam_maps(model: torch.nn.Module, pixels: torch.Tensor, targets: torch.Te
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    with torch.enable_grad(), GradCAM(_Logits(model), [target_layer(model)], reshape_transform=_to_grid(*_grid(model, pixels))) as cam:
+    reshape = _to_grid(*_grid(model, pixels))
+    with torch.enable_grad(), GradCAM(_Logits(model), [target_layer(model)], reshape_transform=reshape) as cam:
         maps = cam(pixels, targets=[ClassifierOutputTarget(int(t)) for t in targets])
     model.zero_grad(set_to_none=True)  # the package's backward filled the weights' gradients
     return torch.from_numpy(np.asarray(maps, dtype=np.float32))
