@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from vitune.config import EXPLAIN_METHODS
+from vitune.config import EXPLAIN_METHODS, check_choice
 from vitune.errors import UserError
 from vitune.explain.attention import gradient_rollout_maps, rollout_maps, supports_rollout
 from vitune.explain.gradcam import gradcam_maps, supports_gradcam
@@ -49,6 +49,7 @@ def pick_method(name: str | None, config) -> Method:
                 return method
         raise UserError(f"no explanation method supports {model_type} models: "
                         "vitune explains ViT, DeiT, BEiT, DINOv2 and Swin")
+    check_choice("method", name, EXPLAIN_METHODS)
     method = METHODS[name]
     if not method.supports(config):
         usable = [m.name for m in METHODS.values() if m.supports(config)]
