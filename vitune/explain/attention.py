@@ -25,7 +25,7 @@ import torch
 # What the model type's image classifier reads: the [CLS] token, the patch mean, or both halves.
 CLS, MEAN, CLS_AND_MEAN = "cls", "mean", "cls+mean"
 POOLING_BY_TYPE = {"dinov2": CLS_AND_MEAN, "dinov2_with_registers": CLS_AND_MEAN}
-ROLLOUT_TYPES = ("vit", "deit", "beit", "data2vec-vision", "dinov2", "dinov2_with_registers")
+ROLLOUT_TYPES = ("vit", "deit", "beit", "dinov2", "dinov2_with_registers")
 
 
 def supports_rollout(config) -> bool:
@@ -35,7 +35,7 @@ def supports_rollout(config) -> bool:
 
 def classifier_pooling(config) -> str:
     """Which tokens the classifier head reads (:data:`CLS`, :data:`MEAN` or :data:`CLS_AND_MEAN`)."""
-    if getattr(config, "use_mean_pooling", False):  # BEiT / data2vec-vision image classifiers
+    if getattr(config, "use_mean_pooling", False):  # BEiT image classifiers
         return MEAN
     return POOLING_BY_TYPE.get(config.model_type, CLS)
 
