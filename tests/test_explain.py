@@ -30,6 +30,23 @@ def _rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[:, None], 3, axis=1)
 
 
+@contextmanager
+def one_thread():
+    """Torch on one thread: on a shared 2-core machine tiny models run several times faster so."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
 @pytest.fixture(scope="module")
 def lesion_run(tmp_path_factory):
     """A tiny ViT trained on synthetic lesions (300 train images), with held-out images and their boxes."""
@@ -40,20 +57,8 @@ def lesion_run(tmp_path_factory):
     data = save_dataset_dir(root / "data", "multi_label", FINDINGS, {
         "train": (_rgb(gray[:300]), column[:300]), "validation": (_rgb(gray[300:]), column[300:]),
         "test": (_rgb(held_out[0]), [list(map(float, row)) for row in held_out[1]])})
-    with one_thread():
-        run = make_tiny_run(root / "run", save_tiny_vit(root / "vit", SIZE), data, steps=250, batch_size=64)
+    run = make_tiny_run(root / "run", save_tiny_vit(root / "vit", SIZE), data, steps=250, batch_size=64)
     return load_run(run, "cpu"), held_out
-
-
-@contextmanager
-def one_thread():
-    """Torch on one thread: on a shared 2-core machine a tiny model runs several times faster so."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.mark.slow
@@ -62,8 +67,7 @@ def test_trained_vit_points_at_held_out_lesions(lesion_run):
     metrics = json.loads(run.dir.metrics.read_text())
     assert all(entry["roc_auc"] > 0.95 for entry in metrics["per_label"].values()), metrics["per_label"]
     assert pick_method(None, run.config).name == "grad-rollout"
-    with one_thread():
-        explained = explain_images(run, list(gray), labels=FINDINGS)
+    explained = explain_images(run, list(gray), labels=FINDINGS)
     hits = [hit for result, box in zip(explained, boxes)
             for hit in pointing_hits({k: v.peak for k, v in result.labels.items()}, box, MARGIN)]
     assert len(hits) == int(labels.sum()) > 100
