@@ -45,6 +45,7 @@ bench: setup
 	$(PY) bench/fuzz.py
 	$(PY) bench/serve.py
 	$(PY) bench/lora_parameters.py
+	$(PY) bench/explain.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -84,24 +84,32 @@ def write_dataset_dir(
             score = rng.uniform(0, 100, n).astype(np.float32)
             y = (score[:, None] > 50).astype(np.float32)
             column = [float(s) for s in score]
-        pixels = _images_for(y, image_size, rng)
-        splits[split] = datasets.Dataset.from_dict(
+        splits[split] = (_images_for(y, image_size, rng), column)
+    return save_dataset_dir(out, task, labels, splits)
+
+
+def save_dataset_dir(out: Path, task: str, labels: list[str], splits: dict[str, tuple[np.ndarray, list]]) -> Path:
+    """Write ``{split: (uint8 pixels [n, 3, S, S], labels column)}`` as a DATASET_DIR (spec layout)."""
+    image_size = next(iter(splits.values()))[0].shape[-1]
+    datasets.DatasetDict({
+        split: datasets.Dataset.from_dict(
             {
                 "pixel_values": pixels,
                 "labels": column,
-                "file": [f"{split}/{i}.png" for i in range(n)],
-                "group": [f"p{i}" for i in range(n)],
+                "file": [f"{split}/{i}.png" for i in range(len(column))],
+                "group": [f"p{i}" for i in range(len(column))],
             },
             features=features_for(task, image_size),
         )
-    datasets.DatasetDict(splits).save_to_disk(str(out))
+        for split, (pixels, column) in splits.items()
+    }).save_to_disk(str(out))
     DatasetInfo(
         task=task,
         labels=labels,
         image_size=image_size,
         format="synthetic",
         source="tests",
-        splits=sizes,
+        splits={split: len(column) for split, (_, column) in splits.items()},
     ).save(out)
     return out
 

@@ -105,7 +105,7 @@ def test_yaml_numbers_in_exponent_notation_are_numbers(tmp_path):
 
 ALL_CONFIGS = [TrainConfig, *(getattr(vitune.config, name) for name in (
     "PrepareConfig", "ShowConfig", "HeadsConfig", "EvaluateConfig", "PredictConfig", "ExportConfig", "ReportConfig",
-    "DemoConfig"))]
+    "DemoConfig", "ExplainConfig"))]
 
 
 @pytest.mark.parametrize("config_cls", ALL_CONFIGS, ids=lambda cls: cls.__name__)
@@ -171,6 +171,11 @@ def test_train_flags_override_the_config_file(tmp_path):
     ("HeadsConfig", {"model": "m", "data": "d", "out": "o", "pooling": "max"}, "unknown pooling 'max'"),
     ("HeadsConfig", {"model": "not-a-run", "data": "d"}, "not-a-run is not a RUN_DIR: give --out DIR"),
     ("ShowConfig", {"dataset_dir": "d", "rows": 0}, "--rows must be at least 1"),
+    ("ExplainConfig", {"run": "r", "inputs": ["x"], "out": "o", "top": 0}, "--top must be at least 1 (got 0)"),
+    ("ExplainConfig", {"run": "r", "inputs": ["x"], "out": "o", "labels": "a", "top": 2}, "--labels and --top both"),
+    ("ExplainConfig", {"run": "r", "inputs": ["x"], "out": "o", "labels": " , "}, "--labels is empty"),
+    ("ExplainConfig", {"run": "r", "inputs": ["x"], "out": "o", "method": "lime"}, "--method 'lime' is not supported"),
+    ("PredictConfig", {"run": "r", "inputs": ["x"], "head": "svm", "explain": "e"}, "not the svm head"),
 ])
 def test_command_configs_check_themselves(config_cls, values, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):

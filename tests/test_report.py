@@ -34,7 +34,11 @@ def test_report_has_every_section_with_evaluation_and_heads(tmp_path, tmp_path_f
     for name in SECTIONS:
         assert f"<h2>{name}</h2>" in page
     assert_self_contained(page)
-    assert page.count("data:image/png;base64,") == 5  # sample grid, loss, lr, test ROC and PR
+    # sample grid, loss, lr, test ROC and PR; 2 top positives and 2 worst false positives per label, explained
+    assert page.count("data:image/png;base64,") == 5 + 3 * 4
+    looks = page.split("<h2>Where the model looks</h2>")[1].split("</section>")[0]
+    assert looks.count("<h3>") == 3 and looks.count("top positives") == 3 and "24 test images scored" in looks
+    assert "maps by grad-rollout" in looks and looks.count("<figcaption>") == 12
     low, high = result["confidence_intervals"]["roc_auc_macro"]
     assert f"<td>{fmt(result['metrics']['roc_auc_macro'])}</td><td>[{fmt(low)}, {fmt(high)}]</td>" in page
     assert "<td>svm</td><td>sklearn</td><td>0.2500</td>" in page and "0.8125" in page

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from vitune.errors import UserError
-from vitune.tasks import MULTI_LABEL, REGRESSION, SINGLE_LABEL, TASK_NAMES, get_task, task_of_config, unscale_target
+from vitune.run_dir import task_of_config
+from vitune.tasks import MULTI_LABEL, REGRESSION, SINGLE_LABEL, TASK_NAMES, get_task, unscale_target
 
 
 def test_target_scaling_round_trip():

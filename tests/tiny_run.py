@@ -18,8 +18,12 @@ from vitune.plots import plot_loss, plot_lr
 from vitune.tasks import get_task
 
 
-def make_tiny_run(run_dir: Path, checkpoint: Path, dataset_dir: Path, steps: int = 15, seed: int = 0) -> Path:
-    """Fit a tiny classifier for ``steps`` full-batch Adam steps on the train split and save a RUN_DIR."""
+def make_tiny_run(run_dir: Path, checkpoint: Path, dataset_dir: Path, steps: int = 15, seed: int = 0,
+                  batch_size: int | None = None) -> Path:
+    """Fit a tiny classifier for ``steps`` Adam steps on the train split and save a RUN_DIR.
+
+    Steps are full-batch, or on ``batch_size`` random training images each.
+    """
     torch.manual_seed(seed)
     ds, info = load_dataset_dir(dataset_dir)
     task = get_task(info.task)
@@ -36,7 +40,8 @@ def make_tiny_run(run_dir: Path, checkpoint: Path, dataset_dir: Path, steps: int
     losses = []
     model.train()
     for _ in range(steps):
-        loss = task.loss(model(pixel_values=pixels).logits, targets)
+        rows = slice(None) if batch_size is None else torch.randint(0, len(pixels), (batch_size,))
+        loss = task.loss(model(pixel_values=pixels[rows]).logits, targets[rows])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -210,6 +210,25 @@ def predict_cmd(config: settings.PredictConfig) -> None:
         typer.echo(format_table(result))
     where = f", wrote {result.out}" if result.out else ""
     typer.echo(f"predicted {len(result.files)} image(s), skipped {len(result.skipped)}{where}", err=True)
+    if result.explanations is not None:
+        report_explanations(result.explanations)
+
+
+@config_command(app, "explain", settings.ExplainConfig)
+def explain_cmd(config: settings.ExplainConfig) -> None:
+    """Where the model looks: per image and label an overlay, explanations.json (peaks) and heatmaps.npz."""
+    from vitune.explain import explain
+
+    result = explain(config)
+    report_explanations(result)
+
+
+def report_explanations(result) -> None:
+    """The skipped files on stderr, then one summary line."""
+    for skipped in result.skipped:
+        typer.echo(f"skipped {skipped.file}: {skipped.reason}", err=True)
+    typer.echo(f"explained {len(result.images)} image(s) with {result.method} ({result.overlays} overlays), "
+               f"skipped {len(result.skipped)}, wrote {result.out}", err=True)
 
 
 @config_command(app, "serve", settings.ServeConfig)

@@ -22,7 +22,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TextIO
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TextIO
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from vitune.layout import RunDir
 from vitune.progress import progress
 from vitune.run_dir import load_run
 from vitune.tasks import Task, get_task
+
+if TYPE_CHECKING:
+    from vitune.explain import ExplainResult
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ class Predictions:
     skipped: list[Skipped] = field(default_factory=list)
     thresholds: list[float] | None = None
     out: Path | None = None
+    explanations: ExplainResult | None = None  # with ``--explain``
 
     @property
     def rows(self) -> list[dict]:
@@ -220,5 +224,11 @@ def predict(config: PredictConfig) -> Predictions:
     except BaseException:
         out.discard()
         raise
-    return Predictions(task=scorer.task.name, labels=scorer.labels, head=config.head, columns=columns, files=names,
-                       scores=np.concatenate(scores), skipped=skipped, thresholds=thresholds, out=out.finish())
+    result = Predictions(task=scorer.task.name, labels=scorer.labels, head=config.head, columns=columns, files=names,
+                         scores=np.concatenate(scores), skipped=skipped, thresholds=thresholds, out=out.finish())
+    if config.explain is not None:
+        from vitune.explain import write_explanations
+
+        result.explanations = write_explanations(load_run(config.run, config.device), names, config.explain,
+                                                 batch_size=config.batch_size, total=len(names))
+    return result

@@ -2,11 +2,12 @@
 
 Sections: data (``dataset.json`` counts, labels, skipped files, a sample grid), training (loss and
 learning-rate curves, per-epoch history), metrics (each ``vitune evaluate`` split with its 95 %
-bootstrap intervals, else the end-of-training validation metrics), per-label results, heads
-(``heads/heads.json``) and the configuration (``config.yaml``). Every image is embedded as a
-base64 data URI and the stylesheet is inline, so the file can be mailed or archived alone. A
-missing part is noted in its section instead of failing the report. Local paths are shown
-relative to the RUN_DIR, so the report says nothing of the machine that wrote it.
+bootstrap intervals, else the end-of-training validation metrics), per-label results, where the
+model looks (test images explained, :mod:`vitune.explain.report`), heads (``heads/heads.json``)
+and the configuration (``config.yaml``). Every image is embedded as a base64 data URI and the
+stylesheet is inline, so the file can be mailed or archived alone. A missing part is noted in its
+section instead of failing the report. Local paths are shown relative to the RUN_DIR, so the
+report says nothing of the machine that wrote it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from vitune.layout import SAMPLE_GRID, HeadsDir, RunDir
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("Data", "Training", "Metrics", "Per-label results", "Heads", "Configuration")
+SECTIONS = ("Data", "Training", "Metrics", "Per-label results", "Where the model looks", "Heads", "Configuration")
 MAX_SKIPPED_SHOWN = 10
 PER_LABEL_ORDER = ("roc_auc", "roc_auc_ci", "average_precision", "f1", "f1_tuned", "threshold_tuned",
                    "positives", "support", "unknown")
@@ -77,8 +78,13 @@ def table(headers: list[str], rows: list[list]) -> str:
 
 
 def image(path: Path, caption: str) -> str:
-    """A PNG embedded as a base64 data URI, with a caption."""
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    """A PNG file embedded as a base64 data URI, with a caption."""
+    return png_figure(Path(path).read_bytes(), caption)
+
+
+def png_figure(png: bytes, caption: str) -> str:
+    """PNG bytes embedded as a base64 data URI, with a caption."""
+    data = base64.b64encode(png).decode("ascii")
     return (f'<figure><img alt="{_esc(caption)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{_esc(caption)}</figcaption></figure>")
 
@@ -228,6 +234,20 @@ def per_label_section(metrics: dict | None, evaluations: list[dict]) -> str:
     return title + table(["label", *keys], rows)
 
 
+def explanations_section(run_dir: Path) -> str:
+    """Per label the test split's top positives and worst false positives with their overlays."""
+    if not RunDir(run_dir).model.is_dir():
+        return missing("no model/ to explain")
+    from vitune.explain.report import where_the_model_looks
+
+    try:
+        return where_the_model_looks(run_dir, png_figure)
+    except UserError as exc:
+        recorded = str(RunDir(run_dir).read_config().get("data") or "")
+        reason = str(exc).replace(recorded, relative(recorded, run_dir)) if recorded else str(exc)
+        return missing(f"no explanations: {reason}")
+
+
 def heads_section(run_dir: Path) -> str:
     """The frozen-backbone heads' comparison from ``heads/heads.json``."""
     report = read_json(HeadsDir(RunDir(run_dir).heads).report)
@@ -290,6 +310,7 @@ def build_report(config: ReportConfig) -> Path:
         "Training": training_section(run.root, metrics),
         "Metrics": metrics_section(run.root, metrics, evaluations),
         "Per-label results": per_label_section(metrics, evaluations),
+        "Where the model looks": explanations_section(run.root),
         "Heads": heads_section(run.root),
         "Configuration": config_section(run.root),
     }

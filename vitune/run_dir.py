@@ -23,9 +23,15 @@ from vitune.errors import UserError
 from vitune.inference import batched_logits
 from vitune.layout import RunDir
 from vitune.models import Preprocessing
-from vitune.tasks import Task, task_of_config
+from vitune.tasks import SINGLE_LABEL, TASKS, Task
 
 log = logging.getLogger(__name__)
+
+
+def task_of_config(config) -> Task:
+    """The task of a classification model config, from its ``problem_type`` (single_label when unset)."""
+    by_problem = {task.problem_type: task for task in TASKS.values()}
+    return by_problem.get(getattr(config, "problem_type", None) or "", SINGLE_LABEL)
 
 
 class Run(Encoder):

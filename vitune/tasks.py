@@ -132,6 +132,12 @@ class Task:
         """CSV columns of ``vitune predict``."""
         return ["file", *labels, "predicted"]
 
+    def explained_outputs(self, scores: np.ndarray, thresholds) -> list[int]:
+        """The outputs ``vitune explain`` explains by default for one image: the labels at or above their
+        thresholds (multi-label), else the most probable output (the class; regression's one score)."""
+        chosen = [i for i, (p, t) in enumerate(zip(scores, thresholds)) if p >= t] if self.tunes_thresholds else []
+        return chosen or [int(np.argmax(scores))]
+
     def prediction_row(self, file: str, scores: np.ndarray, labels: Sequence[str], thresholds) -> dict:
         """One CSV row: the file, one probability per label and the decision."""
         raise NotImplementedError
@@ -391,10 +397,3 @@ def get_task(task: str | Task) -> Task:
         return TASKS[task]
     except (KeyError, TypeError):
         raise UserError(f"unknown task {task!r}: use one of {', '.join(TASK_NAMES)}") from None
-
-
-def task_of_config(config) -> Task:
-    """The task of a classification model config, from its ``problem_type`` (single_label when unset)."""
-    by_problem = {task.problem_type: task for task in TASKS.values()}
-    return by_problem.get(getattr(config, "problem_type", None) or "", SINGLE_LABEL)
-

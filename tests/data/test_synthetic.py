@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 from PIL import Image
@@ -75,3 +76,24 @@ def test_digits_imagefolder(tmp_path):
     pixels = np.asarray(Image.open(root / first.file))
     assert pixels.shape == (16, 16)
     assert np.array_equal(pixels[::2, ::2], np.round(digits.images[index] / 16 * 255).astype(np.uint8))
+
+
+def test_lesion_boxes_hold_the_lesions(tmp_path):
+    from vitune.data.synthetic import BOXES_FILE, lesion_images
+
+    gray, labels, boxes = lesion_images(30, ["Atelectasis", "Edema"], image_size=64, rate=0.5, seed=0)
+    assert gray.shape == (30, 64, 64) and labels.shape == (30, 2)
+    assert [sorted(b) for b in boxes] == [sorted(n for n, on in zip(["Atelectasis", "Edema"], row) if on)
+                                          for row in labels]
+    for pixels, image_boxes in zip(gray.astype(np.float64), boxes):
+        for x0, y0, x1, y1 in image_boxes.values():
+            assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
+            cx, cy, third = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 6
+            middle = pixels[int(cy - third):int(cy + third) + 1, int(cx - third):int(cx + third) + 1]
+            assert middle.mean() > pixels.mean() + 40  # the bright blob sits in the middle of its box
+    root = make_chestxray_like(tmp_path / "cx", n_patients=8, seed=1, image_size=64, boxes=True)
+    written = json.loads((root / BOXES_FILE).read_text())
+    rows = {r.file.split("/")[-1]: r.raw_label for r in read_source(str(root)).records}
+    assert sorted(written) == sorted(rows)
+    assert all(set(written[name]) == (set() if label in ([], "No Finding") else set(label if isinstance(label, list)
+               else label.split("|"))) for name, label in rows.items())

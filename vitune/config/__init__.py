@@ -29,12 +29,14 @@ from vitune.config.commands import (
     ReportConfig,
     ShowConfig,
 )
+from vitune.config.explain import EXPLAIN_METHODS, ExplainConfig, parse_labels
 from vitune.config.serve import ServeConfig
 from vitune.config.train import LOCAL_PATHS, TrainConfig
 from vitune.config.tune import TuneConfig
 
 __all__ = [
-    "HEAD_NAMES", "LOCAL_PATHS", "MODEL_HEAD", "POOLINGS", "SPLIT_METHODS", "CommandConfig", "DemoConfig",
-    "EvaluateConfig", "ExportConfig", "HeadsConfig", "PredictConfig", "PrepareConfig", "ReportConfig", "ShowConfig",
-    "ServeConfig", "TrainConfig", "TuneConfig", "check_choice", "check_pooling", "check_positive", "parse_heads",
+    "EXPLAIN_METHODS", "HEAD_NAMES", "LOCAL_PATHS", "MODEL_HEAD", "POOLINGS", "SPLIT_METHODS", "CommandConfig",
+    "DemoConfig", "EvaluateConfig", "ExplainConfig", "ExportConfig", "HeadsConfig", "PredictConfig", "PrepareConfig",
+    "ReportConfig", "ServeConfig", "ShowConfig", "TrainConfig", "TuneConfig", "check_choice", "check_pooling",
+    "check_positive", "parse_heads", "parse_labels",
 ]

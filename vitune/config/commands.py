@@ -249,6 +249,7 @@ class PredictConfig(CommandConfig):
         heads_dir: Where the heads are (default: RUN_DIR/heads).
         batch_size: Inference batch size.
         device: cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU).
+        explain: Also write explanations of the predicted labels into this folder (as `vitune explain`).
     """
 
     arguments = ("run", "inputs")
@@ -260,12 +261,16 @@ class PredictConfig(CommandConfig):
     heads_dir: str | None = None
     batch_size: int = 32
     device: str | None = None
+    explain: str | None = None
 
     def __post_init__(self) -> None:
         self.run, self.inputs = str(self.run), [str(p) for p in self.inputs]
         check_count("batch_size", self.batch_size)
         if self.head != MODEL_HEAD and self.head not in HEAD_NAMES:
             raise UserError(f"unknown --head {self.head!r}: use one of {', '.join((MODEL_HEAD, *HEAD_NAMES))}")
+        if self.explain is not None and self.head != MODEL_HEAD:
+            raise UserError(f"--explain shows where the fine-tuned model looks, not the {self.head} head: "
+                            "drop --head or --explain")
 
 
 @dataclass

@@ -175,6 +175,15 @@ def decode_image(source: Path | bytes, image_size: int, verify: bool = True, kee
     return pil_to_array(_open(source, verify), image_size, keep_gray)
 
 
+def read_image(source: Path | bytes, verify: bool = True) -> Image.Image:
+    """``source`` (a file or its bytes) opened with :func:`decode_image`'s checks, upright, not resized.
+
+    For callers that need the image at its own size too (``vitune explain`` draws on it); pass
+    it to :func:`pil_to_array` for the model's pixels.
+    """
+    return _open(source, verify)
+
+
 def pil_to_array(image: Image.Image, image_size: int, keep_gray: bool = False) -> np.ndarray:
     """Same as :func:`decode_image` for an already-open PIL image (HF datasets, CIFAR arrays)."""
     _check_pixel_count(image)

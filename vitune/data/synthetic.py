@@ -7,6 +7,9 @@ download. Each finding draws a bright blob in its own cell of a 4x4 grid over a 
 chest-like background (two dark lung fields, ribs), with size, position and brightness jitter:
 learnable by a tiny ViT from 64 px images, yet not trivial. About 55% of images are
 "No Finding"; patients have 1-5 follow-up images (``00000001_000.png``, ``00000001_001.png``).
+With ``boxes=True`` it also writes ``lesion_boxes.json``, each image's findings with their boxes
+(the images themselves are the same); :func:`lesion_images` draws such images in memory, for
+the explanation tests and ``bench/explain.py``.
 
 :func:`make_digits_imagefolder` writes scikit-learn's bundled digits (1797 real 8x8 scans) as an
 ``imagefolder`` with one class sub-folder per digit.
@@ -15,6 +18,7 @@ learnable by a tiny ViT from 64 px images, yet not trivial. About 55% of images 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +48,18 @@ FINDING_RATES = dict(
 )
 TEST_PATIENT_SHARE = 0.2
 GRID = 4
+BOXES_FILE = "lesion_boxes.json"
+BOX_SIGMAS = 2.0  # a lesion's box reaches this many blob sigmas from its centre (13% of its peak brightness)
 
 
-def make_chestxray_like(out: Path | str, n_patients: int = 300, seed: int = 0, image_size: int = 128) -> Path:
+def make_chestxray_like(out: Path | str, n_patients: int = 300, seed: int = 0, image_size: int = 128,
+                        boxes: bool = False) -> Path:
     """Write a synthetic ChestX-ray14 release into ``out`` and return ``out``.
 
     Deterministic for a given ``seed``. The defaults give about 900 grayscale PNGs of
     ``image_size`` px from ``n_patients`` patients (1-5 follow-ups each), 20% of patients in
-    ``test_list.txt``.
+    ``test_list.txt``. ``boxes`` also writes ``out/lesion_boxes.json``: ``{file: {finding: [x0, y0,
+    x1, y1]}}`` in pixels (x right, y down), each box :data:`BOX_SIGMAS` blob sigmas around its centre.
     """
     if n_patients < 2:
         raise UserError(f"n_patients {n_patients} is too small: use at least 2 (train and test patients)")
@@ -66,12 +74,13 @@ def make_chestxray_like(out: Path | str, n_patients: int = 300, seed: int = 0, i
                                    replace=False).tolist())
     rows: list[list[str]] = []
     lists: dict[str, list[str]] = {TRAIN_LIST: [], TEST_LIST: []}
+    lesion_boxes: dict[str, dict[str, list[float]]] = {}
     for patient in range(1, n_patients + 1):
         age, gender = int(rng.integers(18, 90)), str(rng.choice(["M", "F"]))
         for follow_up in range(int(rng.integers(1, 6))):
             name = f"{patient:08d}_{follow_up:03d}.png"
             findings = _draw_findings(rng)
-            pixels = _render(background, findings, rng)
+            pixels, lesion_boxes[name] = _render(background, findings, rng)
             Image.fromarray(pixels).save(images / name)
             rows.append([
                 name, "|".join(findings) or NO_FINDING, str(follow_up), str(patient), str(age), gender,
@@ -84,7 +93,27 @@ def make_chestxray_like(out: Path | str, n_patients: int = 300, seed: int = 0, i
         writer.writerows(rows)
     for list_name, names in lists.items():
         (out / list_name).write_text("".join(f"{name}\n" for name in names))
+    if boxes:
+        (out / BOXES_FILE).write_text(json.dumps(lesion_boxes, indent=1) + "\n")
     return out
+
+
+def lesion_images(n: int, findings: list[str], image_size: int = 64, rate: float = 0.35,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[dict[str, list[float]]]]:
+    """``n`` synthetic scans drawn as :func:`make_chestxray_like` draws them, with their lesion boxes.
+
+    Each of ``findings`` (names from ChestX-ray14, each in its own grid cell) is present with
+    chance ``rate``, independently. Returns grayscale uint8 ``[n, S, S]``, 0/1 labels ``[n,
+    len(findings)]`` and per image ``{finding: [x0, y0, x1, y1]}``. Deterministic for ``seed``.
+    """
+    unknown = sorted(set(findings) - set(FINDINGS))
+    if unknown:
+        raise UserError(f"unknown finding(s) {', '.join(unknown)}: use names from {', '.join(FINDINGS)}")
+    rng = np.random.default_rng(seed)
+    background = _chest_background(image_size)
+    labels = (rng.random((n, len(findings))) < rate).astype(np.float32)
+    pixels, boxes = zip(*(_render(background, [f for f, on in zip(findings, row) if on], rng) for row in labels))
+    return np.stack(pixels), labels, list(boxes)
 
 
 def _draw_findings(rng: np.random.Generator) -> list[str]:
@@ -108,18 +137,30 @@ def _chest_background(size: int) -> np.ndarray:
     return body - 70.0 * lungs + ribs
 
 
-def _render(background: np.ndarray, findings: list[str], rng: np.random.Generator) -> np.ndarray:
-    """One grayscale image: the background, noise, and a jittered blob per finding in its grid cell."""
+def _render(background: np.ndarray, findings: list[str],
+            rng: np.random.Generator) -> tuple[np.ndarray, dict[str, list[float]]]:
+    """One grayscale image (the background, noise, a jittered blob per finding in its grid cell) and its boxes."""
     size = background.shape[0]
     cell = size / GRID
     y, x = np.mgrid[0:size, 0:size].astype(np.float64)
     image = background + rng.normal(0.0, 14.0, background.shape)
+    boxes = {}
     for name in findings:
         row, col = divmod(FINDINGS.index(name), GRID)
         cy, cx = (row + 0.5 + rng.uniform(-0.15, 0.15)) * cell, (col + 0.5 + rng.uniform(-0.15, 0.15)) * cell
         sigma = cell * rng.uniform(0.18, 0.28)
         image += rng.uniform(90.0, 130.0) * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2.0 * sigma**2))
-    return np.clip(image, 0, 255).astype(np.uint8)
+        boxes[name] = _box(cx, cy, BOX_SIGMAS * sigma, size)
+    return np.clip(image, 0, 255).astype(np.uint8), boxes
+
+
+def _box(cx: float, cy: float, reach: float, size: int) -> list[float]:
+    """``[x0, y0, x1, y1]`` around a blob centre given on the pixel grid (pixel i's centre at i), in
+    image coordinates where pixel i spans ``[i, i + 1)``, clipped to the image."""
+    def clip(value: float) -> float:
+        return round(min(max(value, 0.0), float(size)), 2)
+
+    return [clip(cx + 0.5 - reach), clip(cy + 0.5 - reach), clip(cx + 0.5 + reach), clip(cy + 0.5 + reach)]
 
 
 def make_digits_imagefolder(out: Path | str, image_size: int = 32) -> Path:
