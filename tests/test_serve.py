@@ -274,3 +274,54 @@ def test_an_oversized_upload_is_refused_while_it_streams_in(client, images):
     declared = post(client, "huge.png", b"\0" * 1_000_000)
     assert declared.status_code == 413 and "1000" in declared.json()["error"]
     assert post(client, images[0].name, images[0].read_bytes()).status_code == 200
+
+
+def test_explain_adds_the_peaks_of_vitune_explain_for_the_decided_labels(client, multi_label_run, images):
+    from vitune.explain import explain_images
+    from vitune.run_dir import load_run
+
+    run = load_run(multi_label_run, "cpu")
+    for path in images[:3]:
+        plain = post(client, path.name, path.read_bytes()).json()
+        response = client.post("/v1/predict?explain=1", files={"image": (path.name, path.read_bytes())})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert {k: body[k] for k in ("file", "scores", "predicted")} == plain
+        wanted = plain["predicted"] or None
+        reference = explain_images(run, [path], labels=wanted, top=None if wanted else 1)[0]
+        assert list(body["peaks"]) == list(reference.labels) and len(body["peaks"]) >= 1
+        width, height = Image.open(path).size
+        for label, (x, y) in body["peaks"].items():
+            assert [x, y] == pytest.approx(list(reference.labels[label].peak), abs=1e-6)
+            assert 0 <= x <= width and 0 <= y <= height
+
+
+def test_the_page_shows_an_overlay_per_decided_label(multi_label_run, images):
+    import base64
+    import io
+
+    from vitune.serve.explaining import OVERLAY_WIDTH, ServedExplainer
+    from vitune.serve.page import _one_file
+    from vitune.serve.service import ServedModel
+
+    served = ServedModel.from_config(ServeConfig(run=multi_label_run, device="cpu"))
+    explainer = ServedExplainer(multi_label_run, "cpu")
+    big = images[0].parent / "wide.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (300, 900, 3), dtype=np.uint8)).save(big)
+
+    async def show(path, chosen):
+        await served.batcher.start()
+        try:
+            return await _one_file(served, str(path), 10**7, chosen)
+        finally:
+            await served.batcher.stop()
+
+    shown = asyncio.run(show(big, explainer))
+    assert "not explained" not in shown
+    sources = [part.split('"')[0] for part in shown.split('src="data:image/png;base64,')[1:]]
+    labels = [part.split('"')[0] for part in shown.split('class="vt-overlay" alt="where the model looks: ')[1:]]
+    assert len(sources) == len(labels) >= 1
+    for encoded in sources:
+        overlay = Image.open(io.BytesIO(base64.b64decode(encoded)))
+        assert overlay.size == (OVERLAY_WIDTH, round(300 * OVERLAY_WIDTH / 900))  # the source's shape, scaled down
+    assert "vt-overlay" not in asyncio.run(show(big, None))  # unticked: no overlays

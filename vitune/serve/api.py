@@ -5,7 +5,7 @@ name) and leaves the server serving: 400 for a request without an ``image`` file
 upload over ``--max-upload-mb`` (counted while it streams in, so an oversized body is never held
 whole), 415 for a body that is not ``multipart/form-data``, 422 for a file that is not a usable
 image (the reason :func:`vitune.data.images.decode_image` gives, the decompression bomb limit
-included).
+included). ``?explain=1`` adds the peaks of :mod:`vitune.serve.explaining`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from vitune.data.images import BadImage
+from vitune.errors import UserError
+from vitune.serve.explaining import ServedExplainer, peaks
 from vitune.serve.service import ServedModel
 
 IMAGE_FIELD = "image"
+EXPLAIN_ON = ("1", "true", "yes")
 MULTIPART_SLACK = 64 * 1024  # room for the multipart boundaries and part headers around the file
 
 
@@ -75,7 +78,7 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[str, bytes]:
     return name, data
 
 
-def build_api(served: ServedModel, max_upload_bytes: int) -> FastAPI:
+def build_api(served: ServedModel, max_upload_bytes: int, explainer: ServedExplainer) -> FastAPI:
     """The FastAPI app with the JSON routes; its lifespan runs the micro-batcher."""
 
     @asynccontextmanager
@@ -100,12 +103,19 @@ def build_api(served: ServedModel, max_upload_bytes: int) -> FastAPI:
 
     @app.post("/v1/predict")
     async def predict(request: Request) -> JSONResponse:
-        """Scores and decisions for the uploaded image, as ``vitune predict`` gives them."""
+        """Scores and decisions for the uploaded image, as ``vitune predict`` gives them; with ``?explain=1``
+        also ``"peaks"``: where the model looks for each decided label, ``[x, y]`` in the upload's pixels."""
         name, data = await read_upload(request, max_upload_bytes)
         try:
             prediction = await served.predict(name, data)
         except BadImage as exc:
             raise ApiError(422, exc.reason, name) from exc
+        if request.query_params.get("explain", "0").lower() in EXPLAIN_ON:
+            try:
+                explanation = await explainer.explain(prediction, data)
+            except UserError as exc:  # a model no method explains
+                raise ApiError(422, f"cannot explain this model: {exc}", name) from exc
+            return JSONResponse(prediction.response(peaks=peaks(explanation)))
         return JSONResponse(prediction.response())
 
     return app

@@ -11,6 +11,7 @@ from vitune.config import ServeConfig
 from vitune.config.serve import LOOPBACK
 from vitune.errors import UserError
 from vitune.serve.api import build_api
+from vitune.serve.explaining import ServedExplainer
 from vitune.serve.page import mount_page
 from vitune.serve.service import ServedModel
 
@@ -20,12 +21,14 @@ log = logging.getLogger(__name__)
 def create_app(config: ServeConfig, served: ServedModel | None = None):
     """The FastAPI app of ``vitune serve``: ``/healthz``, ``/v1/predict`` and the page at ``/``.
 
-    ``served`` defaults to the run and head of ``config`` (loaded now).
+    ``served`` defaults to the run and head of ``config`` (loaded now); explanations load their own
+    copy of the run's model on the first request that asks for one.
     """
     served = served or ServedModel.from_config(config)
-    app = build_api(served, config.max_upload_bytes)
+    explainer = ServedExplainer(config.run, config.device)
+    app = build_api(served, config.max_upload_bytes, explainer)
     app.state.served = served
-    return mount_page(app, served, config.run, config.max_upload_bytes)
+    return mount_page(app, served, config.run, config.max_upload_bytes, explainer)
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -3,8 +3,9 @@
 Each uploaded file (DICOM included) is scored through the same :class:`ServedModel` as the API, so
 the page's numbers are the API's and ``vitune predict``'s. A file gets a bar chart of its labels,
 most probable first, with each label's decision threshold marked (the tuned ones of ``vitune
-evaluate`` when the run has them) and the decisions; a file that is no usable image gets its
-reason. Gradio is told not to phone home (``GRADIO_ANALYTICS_ENABLED=False``, set by
+evaluate`` when the run has them), the decisions and, unless unticked, an overlay per decided
+label showing where the model looks (:mod:`vitune.serve.explaining`); a file that is no usable
+image gets its reason. Gradio is told not to phone home (``GRADIO_ANALYTICS_ENABLED=False``, set by
 :mod:`vitune.serve` before Gradio is imported) and the theme's fonts are served locally.
 """
 
@@ -18,7 +19,9 @@ import gradio as gr
 
 from vitune.config import MODEL_HEAD
 from vitune.data.images import BadImage
+from vitune.errors import UserError
 from vitune.serve.card import metrics_html, model_card_text
+from vitune.serve.explaining import ServedExplainer, overlay_html
 from vitune.serve.service import Prediction, ServedModel
 
 CSS = """
@@ -35,6 +38,7 @@ CSS = """
 .vitune-card th, .vitune-card td { border: 1px solid #ddd; padding: .2rem .5rem; text-align: right; }
 .vitune-card th:first-child, .vitune-card td:first-child { text-align: left; }
 .vitune-card img { max-width: 480px; } .vitune-card .missing { color: #8a5a00; }
+.vt-overlays { display: flex; flex-wrap: wrap; gap: .6rem; margin-top: .5rem; } .vt-overlay { max-width: 320px; }
 """
 
 
@@ -82,27 +86,36 @@ def refusal_html(file: str, reason: str) -> str:
             f'<p class="vt-error">not scored: {html.escape(reason)}</p></section>')
 
 
-async def _one_file(served: ServedModel, path: str, max_bytes: int) -> str:
+async def _one_file(served: ServedModel, path: str, max_bytes: int, explainer: ServedExplainer | None) -> str:
     name = Path(path).name
     try:
         data = await asyncio.to_thread(Path(path).read_bytes)
         if len(data) > max_bytes:
             return refusal_html(name, f"upload too large: {len(data)} bytes, at most {max_bytes}")
-        return prediction_html(served, await served.predict(name, data))
+        prediction = await served.predict(name, data)
+        shown = prediction_html(served, prediction)
+        if explainer is None:
+            return shown
+        try:
+            overlays = overlay_html(await explainer.explain(prediction, data))
+        except UserError as exc:  # a model no method explains
+            overlays = f'<p class="vt-note">not explained: {html.escape(str(exc))}</p>'
+        return shown.replace("</section>", f"{overlays}</section>")
     except BadImage as exc:
         return refusal_html(name, exc.reason)
     except OSError as exc:
         return refusal_html(name, f"unreadable upload: {exc.strerror or exc}")
 
 
-def build_page(served: ServedModel, run_dir: Path | str, max_bytes: int) -> gr.Blocks:
-    """The Gradio page: a "Predict" tab (upload, results) and a "Model card" tab."""
+def build_page(served: ServedModel, run_dir: Path | str, max_bytes: int, explainer: ServedExplainer) -> gr.Blocks:
+    """The Gradio page: a "Predict" tab (upload, results, where the model looks) and a "Model card" tab."""
     title = f"vitune: {served.name}"
 
-    async def predict_files(paths: list[str] | None) -> str:
+    async def predict_files(paths: list[str] | None, explain: bool) -> str:
         if not paths:
             return '<p class="vt-empty">Drop one or more images (PNG, JPEG, DICOM...) above.</p>'
-        return "".join(await asyncio.gather(*(_one_file(served, path, max_bytes) for path in paths)))
+        chosen = explainer if explain else None
+        return "".join(await asyncio.gather(*(_one_file(served, path, max_bytes, chosen) for path in paths)))
 
     summary = f"run {served.name}, head {served.head}, {len(served.labels)} output(s); {decision_rule(served)}"
     # uploads are copies of patients' images: removed after 10 minutes, and all of them when the server restarts
@@ -110,9 +123,11 @@ def build_page(served: ServedModel, run_dir: Path | str, max_bytes: int) -> gr.B
         gr.Markdown(f"# {html.escape(title)}\n{html.escape(summary)}")
         with gr.Tab("Predict"):
             files = gr.File(label="Images", file_count="multiple", type="filepath", elem_id="vitune-upload")
+            explain = gr.Checkbox(True, label="Show where the model looks (an overlay per decided label)",
+                                  elem_id="vitune-explain")
             button = gr.Button("Predict", variant="primary")
             results = gr.HTML(elem_id="vitune-results")
-            gr.on([files.change, button.click], predict_files, inputs=files, outputs=results,
+            gr.on([files.change, button.click], predict_files, inputs=[files, explain], outputs=results,
                   concurrency_limit=served.batcher.max_batch, api_visibility="private")
         with gr.Tab("Model card"):
             card = model_card_text(run_dir)
@@ -122,8 +137,8 @@ def build_page(served: ServedModel, run_dir: Path | str, max_bytes: int) -> gr.B
     return page
 
 
-def mount_page(app, served: ServedModel, run_dir: Path | str, max_bytes: int):
+def mount_page(app, served: ServedModel, run_dir: Path | str, max_bytes: int, explainer: ServedExplainer):
     """Mount the page at ``/`` of ``app`` (after the API routes, which keep their paths)."""
-    return gr.mount_gradio_app(app, build_page(served, run_dir, max_bytes), path="/", footer_links=[],
+    return gr.mount_gradio_app(app, build_page(served, run_dir, max_bytes, explainer), path="/", footer_links=[],
                                run_history=False, max_file_size=max_bytes, css=CSS, ssr_mode=False,
                                mcp_server=False)
