@@ -4,4 +4,4 @@ The library API mirrors the CLI: ``vitune.data.prepare`` is ``vitune data prepar
 ``vitune.train.train`` is ``vitune train`` and so on.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
