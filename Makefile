@@ -13,7 +13,13 @@ setup: $(STAMP) chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install --quiet --disable-pip-version-check uv || echo "uv unavailable: installing with pip alone"
+	# torch and torchvision through pip, which takes the wheels a machine keeps on disk (its pip config);
+	# uv reads no pip config and would download a CUDA build of several GB. uv then resolves the rest in seconds.
+	$(PY) -m pip install --quiet --disable-pip-version-check "torch>=2.4" torchvision
+	if $(VENV)/bin/uv --version >/dev/null 2>&1; then \
+	  $(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[dev]"; \
+	else $(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"; fi
 	$(PY) -c "import vitune, torch, transformers, datasets; print('vitune', vitune.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__, '| datasets', datasets.__version__)"
 	touch $(STAMP)
 

@@ -5,7 +5,7 @@ anatomy-like field plus sensor noise) as an image folder, then in one run measur
 
 (a) ``prepare`` images/s with all cores and with one worker, and what the integrity pass costs;
 (b) training-batch images/s from the DATASET_DIR (batch 32, shuffled, uint8 batches: since 0.2 they are
-    normalised on the device at the start of the step): the Trainer's own loader, ``vitune.train.build_trainer(config).get_train_dataloader()``;
+    normalised on the device at the start of the step): the Trainer's own loader, ``vitune.training.fine_tune.build_trainer(config).get_train_dataloader()``;
 (c) the stock recipe (the seeds' ``set_transform``: PIL open + convert RGB + ViTImageProcessor
     at 224 on every access) for each epoch, same images, same batch size;
 
@@ -34,8 +34,8 @@ from PIL import Image
 
 from vitune.config import PrepareConfig, TrainConfig
 from vitune.data import load_dataset_dir, prepare
-from vitune.demo import make_scratch_vit
-from vitune.progress import quiet_library_bars
+from vitune.runtime.progress import quiet_library_bars
+from vitune.workflows.demo import make_scratch_vit
 
 SIDE = 1024
 
@@ -137,7 +137,7 @@ def verify_cost(files: list[Path], rounds: int = 3) -> tuple[float, float]:
 def cached_loader(dataset_dir: Path, checkpoint: Path, out: Path, batch_size: int, epoch: int):
     """What vitune's Trainer reads: ``build_trainer(config).get_train_dataloader()`` (shuffled uint8 batches,
     ``dataloader_num_workers=0`` as on CPU)."""
-    from vitune.train import build_trainer
+    from vitune.training.fine_tune import build_trainer
 
     config = TrainConfig(data=str(dataset_dir), model=str(checkpoint), out=str(out), batch_size=batch_size,
                          seed=epoch, num_workers=0)

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vitune.config import EXPLAIN_METHODS, PrepareConfig, TrainConfig  # noqa: E402
-from vitune.progress import quiet_library_bars  # noqa: E402
+from vitune.runtime.progress import quiet_library_bars  # noqa: E402
 
 SOURCE_SIZE, MODEL_SIZE, PATCH = 128, 64, 8
 
@@ -41,8 +41,8 @@ def train_on_lesions(root: Path, patients: int, epochs: float, seed: int):
     """The demo's data (with boxes) and model: returns the RUN_DIR, the release folder and the boxes."""
     from vitune.data.prepare import prepare
     from vitune.data.synthetic import BOXES_FILE, make_chestxray_like
-    from vitune.demo import make_scratch_vit
-    from vitune.train import train
+    from vitune.training.fine_tune import train
+    from vitune.workflows.demo import make_scratch_vit
 
     source = make_chestxray_like(root / "source", n_patients=patients, seed=seed, image_size=SOURCE_SIZE, boxes=True)
     prepare(PrepareConfig(source=source, out=root / "data", image_size=MODEL_SIZE, split="official", seed=seed))
@@ -56,7 +56,7 @@ def pointing(run_dir: Path, source: Path, boxes: dict, method: str) -> tuple[flo
     """(share of hits, positives, seconds) of ``method`` over every true finding of the test images."""
     from vitune.explain import explain_images
     from vitune.explain.pointing import pointing_hits, pointing_score
-    from vitune.run_dir import load_run
+    from vitune.models.run import load_run
 
     run = load_run(run_dir)
     test = [name for name in (source / "test_list.txt").read_text().split() if boxes[name]]
@@ -76,7 +76,7 @@ def speed(batch_size: int, batches: int) -> dict[str, float]:
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     from vitune.explain import explain_images
-    from vitune.run_dir import load_run
+    from vitune.models.run import load_run
 
     with tempfile.TemporaryDirectory() as folder:
         model_dir = Path(folder) / "run" / "model"

@@ -35,7 +35,7 @@ def main() -> None:
     for name in CHECKS:  # count every input that reaches a check
         real = getattr(test_fuzz, name)
         setattr(test_fuzz, name, lambda *a, _real=real, **k: (tried.__setitem__("n", tried["n"] + 1), _real(*a, **k))[1])
-    print(f"| property | inputs tried | failures found | seconds |\n|---|---:|---:|---:|")
+    print("| property | inputs tried | failures found | seconds |\n|---|---:|---:|---:|")
     total_failures = 0
     for test in TESTS:
         tried["n"], start, failure = 0, time.perf_counter(), ""

@@ -24,8 +24,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vitune.heads import LogRegHead, SVMHead, cuml_available  # noqa: E402
-from vitune.metrics import compute_metrics  # noqa: E402
-from vitune.progress import quiet_library_bars  # noqa: E402
+from vitune.runtime.progress import quiet_library_bars  # noqa: E402
+from vitune.tasks.metrics import compute_metrics  # noqa: E402
 
 
 def synthetic_embeddings(n_train: int, n_test: int, dim: int = 768, n_labels: int = 14, latent: int = 6,
@@ -68,7 +68,7 @@ def bench_embedding(n_images: int, batch_size: int) -> None:
     import torch
     from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
-    from vitune.embeddings import Encoder, embed_batches
+    from vitune.models.encoder import Encoder, embed_batches
 
     with tempfile.TemporaryDirectory() as tmp:
         config = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,

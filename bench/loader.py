@@ -6,7 +6,7 @@ thread:
 
 (a) loader images/s: ``build_trainer(TrainConfig(..., augment=MODE, num_workers=0)).get_train_dataloader()``,
     the best of 3 shuffled epochs of uint8 batches, for each mode and both layouts;
-(b) the on-device preparation (uint8 -> augment -> normalise, :class:`vitune.augment.DeviceInputs`) in images/s
+(b) the on-device preparation (uint8 -> augment -> normalise, :class:`vitune.training.augment.DeviceInputs`) in images/s
     on this CPU thread and, when there is one, on the GPU;
 (c) bytes per batch that cross to the device (uint8 now, float32 before) and bytes per image on disk;
 (d) end to end on the CPU: ``vitune train --recipe strong`` against ``--recipe seed`` with the same epochs and
@@ -36,8 +36,8 @@ from vitune.config import PrepareConfig, TrainConfig  # noqa: E402
 from vitune.data import prepare  # noqa: E402
 from vitune.data.dataset_dir import features_for  # noqa: E402
 from vitune.data.synthetic import make_chestxray_like  # noqa: E402
-from vitune.progress import quiet_library_bars  # noqa: E402
-from vitune.train import build_trainer, train  # noqa: E402
+from vitune.runtime.progress import quiet_library_bars  # noqa: E402
+from vitune.training.fine_tune import build_trainer, train  # noqa: E402
 
 MODES = ("none", "light", "strong")
 SIZE = 224

@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python bench/lora_parameters.py``. Builds ViT-B/16, DINOv2-S and Swin-T at their
 published sizes with random weights (no download: counts do not depend on the weights) and a
-14-label head, wraps each with vitune's own :func:`vitune.lora.add_lora` and prints the
+14-label head, wraps each with vitune's own :func:`vitune.training.lora.add_lora` and prints the
 ``parameters`` entry metrics.json would get. Writes nothing.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vitune.config import TrainConfig  # noqa: E402
-from vitune.lora import add_lora, parameter_counts  # noqa: E402
+from vitune.training.lora import add_lora, parameter_counts  # noqa: E402
 
 LABELS = 14  # ChestX-ray14's findings
 RANKS = (8, 16)
@@ -22,8 +22,14 @@ RANKS = (8, 16)
 
 def models():
     """``(name, factory)`` of the architectures at their published sizes."""
-    from transformers import (Dinov2Config, Dinov2ForImageClassification, SwinConfig, SwinForImageClassification,
-                              ViTConfig, ViTForImageClassification)
+    from transformers import (
+        Dinov2Config,
+        Dinov2ForImageClassification,
+        SwinConfig,
+        SwinForImageClassification,
+        ViTConfig,
+        ViTForImageClassification,
+    )
 
     return [
         ("ViT-B/16", lambda: ViTForImageClassification(ViTConfig(num_labels=LABELS))),

@@ -35,9 +35,9 @@ def write_images(folder: Path, count: int) -> None:
 
 def write_run(run: Path) -> None:
     """A RUN_DIR whose model is a randomly initialised 2-layer ViT classifier with 14 labels."""
-    from vitune.demo import make_scratch_vit
-    from vitune.layout import RunDir
-    from vitune.models import load_classifier, load_image_processor
+    from vitune.models.aliases import load_classifier, load_image_processor
+    from vitune.storage.layout import RunDir
+    from vitune.workflows.demo import make_scratch_vit
 
     base = make_scratch_vit(run.parent / "base", image_size=SIDE)
     labels = [f"finding{i}" for i in range(14)]

@@ -6,7 +6,7 @@ checkpoint (a random ViT, hidden 192, 6 layers, saved locally), in one run:
 (a) stock: the seeds' recipe -- an ``imagefolder`` with ``metadata.jsonl`` per split, loaded by
     ``datasets.load_dataset("imagefolder")``, ``with_transform`` running ``ViTImageProcessor`` on
     the PNGs at every access, a stacking collator, ``Trainer`` with the model's own BCE loss;
-(b) vitune: ``vitune.data.prepare`` (decode once) + ``vitune.train.train``;
+(b) vitune: ``vitune.data.prepare`` (decode once) + ``vitune.training.fine_tune.train``;
 (c) the bare step: forward + backward + AdamW step of the same model on random tensors.
 
 Both (a) and (b) use the same splits (vitune's), labels, hyper-parameters, seed, precision and
@@ -40,9 +40,9 @@ from vitune.config import (
 )
 from vitune.data import load_dataset_dir, prepare  # noqa: E402
 from vitune.data.synthetic import make_chestxray_like  # noqa: E402
-from vitune.metrics import compute_metrics  # noqa: E402
-from vitune.progress import quiet_library_bars  # noqa: E402
-from vitune.train import loader_workers, resolve_precision, train  # noqa: E402
+from vitune.runtime.progress import quiet_library_bars  # noqa: E402
+from vitune.tasks.metrics import compute_metrics  # noqa: E402
+from vitune.training.fine_tune import loader_workers, resolve_precision, train  # noqa: E402
 
 
 def save_checkpoint(path: Path, image_size: int) -> Path:

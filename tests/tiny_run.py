@@ -11,11 +11,11 @@ import torch
 import yaml
 
 from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir
-from vitune.inference import normalize
-from vitune.layout import RunDir
-from vitune.models import load_classifier, load_image_processor, resolve_preprocessing
-from vitune.plots import plot_loss, plot_lr
-from vitune.tasks import get_task
+from vitune.evaluation.plots import plot_loss, plot_lr
+from vitune.models.aliases import load_classifier, load_image_processor, resolve_preprocessing
+from vitune.models.forward import normalize
+from vitune.storage.layout import RunDir
+from vitune.tasks.core import get_task
 
 
 def make_tiny_run(run_dir: Path, checkpoint: Path, dataset_dir: Path, steps: int = 15, seed: int = 0,

@@ -22,7 +22,7 @@ import typer
 
 from vitune import config as settings
 from vitune.errors import UserError
-from vitune.layout import HeadsDir
+from vitune.storage.layout import HeadsDir
 
 app = typer.Typer(
     help="Fine-tune vision transformers on your own images.",
@@ -85,7 +85,7 @@ def config_command(group: typer.Typer, name: str, config_cls, overridable: bool 
 @app.command("models")
 def models_cmd() -> None:
     """List the model aliases with their Hub ids and image sizes."""
-    from vitune.models import list_models
+    from vitune.models.aliases import list_models
 
     aliases = list_models()
     name_width = max(len("alias"), *(len(alias.name) for alias in aliases))
@@ -125,7 +125,7 @@ def train_cmd(config: settings.TrainConfig) -> None:
     """Fine-tune MODEL on DATASET_DIR with transformers.Trainer; write RUN_DIR."""
     import os
 
-    from vitune.train import train
+    from vitune.training.fine_tune import train
 
     result = train(config)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only the main process reports
@@ -137,8 +137,8 @@ def train_cmd(config: settings.TrainConfig) -> None:
 @config_command(app, "tune", settings.TuneConfig)
 def tune_cmd(config: settings.TuneConfig) -> None:
     """Search lr, batch size, warm-up and weight decay (Optuna or Ray Tune); write DIR/tune.json and best.yaml."""
-    from vitune.layout import TuneDir
-    from vitune.tune import tune
+    from vitune.storage.layout import TuneDir
+    from vitune.training.tune import tune
 
     result = tune(config)
     document, folder = result.document, TuneDir(result.out)
@@ -185,7 +185,7 @@ def heads_cmd(config: settings.HeadsConfig) -> None:
 @config_command(app, "evaluate", settings.EvaluateConfig)
 def evaluate_cmd(config: settings.EvaluateConfig) -> None:
     """Metrics with 95% bootstrap intervals, thresholds tuned on validation, ROC/PR plots."""
-    from vitune.evaluate import evaluate
+    from vitune.evaluation.evaluate import evaluate
 
     result = evaluate(config)
     typer.echo(f"{result.split}: {result.num_samples} images ({result.task})")
@@ -201,7 +201,7 @@ def evaluate_cmd(config: settings.EvaluateConfig) -> None:
 @config_command(app, "predict", settings.PredictConfig)
 def predict_cmd(config: settings.PredictConfig) -> None:
     """Predict images: per-label probabilities and decisions (thresholds from `vitune evaluate`)."""
-    from vitune.predict import format_table, predict
+    from vitune.inference.predict import format_table, predict
 
     result = predict(config)
     for skipped in result.skipped:
@@ -242,7 +242,7 @@ def serve_cmd(config: settings.ServeConfig) -> None:
 @config_command(app, "export", settings.ExportConfig)
 def export_cmd(config: settings.ExportConfig) -> None:
     """Export the model to ONNX (dynamic batch), verified with onnxruntime against torch."""
-    from vitune.export import export_onnx
+    from vitune.inference.export import export_onnx
 
     result = export_onnx(config)
     typer.echo(f"wrote {result.onnx} ({result.size_mb} MB, opset {result.opset}): onnxruntime vs torch "
@@ -259,7 +259,7 @@ def export_cmd(config: settings.ExportConfig) -> None:
 @config_command(app, "report", settings.ReportConfig)
 def report_cmd(config: settings.ReportConfig) -> None:
     """Write one self-contained HTML report: data, curves, metrics with intervals, heads, config."""
-    from vitune.report import build_report
+    from vitune.evaluation.report import build_report
 
     typer.echo(f"wrote {build_report(config)}")
 
@@ -267,15 +267,15 @@ def report_cmd(config: settings.ReportConfig) -> None:
 @config_command(app, "demo", settings.DemoConfig)
 def demo_cmd(config: settings.DemoConfig) -> None:
     """The whole path on built-in synthetic chest X-rays, offline: data, train, heads, evaluate, report."""
-    from vitune.demo import run_demo
+    from vitune.workflows.demo import run_demo
 
     run_demo(config, echo=typer.echo, show_heads=print_heads_table)
 
 
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit code 2."""
-    from vitune.progress import quiet_library_bars
-    from vitune.safe_io import clear_stop_request, request_stop
+    from vitune.runtime.progress import quiet_library_bars
+    from vitune.storage.safe_io import clear_stop_request, request_stop
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("httpx", "urllib3", "datasets", "filelock", "transformers"):

@@ -3,56 +3,17 @@
 from __future__ import annotations
 
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
 from PIL import Image
+from sample_images import write_known_images
 
 from vitune.data.cache import CacheItem, build_cache, check_out_dir, source_fingerprint
 from vitune.errors import UserError
-from vitune.safe_io import replace_dir, staging_dir
-
-
-def bomb_png(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
-    """A tiny PNG whose header claims ``width x height`` pixels."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
-    return path
-
-
-def write_known_images(root: Path) -> dict[str, Path]:
-    """4x4 images with known pixels: 16-bit gray, RGBA, 8-bit gray, plus three broken files."""
-    root.mkdir(parents=True, exist_ok=True)
-    files = {}
-    gray16 = np.full((4, 4), 65535, dtype=np.uint16)
-    gray16[0, 0] = 32768  # scaled: 32768 / 65535 * 255 = 127.5 -> 128; clipping would give 255
-    files["gray16"] = root / "gray16.png"
-    Image.fromarray(gray16).save(files["gray16"])
-    rgba = np.zeros((4, 4, 4), dtype=np.uint8)
-    rgba[..., 0] = 200
-    rgba[..., 3] = 0  # fully transparent red over white -> white
-    rgba[0, 0] = (200, 0, 0, 255)
-    files["rgba"] = root / "rgba.png"
-    Image.fromarray(rgba, "RGBA").save(files["rgba"])
-    gray8 = np.arange(16, dtype=np.uint8).reshape(4, 4) * 10
-    files["gray8"] = root / "gray8.png"
-    Image.fromarray(gray8, "L").save(files["gray8"])
-    files["empty"] = root / "empty.png"
-    files["empty"].write_bytes(b"")
-    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8), "L")
-    noise.save(root / "noise.png")
-    full = (root / "noise.png").read_bytes()
-    files["truncated"] = root / "truncated.png"
-    files["truncated"].write_bytes(full[: len(full) // 2])
-    files["bomb"] = bomb_png(root / "bomb.png")
-    return files
+from vitune.storage.safe_io import replace_dir, staging_dir
 
 
 def _items(files: dict[str, Path], names, split="train") -> list[CacheItem]:

@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from vitune.data.images import BadImage, decode_image
-from vitune.data.labels import BadLabel, infer_label_space
 from vitune.data.sources import read_source
 from vitune.data.sources.base import SourceOptions
 from vitune.errors import UserError
+from vitune.tasks.labels import BadLabel, infer_label_space
 
 EXAMPLES = int(os.environ.get("VITUNE_FUZZ_EXAMPLES", "60"))  # bench/fuzz.py raises it
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,

@@ -11,7 +11,7 @@ import datasets
 import numpy as np
 import pytest
 from PIL import Image
-from test_cache import write_known_images  # noqa: E402  (tests/data is on sys.path under pytest)
+from sample_images import write_known_images
 
 from vitune.config import PrepareConfig
 from vitune.data import DatasetInfo, load_dataset_dir, synthetic

@@ -18,7 +18,7 @@ from vitune.config import PrepareConfig
 from vitune.data import prepare as prepare_config
 from vitune.data.synthetic import make_chestxray_like
 from vitune.errors import UserError
-from vitune.safe_io import OutputLock, remove_orphans
+from vitune.storage.safe_io import OutputLock, remove_orphans
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -105,7 +105,7 @@ def test_a_swap_cut_short_is_undone(tmp_path, source):
 
 
 def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
-    from vitune.safe_io import remove_stale_temp_files
+    from vitune.storage.safe_io import remove_stale_temp_files
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
@@ -122,7 +122,7 @@ def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
 
 def test_a_writer_in_another_process_is_refused_with_one_line(tmp_path, source):
     out = tmp_path / "ds"
-    holder = subprocess.Popen([sys.executable, "-c", f"import time\nfrom vitune.safe_io import OutputLock\n"
+    holder = subprocess.Popen([sys.executable, "-c", f"import time\nfrom vitune.storage.safe_io import OutputLock\n"
                                f"with OutputLock({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     try:

@@ -8,10 +8,10 @@ import json
 import numpy as np
 from PIL import Image
 
-from vitune.data.labels import infer_label_space
 from vitune.data.sources import detect_format, read_source
 from vitune.data.sources.chestxray14 import FINDINGS
 from vitune.data.synthetic import make_chestxray_like, make_digits_imagefolder
+from vitune.tasks.labels import infer_label_space
 
 
 def test_chestxray_like_release_layout(tmp_path):

@@ -13,10 +13,10 @@ from chexpert_like import FINDINGS, write_chexpert_like
 
 from vitune.config import PrepareConfig
 from vitune.data import prepare
-from vitune.data.labels import LabelStates, state_counts
 from vitune.data.sources import read_source
 from vitune.data.sources.base import SourceOptions
 from vitune.errors import UserError
+from vitune.tasks.labels import LabelStates, state_counts
 
 
 def _cells(csv_path) -> list[list[str]]:

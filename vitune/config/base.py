@@ -13,7 +13,7 @@ from dataclasses import MISSING, asdict, fields
 from typing import Any, Iterable
 
 from vitune.errors import UserError
-from vitune.tasks import TASK_NAMES
+from vitune.tasks.core import TASK_NAMES
 
 TASK_CHOICES = ("auto", *TASK_NAMES)
 SPLIT_METHODS = ("auto", "random", "stratified", "group", "official")

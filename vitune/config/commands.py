@@ -22,7 +22,7 @@ from vitune.config.base import (
     parse_heads,
 )
 from vitune.errors import UserError
-from vitune.layout import SAMPLE_GRID, RunDir
+from vitune.storage.layout import SAMPLE_GRID, RunDir
 
 
 @dataclass
@@ -111,7 +111,7 @@ class PrepareConfig(CommandConfig):
         """``--image-size``, else the model's input size, else 224."""
         if self.image_size is not None:
             return self.image_size
-        from vitune.models import default_image_size
+        from vitune.models.aliases import default_image_size
 
         return default_image_size(self.model)
 

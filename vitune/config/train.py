@@ -33,7 +33,7 @@ POS_WEIGHTS = ("off", "auto")
 # situs inversus, left/right-specific findings and markers): a flipped film is a different patient.
 # "strong" = the published fine-tuning recipe's RandAugment-class augmentation (vitune/augment.py).
 AUGMENTS = ("none", "light", "strong")
-RECIPES = ("seed", "strong")  # presets: vitune/configs/recipes/<name>.yaml
+RECIPES = ("seed", "strong")  # presets: vitune/config/presets/recipes/<name>.yaml
 REPORT_TO = ("none", "tensorboard", "mlflow", "wandb")
 HUB_REPO_ID = re.compile(r"([\w.-]+/)?[\w.-]+")
 REQUIRED = ("data", "model", "out")
@@ -67,7 +67,7 @@ class TrainConfig(CommandConfig):
         num_workers: Data-loader workers (default: 0 on CPU, half the cores on GPU).
         logging_steps: Log every N steps (default: about 50 points per run).
         save_total_limit: Checkpoints kept, best included.
-        deepspeed: DeepSpeed JSON config (e.g. vitune/configs/ds_zero2.json).
+        deepspeed: DeepSpeed JSON config (e.g. vitune/config/presets/ds_zero2.json).
         trust_remote_code: Allow Hub model code.
         report_to: none|tensorboard|mlflow|wandb, several comma-separated: logs go inside RUN_DIR
           (MLflow: RUN_DIR/mlruns unless MLFLOW_TRACKING_URI is set).
@@ -75,7 +75,7 @@ class TrainConfig(CommandConfig):
         lora: LoRA rank R (0: off): train low-rank adapters and the head only (ViT family, DINOv2, Swin).
         lora_alpha: LoRA scaling alpha (default: the rank R).
         lora_targets: Comma-separated module names LoRA adapts (default: the query and value projections).
-        recipe: seed|strong: preset of the other settings (vitune/configs/recipes/); settings given win.
+        recipe: seed|strong: preset of the other settings (vitune/config/presets/recipes/); settings given win.
         layer_decay: Layer-wise LR decay: the LR of layer l of L is lr * decay^(L - l) (ViT, DeiT, BEiT, DINOv2, Swin).
         drop_path: Stochastic depth rate of the last block (linear from 0 over the depth).
         ema: Keep an EMA of the weights with this decay (e.g. 0.9998); the EMA is evaluated and saved.
@@ -221,8 +221,8 @@ class TrainConfig(CommandConfig):
 
 
 def recipe_path(name: str) -> Path:
-    """The YAML preset of ``--recipe name`` shipped in ``vitune/configs``."""
-    return Path(__file__).resolve().parent.parent / "configs" / "recipes" / f"{name}.yaml"
+    """The YAML preset of ``--recipe name`` shipped in ``vitune/config/presets``."""
+    return Path(__file__).resolve().parent / "presets" / "recipes" / f"{name}.yaml"
 
 
 def with_recipe(values: dict) -> dict:

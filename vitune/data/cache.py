@@ -23,13 +23,13 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from vitune import __version__
 from vitune.data.dataset_dir import INFO_FILE, SPLITS, DatasetInfo, features_for
 from vitune.data.images import BadImage, decode_image, pil_to_array
 from vitune.data.sources.base import Skipped
 from vitune.errors import UserError
-from vitune.progress import progress
-from vitune.safe_io import deferred_interrupts, raise_if_stopped
+from vitune.runtime.progress import progress
+from vitune.runtime.version import VITUNE_VERSION
+from vitune.storage.safe_io import deferred_interrupts, raise_if_stopped
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def source_fingerprint(source: str, settings: dict[str, Any]) -> str:
     is listed with its folder; any other source (``hf:NAME``) is identified by its name.
     """
     digest = hashlib.sha256()
-    digest.update(json.dumps({"vitune": __version__, "source": source, "settings": settings}, sort_keys=True).encode())
+    digest.update(json.dumps({"vitune": VITUNE_VERSION, "source": source, "settings": settings}, sort_keys=True).encode())
     root = Path(source)
     if root.is_file():
         root = root.parent

@@ -13,10 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datasets
-import numpy as np
 
 from vitune.errors import UserError
-from vitune.tasks import Task, get_task
+from vitune.tasks.core import Task, get_task
 
 INFO_FILE = "dataset.json"
 INFO_VERSION = 1

@@ -19,7 +19,7 @@ from vitune.data.sources.base import Record, Skipped, SourceRows
 from vitune.data.splits import assign_splits
 from vitune.data.views import keep_views, with_dicom_tags
 from vitune.errors import UserError
-from vitune.safe_io import OutputLock, disk_full, remove_orphans, replace_dir, staging_dir
+from vitune.storage.safe_io import OutputLock, disk_full, remove_orphans, replace_dir, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,8 @@ class _Labelled:
 
 def _labelled_records(config: PrepareConfig) -> _Labelled:
     """Read the source, fill and filter views, and encode its labels."""
-    from vitune.data.labels import infer_label_space
     from vitune.data.sources import read_source
+    from vitune.tasks.labels import infer_label_space
 
     rows = read_source(config.source, config.fmt, config.source_options())
     log.info("read %d records from %s (%s); %d rejected by the reader", len(rows.records), config.source,
@@ -128,7 +128,7 @@ def _labelled_records(config: PrepareConfig) -> _Labelled:
 
 def _label_states(read: _Labelled, uncertain: str) -> dict | None:
     """What ``dataset.json`` records of CheXpert-style findings: the policies and each label's states."""
-    from vitune.data.labels import LabelStates, state_counts
+    from vitune.tasks.labels import LabelStates, state_counts
 
     raws = [record.raw_label for record in read.records]
     if not raws or not isinstance(raws[0], LabelStates):
@@ -154,7 +154,7 @@ def _cache_items(source: str, records: list[Record], labels: list[Any], splits: 
 
 def _encode_labels(records: list[Record], space) -> tuple[list[Record], list[Any], list[Skipped]]:
     """Encode each record's label; a label the space rejects becomes a skipped row."""
-    from vitune.data.labels import BadLabel
+    from vitune.tasks.labels import BadLabel
 
     kept: list[Record] = []
     labels: list[Any] = []

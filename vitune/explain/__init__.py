@@ -9,7 +9,7 @@
 - :mod:`~vitune.explain.explainer`: :func:`explain_images`, the library entry point;
 - :mod:`~vitune.explain.command`: ``vitune explain`` / ``predict --explain`` writing a folder;
 - :mod:`~vitune.explain.pointing`: the pointing game used to choose the default;
-- :mod:`~vitune.explain.report`: the report's "Where the model looks" section.
+- :mod:`~vitune.evaluation.explanations`: the report's "Where the model looks" section.
 """
 
 from vitune.explain.command import ExplainResult, explain, write_explanations

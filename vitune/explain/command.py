@@ -27,9 +27,9 @@ from vitune.config import ExplainConfig, parse_labels
 from vitune.data.sources.base import Skipped
 from vitune.errors import UserError
 from vitune.explain.explainer import ImageExplanation, encode_png, iter_explanations, method_name
-from vitune.progress import progress
-from vitune.run_dir import Run, load_run
-from vitune.safe_io import OutputLock, disk_full, remove_orphans, replace_dir, staging_dir, write_atomic
+from vitune.models.run import Run, load_run
+from vitune.runtime.progress import progress
+from vitune.storage.safe_io import OutputLock, disk_full, remove_orphans, replace_dir, staging_dir, write_atomic
 
 EXPLANATIONS_FILE, HEATMAPS_FILE, OVERLAYS_DIR = "explanations.json", "heatmaps.npz", "overlays"
 
@@ -100,7 +100,7 @@ def write_explanations(run: Run, images: Iterable, out: Path | str, labels: Sequ
                        skipped: Sequence[Skipped] = (), total: int | None = None) -> ExplainResult:
     """Explain ``images`` (anything :func:`explain_images` takes) into folder ``out``; see the module docstring.
 
-    ``skipped`` are files already rejected (e.g. by :func:`vitune.predict.expand_inputs`); a
+    ``skipped`` are files already rejected (e.g. by :func:`vitune.data.inputs.expand_inputs`); a
     :class:`UserError` is raised when no image at all could be explained.
     """
     out = Path(out).expanduser()
@@ -125,7 +125,7 @@ def write_explanations(run: Run, images: Iterable, out: Path | str, labels: Sequ
 
 def explain(config: ExplainConfig) -> ExplainResult:
     """``vitune explain``: explain every image in ``config.inputs`` (files or folders) into ``config.out``."""
-    from vitune.predict import expand_inputs
+    from vitune.data.inputs import expand_inputs
 
     files, skipped = expand_inputs(config.inputs)
     run = load_run(config.run, config.device)

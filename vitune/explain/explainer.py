@@ -3,7 +3,7 @@
 Images are read and resized exactly as ``vitune predict`` reads them (:mod:`vitune.data.images`),
 scored by the run's classifier, and for each chosen label the method's map is computed in batches
 of (image, label) pairs. The chosen labels are ``labels`` for every image, else each image's
-``top`` K scores, else what the run predicts (:meth:`vitune.tasks.Task.explained_outputs`:
+``top`` K scores, else what the run predicts (:meth:`vitune.tasks.core.Task.explained_outputs`:
 the predicted class, the multi-label findings at their tuned thresholds, the regression score).
 """
 
@@ -22,8 +22,8 @@ from vitune.data.images import BadImage, pil_to_array, read_image, to_8bit
 from vitune.errors import UserError
 from vitune.explain.methods import Method, pick_method
 from vitune.explain.overlay import overlay, peak
-from vitune.inference import normalize
-from vitune.run_dir import Run, load_run
+from vitune.models.forward import normalize
+from vitune.models.run import Run, load_run
 
 ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray]
 
@@ -173,7 +173,7 @@ def explain_images(run: Run | Path | str, images: Iterable[ImageInput], labels: 
                    top: int | None = None, method: str | None = None, batch_size: int = 16) -> list[ImageExplanation]:
     """Explain each image's chosen labels with the run's model: one :class:`ImageExplanation` per input, in order.
 
-    ``run`` is a :class:`vitune.run_dir.Run` or a RUN_DIR; ``images`` are files, encoded bytes, PIL
+    ``run`` is a :class:`vitune.models.run.Run` or a RUN_DIR; ``images`` are files, encoded bytes, PIL
     images or uint8 arrays (``H x W`` or ``H x W x 3``). ``labels`` explains those labels for every
     image, ``top`` each image's K best scores, neither the run's predictions. ``method`` is one of
     :data:`vitune.config.EXPLAIN_METHODS` (default: the best-pointing one the model supports). An

@@ -22,7 +22,7 @@ from vitune.heads.registry import create_head, create_heads
 from vitune.heads.run_classifier import RunClassifierHead
 from vitune.heads.storage import load_heads, read_heads_config, save_heads
 from vitune.heads.svm import SVMHead, cuml_available
-from vitune.layout import HeadsDir
+from vitune.storage.layout import HeadsDir
 
 __all__ = [
     "HEAD_NAMES", "EnsembleHead", "Head", "HeadsConfig", "HeadsDir", "HeadsResult", "LogRegHead", "MLPHead",

@@ -19,17 +19,18 @@ import numpy as np
 
 from vitune.config import HeadsConfig
 from vitune.data.dataset_dir import load_dataset_dir, require_image_size, require_split
-from vitune.embeddings import Encoder, extract_embeddings
 from vitune.errors import UserError
 from vitune.heads.base import Head
 from vitune.heads.ensemble import EnsembleHead
 from vitune.heads.registry import ENSEMBLE_MEMBERS, create_heads
 from vitune.heads.storage import load_heads, read_heads_config, save_heads
 from vitune.heads.svm import SVMHead
-from vitune.layout import HeadsDir
-from vitune.run_dir import open_model
-from vitune.safe_io import OutputLock, remove_stale_temp_files, write_atomic
-from vitune.tasks import get_task
+from vitune.models.embeddings import extract_embeddings
+from vitune.models.encoder import Encoder
+from vitune.models.run import open_model
+from vitune.storage.layout import HeadsDir
+from vitune.storage.safe_io import OutputLock, remove_stale_temp_files, write_atomic
+from vitune.tasks.core import get_task
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def heads_scorer(heads_dir: Path | str, head: str = "ensemble",
                  model: str | Path | Encoder | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """A function scoring one uint8 pixel batch ``[B, 3, S, S]`` with saved head ``head`` (files read once).
 
-    The images are embedded with ``model`` (an opened :class:`Encoder` or :class:`vitune.run_dir.Run`,
+    The images are embedded with ``model`` (an opened :class:`Encoder` or :class:`vitune.models.run.Run`,
     or a path; default: the MODEL the heads were fitted on, e.g. the RUN_DIR) and the saved pooling;
     the run's logits come from the same forward pass.
     """

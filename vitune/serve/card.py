@@ -1,7 +1,7 @@
 """The page's "Model card" tab: what the run is and how well it scored.
 
 The model card ``model/README.md`` when the run has one (its YAML front matter, the Hub's
-``model-index``, left out of the shown text), then the report's own sections (:mod:`vitune.report`):
+``model-index``, left out of the shown text), then the report's own sections (:mod:`vitune.evaluation.report`):
 each ``vitune evaluate`` split with its 95% bootstrap intervals, else the end-of-training
 validation metrics, the per-label table (AUC per label) and the heads' comparison.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from vitune.layout import RunDir
-from vitune.report import heads_section, metrics_section, per_label_section, read_evaluations, read_json
+from vitune.evaluation.report import heads_section, metrics_section, per_label_section, read_evaluations, read_json
+from vitune.storage.layout import RunDir
 
 MODEL_CARD = "README.md"  # in RUN_DIR/model, where save_pretrained and the Hub expect it
 

@@ -29,7 +29,7 @@ class ServedExplainer:
 
     def _explain_now(self, data: bytes, labels: list[str] | None):
         from vitune.explain import explain_images
-        from vitune.run_dir import load_run
+        from vitune.models.run import load_run
 
         if self._run is None:
             self._run = load_run(self.run_dir, self.device)

@@ -1,6 +1,6 @@
 """What the page and the API share: the run's scorer behind a micro-batcher, and the answer for one image.
 
-The scores come from :func:`vitune.predict.make_scorer` over pixels decoded by
+The scores come from :func:`vitune.inference.predict.make_scorer` over pixels decoded by
 :func:`vitune.data.images.decode_image`, the code path of ``vitune predict``, so a served image
 gets the scores ``vitune predict`` writes for the same file. Decisions follow predict too: the
 tuned ``thresholds.json`` of ``vitune evaluate`` for multi-label (0.5 without it), the most
@@ -17,7 +17,7 @@ import numpy as np
 
 from vitune.config import ServeConfig
 from vitune.data.images import decode_image
-from vitune.predict import Scorer, make_scorer
+from vitune.inference.predict import Scorer, make_scorer
 from vitune.serve.batching import MicroBatcher
 
 DEFAULT_CUTOFF = 0.5

@@ -8,7 +8,7 @@ paths in the CSV are relative to the CSV's folder. Columns:
 - ``--label-column`` (default: label, labels, target or score; else the finding columns, when at
   least two columns hold only 1, 0, -1 and blanks; else the one column left). Several columns,
   comma-separated, are one finding each, CheXpert style: 1 positive, 0 negative, -1 uncertain,
-  blank not mentioned (see :class:`vitune.data.labels.LabelStates`);
+  blank not mentioned (see :class:`vitune.tasks.labels.LabelStates`);
 - ``--label-separator``: when given, or when a value of the label column contains ``|``, the
   column is multi-label and every value is split on it;
 - ``--group-column`` (optional): patient/subject id.
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vitune.data.labels import MISSING, STATE_OF_CELL, BadLabel, LabelStates, label_state
 from vitune.data.sources.base import ListingTracker, Record, Skipped, SourceOptions, SourceRows
 from vitune.data.sources.files import ListedFileError, SourceFiles
 from vitune.errors import UserError
-from vitune.tasks import MULTI_LABEL
+from vitune.tasks.core import MULTI_LABEL
+from vitune.tasks.labels import MISSING, STATE_OF_CELL, BadLabel, LabelStates, label_state
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,91 @@
+"""`vitune report`: one self-contained HTML file with every section; missing parts noted, not fatal."""
+
+import json
+import os
+import re
+
+import yaml
+from tiny_run import run_cli, tiny_run_copy
+
+from vitune.config import EvaluateConfig, ReportConfig
+from vitune.data.dataset_dir import DatasetInfo
+from vitune.evaluation.evaluate import evaluate
+from vitune.evaluation.report import SECTIONS, build_report, fmt
+from vitune.storage.layout import RunDir
+
+
+def assert_self_contained(page: str) -> None:
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "href=" not in page and "<link" not in page and "<script" not in page
+
+
+def test_report_has_every_section_with_evaluation_and_heads(tmp_path, tmp_path_factory, tiny_vit):
+    run_dir = tiny_run_copy(tmp_path_factory, tiny_vit, "multi_label", tmp_path / "run")
+    result = evaluate(EvaluateConfig(run=run_dir, bootstrap=100)).to_json()
+    heads = {"embedding": {"dim": 32, "seconds": 0.5, "cached": False},
+             "heads": {"svm": {"backend": "sklearn", "fit_seconds": 0.25, "predict_seconds": 0.01,
+                               "metrics": {"roc_auc_macro": 0.8125}}}}
+    (run_dir / "heads").mkdir()
+    (run_dir / "heads" / "heads.json").write_text(json.dumps(heads))
+
+    page = build_report(ReportConfig(run=run_dir)).read_text()
+    assert (run_dir / "report.html").is_file()
+    for name in SECTIONS:
+        assert f"<h2>{name}</h2>" in page
+    assert_self_contained(page)
+    # sample grid, loss, lr, test ROC and PR; 2 top positives and 2 worst false positives per label, explained
+    assert page.count("data:image/png;base64,") == 5 + 3 * 4
+    looks = page.split("<h2>Where the model looks</h2>")[1].split("</section>")[0]
+    assert looks.count("<h3>") == 3 and looks.count("top positives") == 3 and "24 test images scored" in looks
+    assert "maps by grad-rollout" in looks and looks.count("<figcaption>") == 12
+    low, high = result["confidence_intervals"]["roc_auc_macro"]
+    assert f"<td>{fmt(result['metrics']['roc_auc_macro'])}</td><td>[{fmt(low)}, {fmt(high)}]</td>" in page
+    assert "<td>svm</td><td>sklearn</td><td>0.2500</td>" in page and "0.8125" in page
+    data = os.path.relpath(RunDir(run_dir).dataset_dir(), run_dir)
+    assert f"data: {data}" in page and data.startswith("..")  # config.yaml, paths relative to the RUN_DIR
+    assert str(tmp_path) not in page and str(tiny_vit) not in page  # nothing of this machine's layout
+    assert 'class="missing"' not in page
+
+
+def test_report_notes_missing_parts(tmp_path, tmp_path_factory, tiny_vit):
+    run_dir = tiny_run_copy(tmp_path_factory, tiny_vit, "multi_label", tmp_path / "run")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["data"] = str(tmp_path / "gone")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    (run_dir / "plots" / "lr.png").unlink()
+
+    page = build_report(ReportConfig(run=run_dir, out=tmp_path / "r.html")).read_text()
+    for name in SECTIONS:
+        assert f"<h2>{name}</h2>" in page
+    assert "dataset not available" in page and "run `vitune evaluate RUN_DIR`" in page
+    assert "../gone" in page and str(tmp_path) not in page  # the recorded dataset, relative to the RUN_DIR
+    assert "no heads/heads.json" in page
+    assert_self_contained(page)
+
+
+def test_report_lists_skipped_files(tmp_path, tmp_path_factory, tiny_vit):
+    run_dir = tiny_run_copy(tmp_path_factory, tiny_vit, "single_label", tmp_path / "run",
+                            sizes={"train": 48, "validation": 30})
+    data_dir = tmp_path / "data"
+    import shutil
+
+    shutil.copytree(RunDir(run_dir).dataset_dir(), data_dir)
+    info = DatasetInfo.load(data_dir)
+    info.skipped = [{"file": f"bad{i}.png", "reason": "truncated image"} for i in range(12)]
+    info.save(data_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "data": str(data_dir)}))
+
+    page = build_report(ReportConfig(run=run_dir)).read_text()
+    assert "12 file(s)" in page and "<td>bad9.png</td><td>truncated image</td>" in page
+    assert "bad10.png" not in page  # only the first reasons are listed
+    assert (run_dir / "plots" / "samples.png").is_file()  # generated, the dataset had none
+
+
+def test_cli_report(tmp_path, tmp_path_factory, tiny_vit, monkeypatch, capsys):
+    run_dir = tiny_run_copy(tmp_path_factory, tiny_vit, "multi_label", tmp_path / "run")
+    code, out, _ = run_cli(monkeypatch, capsys, "report", run_dir)
+    assert code == 0 and out.strip() == f"wrote {run_dir / 'report.html'}"
+    code, out, err = run_cli(monkeypatch, capsys, "report", tmp_path / "missing")
+    assert code == 2 and err.startswith("error: RUN_DIR") and err.count("\n") == 1

@@ -1,0 +1,67 @@
+"""Image files given on the command line: folders expanded in order, each file decoded or skipped with its reason.
+
+``predict``, ``explain`` and ``serve`` all take their inputs through here, so they accept and reject the same files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from vitune.data.images import BadImage, decode_image
+from vitune.data.sources.base import Skipped
+from vitune.data.sources.files import is_hidden, is_image_file
+from vitune.errors import UserError
+from vitune.runtime.progress import progress
+
+
+def expand_inputs(inputs: Iterable[Path | str]) -> tuple[list[Path], list[Skipped]]:
+    """Files to predict, in order: given files as they are, folders' image files recursively (sorted).
+
+    Files inside folders without an image suffix are returned as skipped; a missing path is an error.
+    """
+    files: list[Path] = []
+    skipped: list[Skipped] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            for found in _walk(path):
+                if is_image_file(found):
+                    files.append(found)
+                else:
+                    skipped.append(Skipped(str(found), f"not an image file ({found.suffix or 'no suffix'})"))
+        else:
+            raise UserError(f"{path} does not exist: give image files or folders of images")
+    return files, skipped
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not is_hidden(d))
+        for name in sorted(names):
+            if not is_hidden(name):
+                yield Path(root) / name
+
+
+def decoded_batches(
+    files: list[Path], image_size: int, batch_size: int, skipped: list[Skipped]
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """``(files, uint8 [B, 3, S, S])`` batches of the files that decode; the others go to ``skipped``."""
+    starts = range(0, len(files), batch_size)
+    for start in progress(starts, total=len(starts), desc="predicting", unit="batch"):
+        names, arrays = [], []
+        for path in files[start : start + batch_size]:
+            try:
+                arrays.append(decode_image(path, image_size))
+                names.append(str(path))
+            except BadImage as exc:
+                skipped.append(Skipped(str(path), exc.reason))
+            except OSError as exc:
+                skipped.append(Skipped(str(path), f"unreadable file: {exc.strerror or exc}"))
+        if arrays:
+            yield names, np.stack(arrays)

@@ -1,0 +1,1 @@
+"""Using a trained run: ``predict`` on image files and ``export`` to ONNX."""

@@ -1,0 +1,183 @@
+"""``vitune predict``: a run's predictions for image files and folders, as a CSV or a table.
+
+Images are decoded exactly as ``vitune data prepare`` caches them (:func:`decode_image` at the
+model's size) and normalised with the saved processor's mean/std, so predictions match what
+evaluation saw. Folders are searched recursively (sorted, dot files ignored). A file that cannot
+be used (unreadable, empty, truncated, not an image) is reported with its reason and skipped; the
+run fails only when no image at all could be predicted.
+
+Multi-label decisions use ``RUN_DIR/thresholds.json`` (tuned on validation by ``vitune
+evaluate``) when present, else 0.5; single-label takes the most probable class; regression gives
+the value in the target's units.
+
+It streams: each batch is decoded, scored and its CSV rows written before the next is read, and
+the result keeps only the file names and a score matrix, so memory stays flat however many
+images a folder holds (``bench/predict_memory.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, TextIO
+
+import numpy as np
+
+from vitune.config import MODEL_HEAD, PredictConfig
+from vitune.data.inputs import decoded_batches, expand_inputs
+from vitune.data.sources.base import Skipped
+from vitune.errors import UserError
+from vitune.models.run import load_run
+from vitune.storage.layout import RunDir
+from vitune.tasks.core import Task, get_task
+
+if TYPE_CHECKING:
+    from vitune.explain import ExplainResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Predictions:
+    """What ``predict`` returns: the predicted files with their scores, plus the files it skipped.
+
+    ``rows`` gives one dict per image, ``{"file", <label>: probability, ..., "predicted"}``
+    (single-label also ``"probability"`` of the predicted class; regression only ``"file",
+    "predicted"``); ``scores`` is the ``[N, K]`` (regression ``[N]``) matrix behind them.
+    """
+
+    task: str
+    labels: list[str]
+    head: str
+    columns: list[str]
+    files: list[str]
+    scores: np.ndarray
+    skipped: list[Skipped] = field(default_factory=list)
+    thresholds: list[float] | None = None
+    out: Path | None = None
+    explanations: ExplainResult | None = None  # with ``--explain``
+
+    @property
+    def rows(self) -> list[dict]:
+        """One CSV row per predicted image."""
+        return _rows(get_task(self.task), self.labels, self.files, self.scores, self.thresholds)
+
+
+@dataclass
+class Scorer:
+    """How one head turns a pixel batch into scores, with the run's task, labels and image size."""
+
+    task: Task
+    labels: list[str]
+    image_size: int
+    scores: Callable[[np.ndarray], np.ndarray]
+    thresholds: np.ndarray | None
+
+
+def make_scorer(run_dir: Path | str, head: str = MODEL_HEAD, heads_dir: Path | str | None = None,
+                device: str | None = None) -> Scorer:
+    """The fine-tuned model (``head="model"``) or a saved frozen-backbone head of the run."""
+    run = load_run(run_dir, device)
+    if head == MODEL_HEAD:
+        return Scorer(run.task, run.labels, run.prep.image_size, lambda pixels: run.scores([pixels]), run.thresholds())
+    from vitune.heads import heads_scorer, read_heads_config
+
+    heads_dir = Path(heads_dir) if heads_dir is not None else RunDir(run_dir).heads
+    config = read_heads_config(heads_dir)
+    task = get_task(config["task"])
+    if task.tunes_thresholds:
+        log.info("head %s: multi-label decisions at 0.5 (tuned thresholds belong to the model)", head)
+    score = heads_scorer(heads_dir, head, model=run)  # embedded on the run's --device
+    return Scorer(task, list(config["labels"]), run.prep.image_size, score, None)
+
+
+def _rows(task: Task, labels: list[str], files: list[str], scores: np.ndarray, thresholds) -> list[dict]:
+    cutoffs = thresholds if thresholds is not None else np.full(len(labels), 0.5)
+    return [task.prediction_row(file, row, labels, cutoffs) for file, row in zip(files, scores)]
+
+
+class _CsvOut:
+    """The predictions CSV, written a batch at a time under a temporary name (``None`` path: nothing).
+
+    :meth:`finish` renames it into place; :meth:`discard` (an error, Ctrl-C) removes it, so an
+    earlier file at that path is never left truncated or half-replaced.
+    """
+
+    def __init__(self, path: Path | str | None, columns: list[str]):
+        self.path = None if path is None else Path(path)
+        self._handle: TextIO | None = None
+        self._writer = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            self._handle = open(self._tmp, "w", newline="")
+            self._writer = csv.DictWriter(self._handle, fieldnames=columns)
+            self._writer.writeheader()
+
+    def write(self, rows: list[dict]) -> None:
+        """Append ``rows``."""
+        if self._writer is not None:
+            self._writer.writerows(rows)
+
+    def finish(self) -> Path | None:
+        """Close the file and rename it to its path."""
+        if self._handle is None:
+            return None
+        self._handle.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        """Close and remove the unfinished file."""
+        if self._handle is not None:
+            self._handle.close()
+            self._tmp.unlink(missing_ok=True)
+
+
+def format_table(predictions: Predictions) -> str:
+    """The rows as an aligned plain-text table (probabilities to 4 decimals)."""
+    def cell(value) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = [predictions.columns] + [[cell(row[c]) for c in predictions.columns] for row in predictions.rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(predictions.columns))]
+    return "\n".join("  ".join(text.ljust(w) for text, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def predict(config: PredictConfig) -> Predictions:
+    """Predict every image in ``config.inputs`` (files or folders) with the run's model or one of its heads.
+
+    Writes a CSV to ``config.out`` as it goes when given. Unusable files land in ``skipped`` with
+    their reason; a :class:`UserError` is raised when a path does not exist or no image could be
+    predicted.
+    """
+    files, skipped = expand_inputs(config.inputs)
+    scorer = make_scorer(config.run, config.head, config.heads_dir, config.device)
+    columns = scorer.task.prediction_columns(scorer.labels)
+    thresholds = None if scorer.thresholds is None else [float(t) for t in scorer.thresholds]
+    names: list[str] = []
+    scores: list[np.ndarray] = []
+    out = _CsvOut(config.out, columns)
+    try:
+        for batch_files, pixels in decoded_batches(files, scorer.image_size, config.batch_size, skipped):
+            batch_scores = scorer.scores(pixels)
+            out.write(_rows(scorer.task, scorer.labels, batch_files, batch_scores, thresholds))
+            names += batch_files
+            scores.append(batch_scores)
+        if not names:
+            reasons = "; ".join(f"{Path(s.file).name}: {s.reason}" for s in skipped[:3])
+            raise UserError(f"no image to predict{f' ({reasons})' if reasons else ''}: give readable image files")
+    except BaseException:
+        out.discard()
+        raise
+    result = Predictions(task=scorer.task.name, labels=scorer.labels, head=config.head, columns=columns, files=names,
+                         scores=np.concatenate(scores), skipped=skipped, thresholds=thresholds, out=out.finish())
+    if config.explain is not None:
+        from vitune.explain import write_explanations
+
+        result.explanations = write_explanations(load_run(config.run, config.device), names, config.explain,
+                                                 batch_size=config.batch_size, total=len(names))
+    return result

@@ -1,0 +1,1 @@
+"""The running process: progress bars, the installed version."""

@@ -1,0 +1,1 @@
+"""Files on disk: the run-folder layout, atomic writes and the one-writer lock."""

@@ -1,0 +1,1 @@
+"""Fine-tuning on ``transformers.Trainer``: the recipe that builds the Trainer, its subclass, layer decay and drop path, EMA, mixing, augmentation, LoRA, experiment tracking and hyper-parameter search."""

@@ -1,0 +1,1 @@
+"""Recipes that wire the library end to end (the offline demo)."""
