@@ -1,9 +1,109 @@
 """vitune: fine-tune vision transformers on your own images.
 
-The library API mirrors the CLI: ``vitune.data.prepare`` is ``vitune data prepare``,
-``vitune.training.fine_tune.train`` is ``vitune train`` and so on.
+The names a notebook needs are here, and each mirrors a command: ``prepare`` is ``vitune data
+prepare``, ``train`` is ``vitune train``, ``evaluate`` is ``vitune evaluate`` and so on; every one of
+them takes the command's config dataclass (``TrainConfig``, ``EvaluateConfig``, ...)::
+
+    from vitune import EvaluateConfig, TrainConfig, build_trainer, evaluate
+
+    trainer = build_trainer(TrainConfig(data="data/cxr14", model="vit-base-p16-224", out="runs/cxr14"))
+    trainer.train()
+
+``import vitune`` stays light (no torch, no transformers): each name is imported from its home module
+the first time it is used (PEP 562 ``__getattr__``). ``vitune.explain`` is the function, although
+``vitune/explain/`` is also a subpackage: ``from vitune.explain import explain_images`` reaches the
+subpackage as usual.
 """
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
 
 from vitune.runtime.version import VITUNE_VERSION as __version__
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:  # what IDEs, type checkers and the API reference see; at run time __getattr__ imports these
+    from vitune.config import (
+        EvaluateConfig,
+        ExplainConfig,
+        ExportConfig,
+        HeadsConfig,
+        PredictConfig,
+        PrepareConfig,
+        ReportConfig,
+        ServeConfig,
+        TrainConfig,
+        TuneConfig,
+    )
+    from vitune.data.prepare import prepare
+    from vitune.errors import UserError
+    from vitune.evaluation.evaluate import evaluate
+    from vitune.evaluation.report import build_report
+    from vitune.explain.command import explain
+    from vitune.heads.fit import fit_heads
+    from vitune.inference.export import export_onnx
+    from vitune.inference.predict import predict
+    from vitune.models.run import load_run
+    from vitune.training.fine_tune import build_trainer, train
+    from vitune.training.tune import tune
+
+# Public name -> the module that defines it. Written by hand: lazy_loader's ``attach`` builds the same
+# table, but it cannot keep ``explain`` (a function) apart from the ``vitune.explain`` subpackage, and
+# the table is all the library would save.
+_PUBLIC_HOMES = {
+    "build_trainer": "vitune.training.fine_tune",
+    "train": "vitune.training.fine_tune",
+    "tune": "vitune.training.tune",
+    "prepare": "vitune.data.prepare",
+    "fit_heads": "vitune.heads.fit",
+    "evaluate": "vitune.evaluation.evaluate",
+    "build_report": "vitune.evaluation.report",
+    "predict": "vitune.inference.predict",
+    "export_onnx": "vitune.inference.export",
+    "explain": "vitune.explain.command",
+    "load_run": "vitune.models.run",
+    "TrainConfig": "vitune.config",
+    "PrepareConfig": "vitune.config",
+    "EvaluateConfig": "vitune.config",
+    "PredictConfig": "vitune.config",
+    "HeadsConfig": "vitune.config",
+    "ExplainConfig": "vitune.config",
+    "ExportConfig": "vitune.config",
+    "ReportConfig": "vitune.config",
+    "TuneConfig": "vitune.config",
+    "ServeConfig": "vitune.config",
+    "UserError": "vitune.errors",
+}
+
+__all__ = ["__version__", *_PUBLIC_HOMES]
+
+
+def __getattr__(name: str):
+    """Import a public name from its home module on first use, and keep it here for the next one."""
+    home = _PUBLIC_HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'vitune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's own names and the public ones not imported yet (for tab completion)."""
+    return sorted({*globals(), *__all__})
+
+
+class _PackageWithPublicNames(types.ModuleType):
+    """``vitune`` itself, keeping its public names when a subpackage of the same name loads.
+
+    Importing ``vitune.explain.*`` makes the import system set the subpackage as the attribute
+    ``vitune.explain``, which would hide the public function ``explain`` for the rest of the process.
+    """
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _PUBLIC_HOMES and isinstance(value, types.ModuleType):
+            return  # the subpackage stays reachable through sys.modules and ``from vitune.explain import``
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _PackageWithPublicNames
