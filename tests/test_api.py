@@ -1,0 +1,118 @@
+"""The package face: ``from vitune import ...`` gives what a notebook needs, and ``import vitune`` stays light."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+import subprocess
+import sys
+
+import pytest
+
+import vitune
+
+# Every public name and the module that defines it (vitune/__init__.py resolves them lazily).
+HOMES = {
+    "build_trainer": "vitune.training.fine_tune",
+    "train": "vitune.training.fine_tune",
+    "tune": "vitune.training.tune",
+    "prepare": "vitune.data.prepare",
+    "fit_heads": "vitune.heads.fit",
+    "evaluate": "vitune.evaluation.evaluate",
+    "build_report": "vitune.evaluation.report",
+    "predict": "vitune.inference.predict",
+    "export_onnx": "vitune.inference.export",
+    "explain": "vitune.explain.command",
+    "load_run": "vitune.models.run",
+    "TrainConfig": "vitune.config",
+    "PrepareConfig": "vitune.config",
+    "EvaluateConfig": "vitune.config",
+    "PredictConfig": "vitune.config",
+    "HeadsConfig": "vitune.config",
+    "ExplainConfig": "vitune.config",
+    "ExportConfig": "vitune.config",
+    "ReportConfig": "vitune.config",
+    "TuneConfig": "vitune.config",
+    "ServeConfig": "vitune.config",
+    "UserError": "vitune.errors",
+}
+
+
+def run_python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (nothing imported yet) and return its stdout."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_all_lists_the_version_and_every_public_name():
+    assert sorted(vitune.__all__) == sorted(["__version__", *HOMES])
+    assert len(vitune.__all__) == len(set(vitune.__all__))
+
+
+@pytest.mark.parametrize("name", sorted(HOMES))
+def test_each_public_name_is_the_object_its_home_module_defines(name):
+    assert getattr(vitune, name) is getattr(importlib.import_module(HOMES[name]), name)
+
+
+def test_the_version_is_the_installed_package_version():
+    assert vitune.__version__ == importlib.metadata.version("vitune")
+
+
+def test_an_unknown_name_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'fit'"):
+        vitune.fit  # noqa: B018
+    with pytest.raises(ImportError):
+        exec("from vitune import fit", {})
+
+
+def test_dir_offers_every_public_name_before_it_is_imported():
+    assert set(vitune.__all__) <= set(dir(vitune))
+
+
+def test_import_vitune_imports_no_ml_library():
+    code = (
+        "import json, sys, vitune\n"
+        "heavy = ['torch', 'transformers', 'datasets', 'sklearn', 'PIL', 'matplotlib']\n"
+        "print(json.dumps([name for name in heavy if name in sys.modules]))\n"
+    )
+    assert json.loads(run_python(code)) == []
+
+
+def test_the_config_classes_import_no_ml_library():
+    code = (
+        "import json, sys\n"
+        "from vitune import TrainConfig, EvaluateConfig, UserError\n"
+        "print(json.dumps(['torch' in sys.modules, 'transformers' in sys.modules]))\n"
+    )
+    assert json.loads(run_python(code)) == [False, False]
+
+
+def test_explain_stays_the_function_when_the_explain_subpackage_loads_first():
+    code = (
+        "import vitune.explain.methods\n"
+        "from vitune.explain.command import explain as command_explain\n"
+        "from vitune import explain\n"
+        "import vitune\n"
+        "print(explain is command_explain, vitune.explain is command_explain)\n"
+    )
+    assert run_python(code).split() == ["True", "True"]
+
+
+@pytest.mark.slow
+def test_a_notebook_trains_and_evaluates_through_the_top_level_names(tiny_vit, dataset_dir_factory, tmp_path):
+    from vitune import EvaluateConfig, TrainConfig, build_trainer, evaluate
+
+    data = dataset_dir_factory(task="multi_label")
+    out = tmp_path / "run"
+    trainer = build_trainer(TrainConfig(data=str(data), model=str(tiny_vit), out=str(out), batch_size=8, epochs=5,
+                                        lr=1e-3))
+    trainer.train()
+    trainer.save_model(str(out / "model"))
+    result = evaluate(EvaluateConfig(run=str(out), data=str(data), split="test", bootstrap=50))
+
+    assert (result.task, result.split, result.num_samples) == ("multi_label", "test", 24)
+    assert result.metrics["roc_auc_macro"] > 0.8
+    assert json.loads(result.path.read_text())["metrics"] == result.metrics
+    assert result.path == out / "eval" / "test" / "metrics_test.json"
