@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup chromium demo test test-fast bench clean
+.PHONY: setup chromium demo test test-fast docs docs-serve bench clean
 
 setup: $(STAMP) chromium
 
@@ -36,11 +36,21 @@ chromium:
 demo: setup
 	$(VENV)/bin/vitune demo --out runs/demo
 
+# The layer contracts of pyproject.toml, the docs site (a broken link or API reference fails), then the suite.
 test: setup
+	$(VENV)/bin/lint-imports --no-logo
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir site
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 test-fast: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+
+# The docs site into site/ (open site/index.html), or served with live reload on http://127.0.0.1:8000/.
+docs: setup
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: setup
+	$(VENV)/bin/mkdocs serve
 
 bench: setup
 	$(PY) bench/data_throughput.py
@@ -54,4 +64,4 @@ bench: setup
 	$(PY) bench/explain.py
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) runs build site *.egg-info
