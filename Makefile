@@ -6,6 +6,8 @@ STAMP := $(VENV)/.vitune-installed
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# mkdocs-material prints a banner about its successor on every build
+export NO_MKDOCS_2_WARNING ?= 1
 
 .PHONY: setup chromium demo test test-fast docs docs-serve bench clean
 

@@ -2,12 +2,14 @@
 
 The names a notebook needs are here, and each mirrors a command: ``prepare`` is ``vitune data
 prepare``, ``train`` is ``vitune train``, ``evaluate`` is ``vitune evaluate`` and so on; every one of
-them takes the command's config dataclass (``TrainConfig``, ``EvaluateConfig``, ...)::
+them takes the command's config dataclass (``TrainConfig``, ``EvaluateConfig``, ...):
 
-    from vitune import EvaluateConfig, TrainConfig, build_trainer, evaluate
+```python
+from vitune import EvaluateConfig, TrainConfig, build_trainer, evaluate
 
-    trainer = build_trainer(TrainConfig(data="data/cxr14", model="vit-base-p16-224", out="runs/cxr14"))
-    trainer.train()
+trainer = build_trainer(TrainConfig(data="data/cxr14", model="vit-base-p16-224", out="runs/cxr14"))
+trainer.train()
+```
 
 ``import vitune`` stays light (no torch, no transformers): each name is imported from its home module
 the first time it is used (PEP 562 ``__getattr__``). ``vitune.explain`` is the function, although
