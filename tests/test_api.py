@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 import json
 import subprocess
 import sys
@@ -12,30 +13,16 @@ import pytest
 
 import vitune
 
-# Every public name and the module that defines it (vitune/__init__.py resolves them lazily).
-HOMES = {
-    "build_trainer": "vitune.training.fine_tune",
-    "train": "vitune.training.fine_tune",
-    "tune": "vitune.training.tune",
-    "prepare": "vitune.data.prepare",
-    "fit_heads": "vitune.heads.fit",
-    "evaluate": "vitune.evaluation.evaluate",
-    "build_report": "vitune.evaluation.report",
-    "predict": "vitune.inference.predict",
-    "export_onnx": "vitune.inference.export",
-    "explain": "vitune.explain.command",
-    "load_run": "vitune.models.run",
-    "TrainConfig": "vitune.config",
-    "PrepareConfig": "vitune.config",
-    "EvaluateConfig": "vitune.config",
-    "PredictConfig": "vitune.config",
-    "HeadsConfig": "vitune.config",
-    "ExplainConfig": "vitune.config",
-    "ExportConfig": "vitune.config",
-    "ReportConfig": "vitune.config",
-    "TuneConfig": "vitune.config",
-    "ServeConfig": "vitune.config",
-    "UserError": "vitune.errors",
+PUBLIC_NAMES = [
+    "build_trainer", "train", "tune", "prepare", "fit_heads", "evaluate", "build_report", "predict", "export_onnx",
+    "explain", "load_run", "TrainConfig", "PrepareConfig", "EvaluateConfig", "PredictConfig", "HeadsConfig",
+    "ExplainConfig", "ExportConfig", "ReportConfig", "TuneConfig", "ServeConfig", "UserError",
+]
+# Each command's function and the config it takes (its first parameter).
+COMMAND_CONFIGS = {
+    "prepare": "PrepareConfig", "build_trainer": "TrainConfig", "train": "TrainConfig", "tune": "TuneConfig",
+    "fit_heads": "HeadsConfig", "evaluate": "EvaluateConfig", "predict": "PredictConfig", "explain": "ExplainConfig",
+    "export_onnx": "ExportConfig", "build_report": "ReportConfig",
 }
 
 
@@ -47,13 +34,45 @@ def run_python(code: str) -> str:
 
 
 def test_all_lists_the_version_and_every_public_name():
-    assert sorted(vitune.__all__) == sorted(["__version__", *HOMES])
+    assert sorted(vitune.__all__) == sorted(["__version__", *PUBLIC_NAMES])
     assert len(vitune.__all__) == len(set(vitune.__all__))
 
 
-@pytest.mark.parametrize("name", sorted(HOMES))
-def test_each_public_name_is_the_object_its_home_module_defines(name):
-    assert getattr(vitune, name) is getattr(importlib.import_module(HOMES[name]), name)
+@pytest.mark.parametrize("name", PUBLIC_NAMES)
+def test_each_public_name_is_the_definition_of_that_name(name):
+    value = getattr(vitune, name)
+    assert value.__name__ == name
+    assert getattr(importlib.import_module(value.__module__), name) is value
+
+
+@pytest.mark.parametrize(
+    ("name", "home"),
+    [
+        ("build_trainer", "vitune.training.fine_tune"),
+        ("train", "vitune.training.fine_tune"),
+        ("prepare", "vitune.data.prepare"),
+        ("load_run", "vitune.models.run"),
+        ("explain", "vitune.explain.command"),
+        ("UserError", "vitune.errors"),
+    ],
+)
+def test_the_names_come_from_their_homes(name, home):
+    assert getattr(vitune, name) is getattr(importlib.import_module(home), name)
+
+
+def test_the_config_classes_are_the_vitune_config_ones():
+    import vitune.config
+
+    for name in PUBLIC_NAMES:
+        if name.endswith("Config"):
+            assert getattr(vitune, name) is getattr(vitune.config, name)
+            assert issubclass(getattr(vitune, name), vitune.config.CommandConfig)
+
+
+@pytest.mark.parametrize(("function", "config"), sorted(COMMAND_CONFIGS.items()))
+def test_each_command_function_takes_its_config(function, config):
+    first = next(iter(inspect.signature(getattr(vitune, function)).parameters.values()))
+    assert first.annotation in (config, getattr(vitune, config))
 
 
 def test_the_version_is_the_installed_package_version():
