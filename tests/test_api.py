@@ -28,7 +28,7 @@ COMMAND_CONFIGS = {
 
 def run_python(code: str) -> str:
     """Run ``code`` in a fresh interpreter (nothing imported yet) and return its stdout."""
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -82,8 +82,6 @@ def test_the_version_is_the_installed_package_version():
 def test_an_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'fit'"):
         vitune.fit  # noqa: B018
-    with pytest.raises(ImportError):
-        exec("from vitune import fit", {})
 
 
 def test_dir_offers_every_public_name_before_it_is_imported():

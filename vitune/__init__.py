@@ -77,7 +77,31 @@ _PUBLIC_HOMES = {
     "UserError": "vitune.errors",
 }
 
-__all__ = ["__version__", *_PUBLIC_HOMES]
+__all__ = [
+    "EvaluateConfig",
+    "ExplainConfig",
+    "ExportConfig",
+    "HeadsConfig",
+    "PredictConfig",
+    "PrepareConfig",
+    "ReportConfig",
+    "ServeConfig",
+    "TrainConfig",
+    "TuneConfig",
+    "UserError",
+    "__version__",
+    "build_report",
+    "build_trainer",
+    "evaluate",
+    "explain",
+    "export_onnx",
+    "fit_heads",
+    "load_run",
+    "predict",
+    "prepare",
+    "train",
+    "tune",
+]
 
 
 def __getattr__(name: str):
