@@ -15,13 +15,13 @@ import vitune
 
 PUBLIC_NAMES = [
     "build_trainer", "train", "tune", "prepare", "fit_heads", "evaluate", "build_report", "predict", "export_onnx",
-    "explain", "load_run", "TrainConfig", "PrepareConfig", "EvaluateConfig", "PredictConfig", "HeadsConfig",
+    "explain_images", "load_run", "TrainConfig", "PrepareConfig", "EvaluateConfig", "PredictConfig", "HeadsConfig",
     "ExplainConfig", "ExportConfig", "ReportConfig", "TuneConfig", "ServeConfig", "UserError",
 ]
 # Each command's function and the config it takes (its first parameter).
 COMMAND_CONFIGS = {
     "prepare": "PrepareConfig", "build_trainer": "TrainConfig", "train": "TrainConfig", "tune": "TuneConfig",
-    "fit_heads": "HeadsConfig", "evaluate": "EvaluateConfig", "predict": "PredictConfig", "explain": "ExplainConfig",
+    "fit_heads": "HeadsConfig", "evaluate": "EvaluateConfig", "predict": "PredictConfig",
     "export_onnx": "ExportConfig", "build_report": "ReportConfig",
 }
 
@@ -52,7 +52,7 @@ def test_each_public_name_is_the_definition_of_that_name(name):
         ("train", "vitune.training.fine_tune"),
         ("prepare", "vitune.data.prepare"),
         ("load_run", "vitune.models.run"),
-        ("explain", "vitune.explain.command"),
+        ("explain_images", "vitune.explain.explainer"),
         ("UserError", "vitune.errors"),
     ],
 )
@@ -106,15 +106,14 @@ def test_the_config_classes_import_no_ml_library():
     assert json.loads(run_python(code)) == [False, False]
 
 
-def test_explain_stays_the_function_when_the_explain_subpackage_loads_first():
-    code = (
-        "import vitune.explain.methods\n"
-        "from vitune.explain.command import explain as command_explain\n"
-        "from vitune import explain\n"
-        "import vitune\n"
-        "print(explain is command_explain, vitune.explain is command_explain)\n"
-    )
-    assert run_python(code).split() == ["True", "True"]
+def test_vitune_explain_is_the_subpackage_and_its_explain_takes_the_config():
+    import vitune.explain
+    from vitune.config import ExplainConfig
+    from vitune.explain.command import explain
+
+    assert vitune.explain.explain is explain
+    first = next(iter(inspect.signature(explain).parameters.values()))
+    assert first.annotation in ("ExplainConfig", ExplainConfig)
 
 
 @pytest.mark.slow

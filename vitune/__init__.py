@@ -12,14 +12,12 @@ trainer.train()
 ```
 
 ``import vitune`` stays light (no torch, no transformers): each name is imported from its home module
-the first time it is used (PEP 562 ``__getattr__``). ``vitune.explain`` is the function, although
-``vitune/explain/`` is also a subpackage: ``from vitune.explain import explain_images`` reaches the
-subpackage as usual.
+the first time it is used (PEP 562 ``__getattr__``). Explanations come from ``explain_images`` (in
+memory); ``vitune.explain`` is the subpackage, whose ``explain(ExplainConfig)`` writes a folder as
+``vitune explain`` does.
 """
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING
 
 from vitune.runtime.version import VITUNE_VERSION as __version__
@@ -41,7 +39,7 @@ if TYPE_CHECKING:  # what IDEs, type checkers and the API reference see; at run 
     from vitune.errors import UserError
     from vitune.evaluation.evaluate import evaluate
     from vitune.evaluation.report import build_report
-    from vitune.explain.command import explain
+    from vitune.explain.explainer import explain_images
     from vitune.heads.fit import fit_heads
     from vitune.inference.export import export_onnx
     from vitune.inference.predict import predict
@@ -49,9 +47,8 @@ if TYPE_CHECKING:  # what IDEs, type checkers and the API reference see; at run 
     from vitune.training.fine_tune import build_trainer, train
     from vitune.training.tune import tune
 
-# Public name -> the module that defines it. Written by hand: lazy_loader's ``attach`` builds the same
-# table, but it cannot keep ``explain`` (a function) apart from the ``vitune.explain`` subpackage, and
-# the table is all the library would save.
+# Public name -> the module that defines it (lazy_loader's ``attach`` would build the same table from
+# the same list: the table is all it would save).
 _PUBLIC_HOMES = {
     "build_trainer": "vitune.training.fine_tune",
     "train": "vitune.training.fine_tune",
@@ -62,7 +59,7 @@ _PUBLIC_HOMES = {
     "build_report": "vitune.evaluation.report",
     "predict": "vitune.inference.predict",
     "export_onnx": "vitune.inference.export",
-    "explain": "vitune.explain.command",
+    "explain_images": "vitune.explain.explainer",
     "load_run": "vitune.models.run",
     "TrainConfig": "vitune.config",
     "PrepareConfig": "vitune.config",
@@ -93,7 +90,7 @@ __all__ = [
     "build_report",
     "build_trainer",
     "evaluate",
-    "explain",
+    "explain_images",
     "export_onnx",
     "fit_heads",
     "load_run",
@@ -118,18 +115,3 @@ def __dir__() -> list[str]:
     """The module's own names and the public ones not imported yet (for tab completion)."""
     return sorted({*globals(), *__all__})
 
-
-class _PackageWithPublicNames(types.ModuleType):
-    """``vitune`` itself, keeping its public names when a subpackage of the same name loads.
-
-    Importing ``vitune.explain.*`` makes the import system set the subpackage as the attribute
-    ``vitune.explain``, which would hide the public function ``explain`` for the rest of the process.
-    """
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in _PUBLIC_HOMES and isinstance(value, types.ModuleType):
-            return  # the subpackage stays reachable through sys.modules and ``from vitune.explain import``
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _PackageWithPublicNames
