@@ -12,7 +12,7 @@ from pathlib import Path
 
 from vitune.errors import UserError
 from vitune.models import timm as timm_models
-from vitune.tasks.core import Task, get_task
+from vitune.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 
