@@ -182,14 +182,16 @@ def load_classifier(
     names = task.output_names(labels)
     head = {"num_labels": len(names), "id2label": dict(enumerate(names)),
             "label2id": {n: i for i, n in enumerate(names)}, "problem_type": task.problem_type}
-    settings = {**head, **(config_overrides or {})}
+    overrides = config_overrides or {}
     config = load_model_config(model, trust_remote_code)
     family = family_of(config)
     if timm_models.is_timm_config(config):  # timm takes the head size from the config alone
         timm_config = timm_models.classifier_config(config, len(names), head["id2label"], task.problem_type)
-        settings = {"config": timm_config, **(config_overrides or {})}
+        settings = {"config": timm_config, **overrides}
     elif family.fine_tunes_as is not None:
-        settings = {"config": _fine_tuning_config(config, family.fine_tunes_as, settings)}
+        settings = {"config": _fine_tuning_config(config, family.fine_tunes_as, {**head, **overrides})}
+    else:
+        settings = {**head, **overrides}
     try:
         net = AutoModelForImageClassification.from_pretrained(
             source,
