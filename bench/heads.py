@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vitune.heads import LogRegHead, SVMHead, cuml_available  # noqa: E402
 from vitune.runtime.progress import quiet_library_bars  # noqa: E402
-from vitune.tasks.metrics import compute_metrics  # noqa: E402
+from vitune.tasks import compute_metrics  # noqa: E402
 
 
 def synthetic_embeddings(n_train: int, n_test: int, dim: int = 768, n_labels: int = 14, latent: int = 6,

@@ -1,4 +1,5 @@
-"""Shared by the heads tests: embeddings that carry known targets, and a fake cuML on the CPU."""
+"""Shared by the heads, tasks and evaluation tests: embeddings that carry known targets, targets with
+unknown (NaN) cells, and a fake cuML on the CPU."""
 
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ def informative(task: str, n: int, seed: int = 0, dim: int = 16) -> tuple[np.nda
     else:
         y = 50 + 20 * z[:, 0] + 10 * np.tanh(z[:, 1])
     return x.astype(np.float32), y
+
+
+def with_unknowns(y: np.ndarray, share: float = 0.3, seed: int = 1) -> np.ndarray:
+    """``y`` with a ``share`` of its cells set to NaN."""
+    y = np.asarray(y, dtype=np.float64).copy()
+    y[np.random.default_rng(seed).random(y.shape) < share] = np.nan
+    return y
 
 
 class FakeCumlSVC:

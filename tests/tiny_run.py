@@ -15,7 +15,7 @@ from vitune.evaluation.plots import plot_loss, plot_lr
 from vitune.models.aliases import load_classifier, load_image_processor, resolve_preprocessing
 from vitune.models.forward import normalize
 from vitune.storage.layout import RunDir
-from vitune.tasks.core import get_task
+from vitune.tasks import get_task
 
 
 def make_tiny_run(run_dir: Path, checkpoint: Path, dataset_dir: Path, steps: int = 15, seed: int = 0,

@@ -84,15 +84,17 @@ def config_command(group: typer.Typer, name: str, config_cls, overridable: bool 
 
 @app.command("models")
 def models_cmd() -> None:
-    """List the model aliases with their Hub ids and image sizes."""
+    """List the model aliases with their image sizes, Hub ids and families."""
     from vitune.models.aliases import list_models
 
     aliases = list_models()
     name_width = max(len("alias"), *(len(alias.name) for alias in aliases))
     hub_width = max(len("hub id"), *(len(alias.hub_id) for alias in aliases))
-    typer.echo(f"{'alias':<{name_width}}  {'size':>4}  {'hub id':<{hub_width}}  note".rstrip())
+    family_width = max(len("family"), *(len(alias.family.name) for alias in aliases))
+    typer.echo(f"{'alias':<{name_width}}  {'size':>4}  {'hub id':<{hub_width}}  {'family':<{family_width}}  note".rstrip())
     for alias in aliases:
-        typer.echo(f"{alias.name:<{name_width}}  {alias.image_size:>4}  {alias.hub_id:<{hub_width}}  {alias.note}".rstrip())
+        columns = f"{alias.name:<{name_width}}  {alias.image_size:>4}  {alias.hub_id:<{hub_width}}"
+        typer.echo(f"{columns}  {alias.family.name:<{family_width}}  {alias.note}".rstrip())
 
 
 @config_command(data_app, "prepare", settings.PrepareConfig)

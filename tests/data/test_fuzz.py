@@ -25,7 +25,8 @@ from vitune.data.images import BadImage, decode_image
 from vitune.data.sources import read_source
 from vitune.data.sources.base import SourceOptions
 from vitune.errors import UserError
-from vitune.tasks.labels import BadLabel, infer_label_space
+from vitune.tasks.label_space import infer_label_space
+from vitune.tasks.labels import BadLabel
 
 EXAMPLES = int(os.environ.get("VITUNE_FUZZ_EXAMPLES", "60"))  # bench/fuzz.py raises it
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -69,7 +70,7 @@ def check_rows_kept_or_skipped(rows, read, count_rows) -> None:
 def _encode_all(records) -> None:
     """Labels are encoded or refused with a reason, never an exception."""
     try:
-        space = infer_label_space(records)
+        space = infer_label_space([record.raw_label for record in records])
     except UserError:
         return
     for record in records:

@@ -11,7 +11,7 @@ from PIL import Image
 from vitune.data.sources import detect_format, read_source
 from vitune.data.sources.chestxray14 import FINDINGS
 from vitune.data.synthetic import make_chestxray_like, make_digits_imagefolder
-from vitune.tasks.labels import infer_label_space
+from vitune.tasks.label_space import infer_label_space
 
 
 def test_chestxray_like_release_layout(tmp_path):
@@ -36,7 +36,7 @@ def test_chestxray_like_release_layout(tmp_path):
 
     rows = read_source(str(root))
     assert detect_format(str(root)) == "chestxray14" and rows.official_split and not rows.skipped
-    space = infer_label_space(rows.records, task=rows.task, label_order=rows.label_order)
+    space = infer_label_space([record.raw_label for record in rows.records], task=rows.task, label_order=rows.label_order)
     labels = np.array([space.encode(r.raw_label) for r in rows.records])
     assert space.labels == list(FINDINGS)
     assert 0.4 <= (labels.sum(axis=1) == 0).mean() <= 0.7  # "No Finding" share
@@ -67,7 +67,7 @@ def test_digits_imagefolder(tmp_path):
     root = make_digits_imagefolder(tmp_path / "digits", image_size=16)
     rows = read_source(str(root))
     assert rows.format == "imagefolder" and len(rows.records) == 1797 and not rows.skipped
-    space = infer_label_space(rows.records)
+    space = infer_label_space([record.raw_label for record in rows.records])
     assert (space.task, space.labels) == ("single_label", [str(d) for d in range(10)])
     digits = load_digits()
     first = rows.records[0]

@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 from chexpert_like import FINDINGS, write_chexpert_like
 
-from vitune.config import PrepareConfig
+from vitune.config import EvaluateConfig, HeadsConfig, PrepareConfig, TrainConfig
 from vitune.data import prepare
 from vitune.data.sources import read_source
 from vitune.data.sources.base import SourceOptions
 from vitune.errors import UserError
+from vitune.evaluation.evaluate import evaluate
+from vitune.heads import fit_heads
 from vitune.tasks.labels import LabelStates, state_counts
+from vitune.training.fine_tune import train
 
 
 def _cells(csv_path) -> list[list[str]]:
@@ -103,3 +106,25 @@ def test_user_mistakes_are_one_line_errors(chexpert, tmp_path):
     with pytest.raises(UserError, match="several label columns make a multi-label dataset"):
         prepare(PrepareConfig(source=chexpert, out=tmp_path / "ds", task="single_label", workers=1,
                               label_column=",".join(FINDINGS), image_size=16))
+
+
+@pytest.mark.slow
+def test_a_chexpert_style_csv_prepares_trains_evaluates_and_fits_heads(tiny_vit, tmp_path):
+    csv_path = write_chexpert_like(tmp_path / "chexpert", patients=30)
+    data = tmp_path / "ds"
+    info = prepare(PrepareConfig(source=csv_path, out=data, image_size=32, group_column="Patient", workers=1))
+    assert info.labels == FINDINGS and info.label_states["uncertain"] == "ignore"
+    run = tmp_path / "run"
+    result = train(TrainConfig(data=str(data), model=str(tiny_vit), out=str(run), epochs=2, batch_size=8,
+                               lr=3e-3, pos_weight="auto"))
+    metrics = result.metrics
+    assert all(np.isfinite(h["train_loss"]) for h in metrics["history"] if h.get("train_loss") is not None)
+    known = sum(v["support"] for v in metrics["per_label"].values())
+    unknown = sum(v["unknown"] for v in metrics["per_label"].values())
+    assert unknown > 0 and known + unknown == 3 * metrics["num_samples"]
+    assert metrics["metrics"]["roc_auc_macro"] is not None
+    test = evaluate(EvaluateConfig(run=run, bootstrap=50)).to_json()
+    assert test["metrics"]["roc_auc_macro"] is not None and sum(v["unknown"] for v in test["per_label"].values()) > 0
+    heads = fit_heads(HeadsConfig(model=str(run), data=str(data), heads="svm,logreg")).to_json()
+    assert all(h["metrics"]["roc_auc_macro"] is not None for h in heads["heads"].values())
+    assert json.loads((data / "dataset.json").read_text())["label_states"]["counts"]["Edema"]["missing"] > 0

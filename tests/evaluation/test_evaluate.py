@@ -5,25 +5,17 @@ import json
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
+from heads_support import informative, with_unknowns
 from tiny_run import run_cli, tiny_run_copy
 
 from vitune.config import EvaluateConfig
 from vitune.data.dataset_dir import load_dataset_dir
 from vitune.errors import UserError
-from vitune.evaluation.evaluate import (
-    bootstrap_intervals,
-    evaluate,
-    f1_optimal_threshold,
-    resample_counts,
-    tune_thresholds,
-    weighted_auc,
-)
+from vitune.evaluation.evaluate import evaluate, f1_optimal_threshold, tune_thresholds
 from vitune.models.forward import normalize
 from vitune.models.run import load_run
 from vitune.storage.layout import RunDir
-from vitune.tasks.core import get_task
-from vitune.tasks.metrics import compute_metrics
+from vitune.tasks import compute_metrics, get_task
 
 
 def direct_scores(run_dir, dataset_dir, split):
@@ -36,24 +28,6 @@ def direct_scores(run_dir, dataset_dir, split):
     return np.asarray(part["labels"]), get_task(run.task).scores(logits.numpy(), run.model.config)
 
 
-def test_weighted_auc_equals_sklearn_on_each_resample():
-    rng = np.random.default_rng(3)
-    y = (rng.random(60) < 0.4).astype(float)
-    score = np.round(rng.random(60) + 0.4 * y, 1)  # rounded: many ties
-    counts = next(resample_counts(60, 6, seed=1))
-    for row, auc in zip(counts, weighted_auc(counts, y, score)):
-        drawn = np.repeat(np.arange(60), row.astype(int))
-        assert auc == pytest.approx(roc_auc_score(y[drawn], score[drawn]))
-
-
-def test_resample_with_one_class_is_skipped():
-    y = np.array([1.0] + [0.0] * 9)
-    counts = np.ones((2, 10))
-    counts[1] = [0] + [1] * 8 + [2]  # the only positive not drawn
-    aucs = weighted_auc(counts, y, np.linspace(1, 0, 10))  # the positive scores highest
-    assert aucs[0] == pytest.approx(1.0) and np.isnan(aucs[1])
-
-
 def test_f1_optimal_threshold():
     y = np.array([0, 0, 1, 1])
     threshold, f1 = f1_optimal_threshold(y, np.array([0.1, 0.4, 0.35, 0.8]))
@@ -61,17 +35,6 @@ def test_f1_optimal_threshold():
     assert f1_optimal_threshold(np.zeros(4), np.array([0.1, 0.4, 0.35, 0.8])) is None
     thresholds, f1s = tune_thresholds(np.array([[0, 1], [0, 0]]), np.array([[0.2, 0.9], [0.3, 0.1]]), ["a", "b"])
     assert thresholds.tolist() == [0.5, pytest.approx(0.9)] and f1s == {"a": None, "b": 1.0}
-
-
-def test_bootstrap_intervals_regression_contain_estimate():
-    rng = np.random.default_rng(0)
-    y = rng.normal(size=200)
-    preds = y + rng.normal(scale=0.5, size=200)
-    result = bootstrap_intervals("regression", y, preds, ["score"], n_bootstrap=300, seed=0)
-    point = compute_metrics("regression", y, preds, ["score"]).metrics
-    for key in ("rmse", "mae", "r2"):
-        low, high = result["metrics"][key]
-        assert low < point[key] < high
 
 
 def test_evaluate_multi_label(tmp_path, tmp_path_factory, tiny_vit):
@@ -132,16 +95,19 @@ def test_cli_evaluate(tmp_path, tmp_path_factory, tiny_vit, monkeypatch, capsys)
     assert code == 2 and err.strip().count("\n") == 0 and "does not exist" in err
 
 
-def test_bootstrap_with_no_scorable_label_gives_no_interval():
-    y = np.zeros((20, 2))  # no positives anywhere: no AUC, no F1 to resample
-    result = bootstrap_intervals("multi_label", y, np.random.default_rng(0).random((20, 2)), ["a", "b"],
-                                 n_bootstrap=50, seed=0)
-    assert result["metrics"]["roc_auc_macro"] is None and result["metrics"]["f1_macro"] is None
-    assert result["per_label"] == {"a": None, "b": None}
-
-
 def test_zero_batch_size_is_a_user_error(tmp_path):
     from vitune.errors import UserError
 
     with pytest.raises(UserError, match="--batch-size must be at least 1"):
         evaluate(EvaluateConfig(run=tmp_path / "run", batch_size=0))
+
+
+def test_thresholds_are_tuned_on_the_known_rows():
+    x, y = informative("multi_label", 150)
+    scores = 1 / (1 + np.exp(-x[:, :3]))
+    y_unknown = with_unknowns(y)
+    tuned, _ = tune_thresholds(y_unknown, scores, list("abc"))
+    for j in range(3):
+        known = ~np.isnan(y_unknown[:, j])
+        alone, _ = tune_thresholds(y[known][:, [j]], scores[known][:, [j]], ["x"])
+        assert tuned[j] == alone[0]

@@ -14,7 +14,7 @@ from vitune.evaluation.plots import (
     plot_predicted_vs_true,
     plot_roc,
 )
-from vitune.tasks.core import MULTI_LABEL, REGRESSION, SINGLE_LABEL
+from vitune.tasks import MULTI_LABEL, REGRESSION, SINGLE_LABEL
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

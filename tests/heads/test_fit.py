@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from heads_support import informative, install_fake_cuml
+from heads_support import informative, install_fake_cuml, with_unknowns
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from vitune.errors import UserError
@@ -28,8 +30,7 @@ from vitune.heads.svm import C_GRID, _NystroemRidgeSolver
 from vitune.models.aliases import load_classifier, resolve_preprocessing
 from vitune.models.embeddings import extract_embeddings
 from vitune.models.forward import batched_logits, pixel_batches
-from vitune.tasks.core import get_task
-from vitune.tasks.metrics import compute_metrics
+from vitune.tasks import compute_metrics, get_task
 
 TASKS = ("multi_label", "single_label", "regression")
 HEADS = {"svm": lambda task: SVMHead(task), "logreg": lambda task: LogRegHead(task),
@@ -338,3 +339,50 @@ def test_dataset_at_another_size_than_the_model_is_a_user_error(tiny_vit, datase
     data = dataset_dir_factory(task="multi_label", image_size=16)
     with pytest.raises(UserError, match="holds 16px images but .* expects 32px: prepare the data again with `--image-size 32`"):
         quiet_fit(str(tiny_vit), data, tmp_path / "heads")
+
+
+def test_logreg_fits_each_label_on_its_known_rows():
+    x, y = informative("multi_label", 200)
+    y_unknown = with_unknowns(y)
+    head = LogRegHead("multi_label").fit(x, y_unknown)
+    xs = StandardScaler().fit_transform(x.astype(np.float64))
+    for j in range(3):
+        known = ~np.isnan(y_unknown[:, j])
+        reference = LogisticRegression(C=1.0, max_iter=1000).fit(xs[known], y[known, j])
+        np.testing.assert_allclose(head.coef_[j], reference.coef_[0], rtol=1e-4, atol=1e-6)
+
+
+def test_the_cpu_svm_solves_each_label_on_its_known_rows():
+    x, y = informative("multi_label", 150)
+    t = 2 * with_unknowns(y) - 1
+    t[:, 2] = 2 * y[:, 2] - 1  # one label fully known: grouped with nothing else
+    solver = _NystroemRidgeSolver(x.astype(np.float32), t, gamma=0.05, n_components=64, seed=0)
+    rows = np.arange(20, 150)
+    coef, intercept = solver._ridge(rows, C=2.0)
+    for j in range(3):
+        known = rows[~np.isnan(t[rows, j])]
+        reference = Ridge(alpha=1 / 4.0).fit(solver.features[known], t[known, j])
+        np.testing.assert_allclose(coef[j], reference.coef_, rtol=1e-6, atol=1e-8)
+        assert intercept[j] == pytest.approx(reference.intercept_)
+
+
+def test_the_gpu_svm_path_fits_each_label_on_its_known_rows(monkeypatch):
+    from sklearn.svm import SVC
+
+    install_fake_cuml(monkeypatch)
+    x, y = informative("multi_label", 90)
+    y_unknown = with_unknowns(y)
+    head = SVMHead("multi_label", C=2.0, backend="cuml").fit(x, y_unknown)
+    xs = StandardScaler().fit_transform(x).astype(np.float32)
+    for j in range(3):
+        known = ~np.isnan(y_unknown[:, j])
+        reference = SVC(kernel="rbf", C=2.0, gamma=head.gamma_).fit(xs[known], y[known, j]).decision_function(xs)
+        np.testing.assert_allclose(head.decision_function(x)[:, j], reference, atol=1e-3)
+
+
+@pytest.mark.parametrize("head", [SVMHead("multi_label", C=None), MLPHead("multi_label", max_steps=200)])
+def test_heads_learn_from_partly_unknown_targets(head):
+    x, y = informative("multi_label", 300)
+    head.fit(x[:200], with_unknowns(y[:200], share=0.4))
+    auc = compute_metrics("multi_label", y[200:], head.predict_scores(x[200:]), list("abc")).metrics["roc_auc_macro"]
+    assert auc > 0.85

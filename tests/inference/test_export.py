@@ -17,7 +17,7 @@ from vitune.inference.export import export_onnx
 from vitune.models.forward import normalize
 from vitune.models.run import load_run
 from vitune.storage.layout import RunDir
-from vitune.tasks.metrics import compute_metrics
+from vitune.tasks import compute_metrics
 
 
 def export(run_dir, onnx_path, **settings):

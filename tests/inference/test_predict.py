@@ -17,7 +17,7 @@ from vitune.inference.predict import predict as predict_config
 from vitune.models.forward import normalize
 from vitune.models.run import load_run
 from vitune.storage.layout import RunDir
-from vitune.tasks.core import get_task
+from vitune.tasks import get_task
 
 
 def predict(run_dir, inputs, **settings):

@@ -8,7 +8,7 @@ import torch
 
 from vitune.models.aliases import Preprocessing
 from vitune.models.forward import normalize
-from vitune.tasks.core import get_task
+from vitune.tasks import get_task
 
 
 def test_normalize_matches_processor_formula():

@@ -234,7 +234,7 @@ def test_page_results_sorted_with_thresholds_marked_only_where_they_decide(task)
     from vitune.inference.predict import Scorer
     from vitune.serve.page import decision_rule, prediction_html
     from vitune.serve.service import ServedModel
-    from vitune.tasks.core import get_task
+    from vitune.tasks import get_task
 
     labels = ["score"] if task == "regression" else ["a", "b", "c"]
     tuned = np.array([0.3, 0.5, 0.7]) if task == "multi_label" else None

@@ -17,9 +17,8 @@ from vitune.data.dataset_dir import DatasetInfo, features_for
 from vitune.errors import UserError
 from vitune.models.forward import pixel_batches
 from vitune.models.run import load_run
-from vitune.tasks.core import get_task
-from vitune.tasks.metrics import compute_metrics
-from vitune.training.fine_tune import train
+from vitune.tasks import compute_metrics, get_task
+from vitune.training.fine_tune import auto_pos_weight, train
 
 hf_logging.disable_progress_bar()
 METRICS_KEYS = {"task", "split", "num_samples", "metrics", "per_label", "history", "train_seconds", "samples_per_second",
@@ -262,3 +261,11 @@ def test_half_written_checkpoints_are_never_resumed_and_a_full_disk_keeps_the_la
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
     assert not (run / "checkpoints" / ".staging").exists() and (run / "model" / "model.safetensors").is_file()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".run.")]  # no lock left beside
+
+
+def test_pos_weight_counts_known_cells_only():
+    class Split:
+        def with_format(self, *args, **kwargs):
+            return {"labels": np.array([[1, 0], [0, np.nan], [np.nan, 1], [0, 0]], dtype=np.float32)}
+
+    assert auto_pos_weight(Split()).tolist() == [2.0, 2.0]

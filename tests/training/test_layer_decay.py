@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 import vitune.training.fine_tune as train_module
 from vitune.config import TrainConfig
 from vitune.errors import UserError
-from vitune.tasks.core import get_task
+from vitune.tasks import get_task
 from vitune.training.ema import RAW_WEIGHTS
 from vitune.training.fine_tune import build_trainer
 from vitune.training.layer_decay import drop_path_overrides, layer_decay_groups, require_layer_decay

@@ -15,7 +15,7 @@ from vitune.errors import UserError
 from vitune.models.forward import pixel_batches
 from vitune.models.run import load_run
 from vitune.storage.layout import RunDir
-from vitune.tasks.core import get_task
+from vitune.tasks import get_task
 from vitune.training.fine_tune import train
 from vitune.training.model_card import NOT_A_MEDICAL_DEVICE, check_can_push
 

@@ -13,12 +13,12 @@ from dataclasses import MISSING, asdict, fields
 from typing import Any, Iterable
 
 from vitune.errors import UserError
-from vitune.tasks.core import TASK_NAMES
+from vitune.tasks import TASK_NAMES
+from vitune.tasks.labels import UNCERTAIN_POLICIES  # noqa: F401 (--uncertain: listed with the other choices)
 
 TASK_CHOICES = ("auto", *TASK_NAMES)
 SPLIT_METHODS = ("auto", "random", "stratified", "group", "official")
 POOLINGS = ("cls", "mean")
-UNCERTAIN_POLICIES = ("ignore", "zeros", "ones")  # CheXpert's U-Ignore (unknown, masked), U-Zeros, U-Ones
 HEAD_NAMES = ("svm", "logreg", "mlp", "ensemble")
 MODEL_HEAD = "model"  # `vitune predict --head model`: the fine-tuned classifier itself
 MIN_OPSET = 14  # scaled_dot_product_attention and LayerNorm export from here on

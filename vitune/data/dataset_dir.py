@@ -15,7 +15,7 @@ from pathlib import Path
 import datasets
 
 from vitune.errors import UserError
-from vitune.tasks.core import Task, get_task
+from vitune.tasks import Task, get_task
 
 INFO_FILE = "dataset.json"
 INFO_VERSION = 1

@@ -20,6 +20,8 @@ from vitune.data.splits import assign_splits
 from vitune.data.views import keep_views, with_dicom_tags
 from vitune.errors import UserError
 from vitune.storage.safe_io import OutputLock, disk_full, remove_orphans, replace_dir, staging_dir
+from vitune.tasks.label_space import infer_label_space
+from vitune.tasks.labels import BadLabel, LabelStates, state_counts
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,6 @@ class _Labelled:
 def _labelled_records(config: PrepareConfig) -> _Labelled:
     """Read the source, fill and filter views, and encode its labels."""
     from vitune.data.sources import read_source
-    from vitune.tasks.labels import infer_label_space
 
     rows = read_source(config.source, config.fmt, config.source_options())
     log.info("read %d records from %s (%s); %d rejected by the reader", len(rows.records), config.source,
@@ -116,7 +117,8 @@ def _labelled_records(config: PrepareConfig) -> _Labelled:
     if not rows.records:
         raise UserError(f"{config.source} has no usable images ({len(rows.skipped)} rejected): check the layout and --format")
     requested_task = rows.task if config.task == "auto" and rows.task else config.task
-    space = infer_label_space(rows.records, task=requested_task, label_order=rows.label_order, label_name=rows.label_name,
+    raw_labels = [record.raw_label for record in rows.records]
+    space = infer_label_space(raw_labels, task=requested_task, label_order=rows.label_order, label_name=rows.label_name,
                               uncertain=config.uncertain)
     records, labels, bad_labels = _encode_labels(rows.records, space)
     log.info("labels: %s, %d labels; %d kept, %d with a bad label", space.task, len(space.labels), len(records),
@@ -128,8 +130,6 @@ def _labelled_records(config: PrepareConfig) -> _Labelled:
 
 def _label_states(read: _Labelled, uncertain: str) -> dict | None:
     """What ``dataset.json`` records of CheXpert-style findings: the policies and each label's states."""
-    from vitune.tasks.labels import LabelStates, state_counts
-
     raws = [record.raw_label for record in read.records]
     if not raws or not isinstance(raws[0], LabelStates):
         return None
@@ -154,8 +154,6 @@ def _cache_items(source: str, records: list[Record], labels: list[Any], splits: 
 
 def _encode_labels(records: list[Record], space) -> tuple[list[Record], list[Any], list[Skipped]]:
     """Encode each record's label; a label the space rejects becomes a skipped row."""
-    from vitune.tasks.labels import BadLabel
-
     kept: list[Record] = []
     labels: list[Any] = []
     bad: list[Skipped] = []

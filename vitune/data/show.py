@@ -11,7 +11,7 @@ import numpy as np
 
 from vitune.config import ShowConfig
 from vitune.data.dataset_dir import SPLITS, DatasetInfo, load_dataset_dir
-from vitune.tasks.core import get_task
+from vitune.tasks import get_task
 
 GRID_SIDE = 4  # a 4x4 sample grid
 

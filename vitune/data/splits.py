@@ -29,7 +29,7 @@ import numpy as np
 from vitune.config import SPLIT_METHODS
 from vitune.data.sources.base import Record
 from vitune.errors import UserError
-from vitune.tasks.core import get_task
+from vitune.tasks import get_task
 
 log = logging.getLogger(__name__)
 

@@ -187,7 +187,7 @@ TASK_PLOTS = ("roc", "pr", "confusion", "scatter")
 
 def plot_task(task, y_true, scores, labels: Sequence[str], out_dir: Path | str, split: str,
               kinds: Sequence[str] = TASK_PLOTS) -> dict[str, Path]:
-    """The plots of one split that fit ``task`` (a :class:`vitune.tasks.core.Task`), among ``kinds``.
+    """The plots of one split that fit ``task`` (a :class:`vitune.tasks.base.Task`), among ``kinds``.
 
     Classification: ``roc.png`` and ``pr.png`` (one-vs-rest for single-label) and, for one class per
     image, ``confusion.png``; regression: ``scatter.png``. Returns ``{kind: path}`` of those written.

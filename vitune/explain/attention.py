@@ -8,9 +8,10 @@ No maintained library computes these for transformers' models, so they are writt
   ``A_bar = mean_heads((dA ⊙ A)+)``, the attention weighted by the gradient of the explained
   logit and kept where positive, accumulated as ``R = R + A_bar R`` from ``R = I``. Class-specific.
 
-Either way the map is the relevance of each patch token to the tokens the classifier reads: the
-[CLS] row (ViT, DeiT), the mean of the patch rows (BEiT's mean pooling), or half of each
-(DINOv2's classifier reads [CLS] and the patch mean). The weights come from transformers'
+Either way the map is the relevance of each patch token to the tokens the classifier reads (the
+family table's :meth:`~vitune.models.families.Family.classifier_pooling`): the [CLS] row (ViT,
+DeiT), the mean of the patch rows (BEiT's mean pooling), or half of each (DINOv2's classifier reads
+[CLS] and the patch mean). The weights come from transformers'
 ``output_attentions`` with the eager attention kernel (SDPA returns none), switched on only for
 the explanation.
 """
@@ -22,22 +23,12 @@ from typing import Iterator
 
 import torch
 
-# What the model type's image classifier reads: the [CLS] token, the patch mean, or both halves.
-CLS, MEAN, CLS_AND_MEAN = "cls", "mean", "cls+mean"
-POOLING_BY_TYPE = {"dinov2": CLS_AND_MEAN, "dinov2_with_registers": CLS_AND_MEAN}
-ROLLOUT_TYPES = ("vit", "deit", "beit", "dinov2", "dinov2_with_registers")
+from vitune.models.families import CLS, MEAN, family_of
 
 
 def supports_rollout(config) -> bool:
     """Whether the model is a plain ViT-family encoder whose global attention rollout applies."""
-    return getattr(config, "model_type", None) in ROLLOUT_TYPES
-
-
-def classifier_pooling(config) -> str:
-    """Which tokens the classifier head reads (:data:`CLS`, :data:`MEAN` or :data:`CLS_AND_MEAN`)."""
-    if getattr(config, "use_mean_pooling", False):  # BEiT image classifiers
-        return MEAN
-    return POOLING_BY_TYPE.get(config.model_type, CLS)
+    return family_of(config).supports_rollout
 
 
 @contextmanager
@@ -59,7 +50,7 @@ def _reader_weights(config, tokens: int, device) -> torch.Tensor:
     cls[0] = 1.0
     mean = torch.zeros(tokens, device=device)
     mean[1:] = 1.0 / (tokens - 1)  # the heads average every token after [CLS]
-    pooling = classifier_pooling(config)
+    pooling = family_of(config).classifier_pooling(config)
     return cls if pooling == CLS else mean if pooling == MEAN else 0.5 * (cls + mean)
 
 

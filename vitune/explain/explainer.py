@@ -3,7 +3,7 @@
 Images are read and resized exactly as ``vitune predict`` reads them (:mod:`vitune.data.images`),
 scored by the run's classifier, and for each chosen label the method's map is computed in batches
 of (image, label) pairs. The chosen labels are ``labels`` for every image, else each image's
-``top`` K scores, else what the run predicts (:meth:`vitune.tasks.core.Task.explained_outputs`:
+``top`` K scores, else what the run predicts (:meth:`vitune.tasks.base.Task.explained_outputs`:
 the predicted class, the multi-label findings at their tuned thresholds, the regression score).
 """
 

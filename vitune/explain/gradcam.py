@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vitune.explain.attention import supports_rollout
+from vitune.models.families import BlockLayout, family_of
 
 
 class _Logits(torch.nn.Module):
@@ -30,7 +30,7 @@ class _Logits(torch.nn.Module):
 
 def target_layer(model: torch.nn.Module) -> torch.nn.Module:
     """The layer whose activations and gradients Grad-CAM combines (see the module docstring)."""
-    if supports_rollout(model.config):
+    if family_of(model.config).layout is BlockLayout.PLAIN:
         block = model.base_model._can_record_outputs["hidden_states"]  # the class of one encoder block
         last_block = [m for m in model.modules() if isinstance(m, block)][-1]
         return next(m for m in last_block.modules() if isinstance(m, torch.nn.LayerNorm))
@@ -39,7 +39,7 @@ def target_layer(model: torch.nn.Module) -> torch.nn.Module:
 
 def supports_gradcam(config) -> bool:
     """ViT family and Swin (anything whose last stage is a square grid of tokens)."""
-    return supports_rollout(config) or getattr(config, "model_type", None) in ("swin", "swinv2")
+    return family_of(config).supports_gradcam
 
 
 def _to_grid(rows: int, cols: int):
@@ -54,7 +54,7 @@ def _to_grid(rows: int, cols: int):
 def _grid(model: torch.nn.Module, pixels: torch.Tensor) -> tuple[int, int]:
     """The token grid at the target layer: the patch grid, or Swin's last stage (square)."""
     config = model.config
-    if supports_rollout(config):
+    if family_of(config).layout is BlockLayout.PLAIN:
         patch = config.patch_size[0] if isinstance(config.patch_size, (list, tuple)) else config.patch_size
         return pixels.shape[-2] // int(patch), pixels.shape[-1] // int(patch)
     stride = int(config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0])

@@ -17,6 +17,7 @@ from vitune.config import EXPLAIN_METHODS, check_choice
 from vitune.errors import UserError
 from vitune.explain.attention import gradient_rollout_maps, rollout_maps, supports_rollout
 from vitune.explain.gradcam import gradcam_maps, supports_gradcam
+from vitune.models.families import families_with
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,11 @@ METHODS: dict[str, Method] = {
 assert tuple(METHODS) == EXPLAIN_METHODS
 
 
+def _explained_families() -> str:
+    """The families some method explains, for messages (Grad-CAM covers every one rollout does)."""
+    return ", ".join(family.name for family in families_with("supports_gradcam"))
+
+
 def pick_method(name: str | None, config) -> Method:
     """The method ``name`` (checked against the model) or, for None, the best one the model supports."""
     model_type = getattr(config, "model_type", "unknown")
@@ -47,12 +53,11 @@ def pick_method(name: str | None, config) -> Method:
         for method in METHODS.values():
             if method.supports(config):
                 return method
-        raise UserError(f"no explanation method supports {model_type} models: "
-                        "vitune explains ViT, DeiT, BEiT, DINOv2 and Swin")
+        raise UserError(f"no explanation method supports {model_type} models: vitune explains {_explained_families()}")
     check_choice("method", name, EXPLAIN_METHODS)
     method = METHODS[name]
     if not method.supports(config):
         usable = [m.name for m in METHODS.values() if m.supports(config)]
-        raise UserError(f"--method {name} does not apply to {model_type} models: use "
-                        f"{', '.join(usable) if usable else 'another architecture (ViT, DeiT, BEiT, DINOv2, Swin)'}")
+        alternatives = ", ".join(usable) if usable else f"another architecture ({_explained_families()})"
+        raise UserError(f"--method {name} does not apply to {model_type} models: use {alternatives}")
     return method

@@ -2,7 +2,7 @@
 
 A head takes embeddings ``X [N, D]`` and DATASET_DIR targets ``y`` (multi_label: 0/1 matrix
 ``[N, L]``; single_label: class ids; regression: values). ``predict_scores(X, logits=None)``
-gives what :meth:`vitune.tasks.core.Task.scores` gives for a fine-tuned model: probabilities for
+gives what :meth:`vitune.tasks.base.Task.scores` gives for a fine-tuned model: probabilities for
 classification and predictions in target units for regression. Hyper-parameters live only in
 ``__init__``, ``fit`` returns ``self`` and fitted state ends with ``_``; ``get_state`` /
 ``from_state`` turn that state into JSON values and arrays (safetensors) and back.
@@ -17,7 +17,7 @@ from sklearn.utils import ClassifierTags, RegressorTags, TargetTags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from vitune.tasks.core import SINGLE_LABEL, Task, get_task
+from vitune.tasks import SINGLE_LABEL, Task, get_task
 
 SCALER_STATE = ("mean_", "scale_")  # a fitted StandardScaler, stored as its two arrays
 
@@ -62,7 +62,7 @@ class Head(BaseEstimator):
 
     @property
     def _task(self) -> Task:
-        """The :class:`vitune.tasks.core.Task` named by the ``task`` parameter."""
+        """The :class:`vitune.tasks.base.Task` named by the ``task`` parameter."""
         return get_task(self.task)
 
     def __sklearn_tags__(self):

@@ -9,7 +9,7 @@ from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted
 
 from vitune.heads.base import Head
-from vitune.tasks.core import SINGLE_LABEL
+from vitune.tasks import SINGLE_LABEL
 
 
 class EnsembleHead(Head):

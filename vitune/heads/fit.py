@@ -30,7 +30,7 @@ from vitune.models.encoder import Encoder
 from vitune.models.run import open_model
 from vitune.storage.layout import HeadsDir
 from vitune.storage.safe_io import OutputLock, remove_stale_temp_files, write_atomic
-from vitune.tasks.core import get_task
+from vitune.tasks import get_task
 
 log = logging.getLogger(__name__)
 

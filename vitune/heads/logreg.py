@@ -2,7 +2,7 @@
 
 multi_label: one ``LogisticRegression`` per label on its known rows; single_label:
 multinomial ``LogisticRegression``; regression: ``Ridge`` (see
-:meth:`vitune.tasks.core.Task.logreg_estimator`). The fitted model is kept as one linear map
+:meth:`vitune.tasks.base.Task.logreg_estimator`). The fitted model is kept as one linear map
 (``coef_``, ``intercept_``) so it is stored without pickle and predicts with numpy.
 """
 

@@ -32,7 +32,7 @@ from vitune.data.sources.base import Skipped
 from vitune.errors import UserError
 from vitune.models.run import load_run
 from vitune.storage.layout import RunDir
-from vitune.tasks.core import Task, get_task
+from vitune.tasks import Task, get_task
 
 if TYPE_CHECKING:
     from vitune.explain import ExplainResult

@@ -1,7 +1,8 @@
 """Model registry and loading: aliases, Hub ids and local checkpoints, one code path for all.
 
 Preprocessing (size, mean, std) is resolved from the checkpoint's own image processor, never from
-copied constants, in the spirit of timm's ``resolve_data_config``.
+copied constants, in the spirit of timm's ``resolve_data_config``. Each alias names its family in
+the family table (:mod:`vitune.models.families`), which `vitune models` shows.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 
 from vitune.errors import UserError
 from vitune.models import timm as timm_models
-from vitune.tasks.core import Task, get_task
+from vitune.models.families import BEIT, DEIT, DINOV2, SWIN, TIMM_WRAPPER, VIT, Family, family_of
+from vitune.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,7 @@ class ModelAlias:
 
     name: str
     hub_id: str
-    family: str
+    family: Family
     image_size: int
     note: str = ""
 
@@ -35,7 +37,7 @@ def _vit(size: str, patch: int, res: int) -> ModelAlias:
     return ModelAlias(
         name=f"vit-{size}-p{patch}-{res}",
         hub_id=f"google/vit-{size}-patch{patch}-{res}{suffix}",
-        family="vit",
+        family=VIT,
         image_size=res,
         note="ImageNet-21k pre-trained" if res == 224 else "ImageNet-21k + 1k fine-tuned at 384",
     )
@@ -45,21 +47,20 @@ REGISTRY: dict[str, ModelAlias] = {
     a.name: a
     for a in [
         *(_vit(s, p, r) for s in ("base", "large") for p in (16, 32) for r in (224, 384)),
-        ModelAlias("deit-tiny", "facebook/deit-tiny-patch16-224", "deit", 224),
-        ModelAlias("deit-small", "facebook/deit-small-patch16-224", "deit", 224),
-        ModelAlias("deit-base", "facebook/deit-base-patch16-224", "deit", 224),
-        ModelAlias("swin-tiny", "microsoft/swin-tiny-patch4-window7-224", "swin", 224),
-        ModelAlias("swin-base", "microsoft/swin-base-patch4-window7-224-in22k", "swin", 224),
-        ModelAlias("beit-base", "microsoft/beit-base-patch16-224-pt22k-ft22k", "beit", 224),
-        ModelAlias("dinov2-small", "facebook/dinov2-small", "dinov2", 224),
-        ModelAlias("dinov2-base", "facebook/dinov2-base", "dinov2", 224),
-        ModelAlias("timm-vit-small-augreg", "timm/vit_small_patch16_224.augreg_in21k", "timm", 224,
-                   "timm, ImageNet-21k AugReg"),
-        ModelAlias("timm-vit-base-augreg", "timm/vit_base_patch16_224.augreg_in21k", "timm", 224,
-                   "timm, ImageNet-21k AugReg"),
-        ModelAlias("timm-vit-base-mae", "timm/vit_base_patch16_224.mae", "timm", 224, "timm, MAE pre-trained"),
-        ModelAlias("timm-deit3-base", "timm/deit3_base_patch16_224.fb_in22k_ft_in1k", "timm", 224,
-                   "timm, DeiT III"),
+        ModelAlias("deit-tiny", "facebook/deit-tiny-patch16-224", DEIT, 224),
+        ModelAlias("deit-small", "facebook/deit-small-patch16-224", DEIT, 224),
+        ModelAlias("deit-base", "facebook/deit-base-patch16-224", DEIT, 224),
+        ModelAlias("swin-tiny", "microsoft/swin-tiny-patch4-window7-224", SWIN, 224),
+        ModelAlias("swin-base", "microsoft/swin-base-patch4-window7-224-in22k", SWIN, 224),
+        ModelAlias("beit-base", "microsoft/beit-base-patch16-224-pt22k-ft22k", BEIT, 224),
+        ModelAlias("dinov2-small", "facebook/dinov2-small", DINOV2, 224),
+        ModelAlias("dinov2-base", "facebook/dinov2-base", DINOV2, 224),
+        ModelAlias("timm-vit-small-augreg", "timm/vit_small_patch16_224.augreg_in21k", TIMM_WRAPPER, 224,
+                   "ImageNet-21k AugReg"),
+        ModelAlias("timm-vit-base-augreg", "timm/vit_base_patch16_224.augreg_in21k", TIMM_WRAPPER, 224,
+                   "ImageNet-21k AugReg"),
+        ModelAlias("timm-vit-base-mae", "timm/vit_base_patch16_224.mae", TIMM_WRAPPER, 224, "MAE pre-trained"),
+        ModelAlias("timm-deit3-base", "timm/deit3_base_patch16_224.fb_in22k_ft_in1k", TIMM_WRAPPER, 224, "DeiT III"),
     ]
 }
 
@@ -170,7 +171,9 @@ def load_classifier(
 
     ``id2label``/``label2id`` and ``problem_type`` are set so the saved model works with
     ``pipeline("image-classification")``. A replaced head is reported (expected missing keys).
-    ``config_overrides`` are further config values (``drop_path_rate``).
+    ``config_overrides`` are further config values (``drop_path_rate``). A family without an image
+    classifier of its own (ViT-MAE) loads its pre-trained encoder into the classifier of the family
+    it fine-tunes as (ViT).
     """
     from transformers import AutoModelForImageClassification
 
@@ -179,19 +182,36 @@ def load_classifier(
     names = task.output_names(labels)
     head = {"num_labels": len(names), "id2label": dict(enumerate(names)),
             "label2id": {n: i for i, n in enumerate(names)}, "problem_type": task.problem_type}
+    overrides = config_overrides or {}
     config = load_model_config(model, trust_remote_code)
+    family = family_of(config)
     if timm_models.is_timm_config(config):  # timm takes the head size from the config alone
-        head = {"config": timm_models.classifier_config(config, len(names), head["id2label"], task.problem_type)}
+        timm_config = timm_models.classifier_config(config, len(names), head["id2label"], task.problem_type)
+        settings = {"config": timm_config, **overrides}
+    elif family.fine_tunes_as is not None:
+        settings = {"config": _fine_tuning_config(config, family.fine_tunes_as, {**head, **overrides})}
+    else:
+        settings = {**head, **overrides}
     try:
         net = AutoModelForImageClassification.from_pretrained(
             source,
-            **head,
+            **settings,
             ignore_mismatched_sizes=True,
             trust_remote_code=trust_remote_code,
             use_safetensors=True,  # never unpickle downloaded weights
-            **(config_overrides or {}),
         )
     except OSError as exc:
         raise UserError(f"cannot load model {model!r}: {exc}".splitlines()[0]) from exc
     log.info("loaded %s with a new %d-output head for %s", source, len(names), task.name)
     return net
+
+
+def _fine_tuning_config(config, family: Family, settings: dict):
+    """The config of ``family``'s classifier with the architecture of ``config`` (a pre-training family's)
+    and ``settings`` (the head, the overrides); keys only the pre-training model knows are left out."""
+    from transformers import AutoConfig
+
+    known = AutoConfig.for_model(family.model_type).to_dict()
+    bookkeeping = ("model_type", "architectures", "transformers_version")
+    shared = {key: value for key, value in config.to_dict().items() if key in known and key not in bookkeeping}
+    return AutoConfig.for_model(family.model_type, **{**shared, **settings})

@@ -2,7 +2,9 @@
 
 Pooling: ``cls`` is the final hidden state of the [CLS] token (what ViT/DeiT classifiers read);
 ``mean`` is the mean over patch tokens (special tokens left out). Backbones without a [CLS] token
-(Swin) always use the mean. :class:`vitune.models.run.Run` is the same for a fine-tuned RUN_DIR.
+(Swin) always use the mean. Which leading tokens a family has, and how it embeds a whole image (no
+MAE masking), is the family table's (:mod:`vitune.models.families`). :class:`vitune.models.run.Run`
+is the same for a fine-tuned RUN_DIR.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import torch
 from vitune.config import check_pooling
 from vitune.errors import UserError
 from vitune.models.aliases import Preprocessing, load_model_config, resolve_model, resolve_preprocessing
+from vitune.models.families import family_of
 from vitune.models.forward import normalize, resolve_device
 from vitune.runtime.progress import progress
 
-_SPECIAL_TOKENS = ("cls_token", "distillation_token", "register_tokens")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
@@ -91,8 +93,9 @@ class Encoder:
         bar_was_on = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()  # a per-tensor loading bar is noise for one checkpoint
         try:
+            whole_images = dict(family_of(self.config).encoder_config)  # e.g. MAE without its random masking
             net = self._auto_class().from_pretrained(self.source, trust_remote_code=self.trust_remote_code,
-                                                     use_safetensors=True)
+                                                     use_safetensors=True, **whole_images)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot load model {self.name!r}: {exc}".splitlines()[0]) from exc
         finally:
@@ -110,7 +113,7 @@ class Encoder:
         """Leading non-patch tokens ([CLS], DeiT distillation, DINOv2 registers)."""
         embeddings = getattr(self.backbone, "embeddings", None)
         count = 0
-        for name in _SPECIAL_TOKENS:
+        for name in family_of(self.config).special_tokens:
             token = getattr(embeddings, name, None)
             if isinstance(token, torch.Tensor):
                 count += token.shape[1] if token.dim() == 3 else 1

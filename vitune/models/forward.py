@@ -4,7 +4,7 @@ Shared by training (evaluation), heads (embeddings), evaluate and predict so eve
 preprocesses exactly as training did. Regression outputs are trained on the target scaled to
 [0, 1] with the training split's range; that range and the loss live in the model config
 (``vitune_label_range``, ``vitune_regression_loss``) so any saved model can be inverted
-(:meth:`vitune.tasks.core.Regression.scores`).
+(:meth:`vitune.tasks.regression.Regression.scores`).
 """
 
 from __future__ import annotations

@@ -23,15 +23,9 @@ from vitune.models.aliases import Preprocessing
 from vitune.models.encoder import Encoder
 from vitune.models.forward import batched_logits
 from vitune.storage.layout import RunDir
-from vitune.tasks.core import SINGLE_LABEL, TASKS, Task
+from vitune.tasks import Task, task_of_config
 
 log = logging.getLogger(__name__)
-
-
-def task_of_config(config) -> Task:
-    """The task of a classification model config, from its ``problem_type`` (single_label when unset)."""
-    by_problem = {task.problem_type: task for task in TASKS.values()}
-    return by_problem.get(getattr(config, "problem_type", None) or "", SINGLE_LABEL)
 
 
 class Run(Encoder):

@@ -9,12 +9,12 @@ run's ``pretrained_cfg`` is set to squash the whole image to the input size, unc
 
 from __future__ import annotations
 
-TIMM_TYPE = "timm_wrapper"  # the model_type transformers gives a timm checkpoint's config
+from vitune.models.families import TIMM_WRAPPER, family_of
 
 
 def is_timm_config(config) -> bool:
     """Whether ``config`` (a ``PretrainedConfig``) is a timm checkpoint's."""
-    return getattr(config, "model_type", None) == TIMM_TYPE
+    return family_of(config) is TIMM_WRAPPER
 
 
 def is_timm_processor(processor) -> bool:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from vitune.errors import UserError
 from vitune.models.aliases import Preprocessing
 from vitune.models.forward import normalize
-from vitune.tasks.core import Task
+from vitune.tasks import Task
 from vitune.training.mixing import TargetMixer
 
 LIGHT_CROP_AREA = (0.85, 1.0)

@@ -40,7 +40,7 @@ from vitune.storage.safe_io import (
     replace_dir,
     write_atomic,
 )
-from vitune.tasks.core import Task, get_task
+from vitune.tasks import Task, get_task
 from vitune.tasks.metrics import MetricsResult
 from vitune.training.augment import device_inputs_for
 from vitune.training.ema import add_ema

@@ -1,9 +1,13 @@
 """The fine-tuning recipe's model-side settings: layer-wise LR decay and drop path (stochastic depth).
 
+Which families take each setting, and how their blocks are laid out, is the family table's
+(:mod:`vitune.models.families`).
+
 Layer-wise LR decay (BEiT, MAE, medical_mae): the patch embedding sits at depth 0, transformer block
-``i`` at ``i + 1`` (Swin: its blocks numbered through the stages, a stage's patch merging with its
-last block), everything above the blocks (final norm, head) at ``L + 1``; a parameter at depth ``d``
-learns at ``lr * decay ** (L + 1 - d)``. Parameters are grouped by (depth, weight decay or not).
+``i`` at ``i + 1`` (Swin's stage layout: its blocks numbered through the stages, a stage's patch
+merging with its last block), everything above the blocks (final norm, head) at ``L + 1``; a
+parameter at depth ``d`` learns at ``lr * decay ** (L + 1 - d)``. Parameters are grouped by (depth,
+weight decay or not).
 
 Drop path: BEiT, DINOv2 and Swin build it from ``config.drop_path_rate`` (BEiT and Swin rising
 linearly over the depth, DINOv2 the same rate in every block). transformers' ViT and DeiT have none,
@@ -17,42 +21,59 @@ from __future__ import annotations
 import re
 
 from vitune.errors import UserError
+from vitune.models.families import BlockLayout, DropPath, family_of, model_types_with
 
-PLAIN_BLOCKS = ("vit", "deit", "beit", "dinov2")  # one list of blocks, numbered by BLOCK
-BLOCK = re.compile(r"\.(?:encoder\.)?layers?\.(\d+)\.")
-SWIN_BLOCK = re.compile(r"\.encoder\.layers\.(\d+)\.(?:blocks\.(\d+)\.|downsample\.)")
-LAYER_DECAY_TYPES = (*PLAIN_BLOCKS, "swin")
-CONFIG_DROP_PATH = ("beit", "dinov2", "swin")  # built from config.drop_path_rate
-BRANCH_DROP_PATH = ("vit", "deit")  # added here after the blocks' residual-branch dropout
+PLAIN_BLOCK = re.compile(r"\.(?:encoder\.)?layers?\.(\d+)\.")
+STAGE_BLOCK = re.compile(r"\.encoder\.layers\.(\d+)\.(?:blocks\.(\d+)\.|downsample\.)")
 
 
 def block_count(config) -> int:
     """Number of transformer blocks ``L`` of a supported model config."""
-    return sum(config.depths) if config.model_type == "swin" else config.num_hidden_layers
+    if family_of(config).layout is BlockLayout.STAGES:
+        return sum(config.depths)
+    return config.num_hidden_layers
+
+
+def _stage_depth(name: str, config) -> int | None:
+    """Depth of a parameter in Swin's stages: blocks numbered through the stages, a patch merging with
+    its stage's last block; None outside the blocks."""
+    match = STAGE_BLOCK.search(name)
+    if not match:
+        return None
+    stage, block = int(match.group(1)), match.group(2)
+    before = sum(config.depths[:stage])
+    if block is None:  # the stage's downsample
+        return before + config.depths[stage]
+    return before + int(block) + 1
+
+
+def _plain_depth(name: str) -> int | None:
+    """Depth of a parameter in one list of blocks (block ``i`` at ``i + 1``); None outside the blocks."""
+    match = PLAIN_BLOCK.search(name)
+    if not match:
+        return None
+    return int(match.group(1)) + 1
 
 
 def parameter_depth(name: str, config) -> int:
     """Depth of parameter ``name``: 0 embeddings, ``i + 1`` block ``i``, ``L + 1`` above the blocks."""
     if ".embeddings." in name:
         return 0
-    if config.model_type == "swin":
-        match = SWIN_BLOCK.search(name)
-        if match:
-            stage, block = int(match.group(1)), match.group(2)
-            before = sum(config.depths[:stage])
-            return before + int(block) + 1 if block is not None else before + config.depths[stage]
+    if family_of(config).layout is BlockLayout.STAGES:
+        depth = _stage_depth(name, config)
     else:
-        match = BLOCK.search(name)
-        if match:
-            return int(match.group(1)) + 1
-    return block_count(config) + 1
+        depth = _plain_depth(name)
+    if depth is None:
+        return block_count(config) + 1
+    return depth
 
 
 def require_layer_decay(config) -> None:
-    """A :class:`UserError` unless ``--layer-decay`` knows the blocks of this model type."""
-    if config.model_type not in LAYER_DECAY_TYPES:
-        raise UserError(f"--layer-decay supports {', '.join(LAYER_DECAY_TYPES)} models, not {config.model_type}: "
-                        "drop --layer-decay")
+    """A :class:`UserError` unless ``--layer-decay`` knows the blocks of the classifier trained from ``config``."""
+    family = family_of(config).classifier_family
+    if not family.supports_layer_decay:
+        raise UserError(f"--layer-decay supports {model_types_with('supports_layer_decay')} models, not "
+                        f"{family.model_type}: drop --layer-decay")
 
 
 def layer_decay_groups(model, decay_names: set[str] | list[str], weight_decay: float, lr: float,
@@ -77,12 +98,13 @@ def drop_path_overrides(config, rate: float) -> dict:
     """``from_pretrained`` config overrides for drop path ``rate`` (UserError where it has no place)."""
     if rate == 0.0:
         return {}
-    if config.model_type in CONFIG_DROP_PATH:
+    family = family_of(config).classifier_family
+    if family.drop_path is DropPath.CONFIG:
         return {"drop_path_rate": rate}
-    if config.model_type in BRANCH_DROP_PATH:
+    if family.drop_path is DropPath.BRANCH:
         return {}
-    raise UserError(f"--drop-path applies to {', '.join(CONFIG_DROP_PATH + BRANCH_DROP_PATH)} models, not "
-                    f"{config.model_type}: drop --drop-path")
+    raise UserError(f"--drop-path applies to {model_types_with('supports_drop_path')} models, not "
+                    f"{family.model_type}: drop --drop-path")
 
 
 def add_branch_drop_path(model, rate: float) -> None:
@@ -90,7 +112,7 @@ def add_branch_drop_path(model, rate: float) -> None:
     import torch
     from transformers.models.beit.modeling_beit import BeitDropPath
 
-    if rate == 0.0 or model.config.model_type not in BRANCH_DROP_PATH:
+    if rate == 0.0 or family_of(model.config).drop_path is not DropPath.BRANCH:
         return
     blocks = getattr(model, model.base_model_prefix).layers
     for index, block in enumerate(blocks):

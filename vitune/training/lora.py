@@ -16,12 +16,10 @@ import torch
 from vitune.config import TrainConfig
 from vitune.config.train import lora_target_names
 from vitune.errors import UserError
+from vitune.models.families import family_of, model_types_with
 
 log = logging.getLogger(__name__)
 
-LORA_FAMILIES = ("vit", "deit", "beit", "dinov2", "dinov2_with_registers", "swin", "swinv2")
-# the query and value projections, as transformers names them (renamed during 5.x)
-DEFAULT_TARGETS = (["q_proj", "v_proj"], ["query", "value"])
 HEADS = ("classifier", "distillation_classifier")  # trained in full (modules_to_save)
 LORA_DROPOUT = 0.1
 
@@ -42,15 +40,14 @@ def is_lora(model: torch.nn.Module) -> bool:
 
 
 def _targets_and_heads(model: torch.nn.Module, config: TrainConfig) -> tuple[list[str], list[str]]:
-    model_type = getattr(model.config, "model_type", "")
-    if model_type not in LORA_FAMILIES:
-        raise UserError(f"--lora supports the ViT family, DINOv2 and Swin ({', '.join(LORA_FAMILIES)}), not "
-                        f"{model_type!r} ({config.model}): drop --lora to fine-tune every weight")
+    family = family_of(model.config)
+    if not family.supports_lora:
+        raise UserError(f"--lora supports the ViT family, DINOv2 and Swin ({model_types_with('supports_lora')}), "
+                        f"not {family.model_type!r} ({config.model}): drop --lora to fine-tune every weight")
     heads = [name for name in HEADS if hasattr(model, name)]
     targets = lora_target_names(config.lora_targets)
     if targets is None:
-        leaves = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-        targets = next((pair for pair in DEFAULT_TARGETS if set(pair) <= leaves), DEFAULT_TARGETS[0])
+        targets = family.lora_modules(name.rsplit(".", 1)[-1] for name, _ in model.named_modules())
     return targets, heads
 
 

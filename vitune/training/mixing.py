@@ -1,6 +1,6 @@
 """Soft training targets: label smoothing and mixup / cutmix, as transforms of a batch before the loss.
 
-The task's own loss then sees soft targets (:meth:`vitune.tasks.core.Task.soft_targets`): a
+The task's own loss then sees soft targets (:meth:`vitune.tasks.base.Task.soft_targets`): a
 probability row per image for single_label, a value in [0, 1] per label for multi_label. A NaN
 multi-label target (unknown) stays NaN when mixed, so the masked loss still ignores it.
 
@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from vitune.tasks.core import Task
+from vitune.tasks import Task
 
 
 class TargetMixer:

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 from vitune.config import TrainConfig
 from vitune.data.dataset_dir import DatasetInfo
 from vitune.errors import UserError
-from vitune.tasks.core import get_task
+from vitune.tasks import get_task
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 * :class:`Uint8Collator` stacks uint8 DATASET_DIR rows (pinned by the Trainer's loader on a GPU) and
   task-shaped labels; :class:`vitune.training.augment.DeviceInputs` turns them into the model's input on its device.
-* :class:`VituneTrainer` computes the task's loss itself (:meth:`vitune.tasks.core.Task.loss`:
+* :class:`VituneTrainer` computes the task's loss itself (:meth:`vitune.tasks.base.Task.loss`:
   multi-label BCE with optional ``pos_weight``, single-label CE, regression MSE or BCE on the
   [0, 1]-scaled target) and keeps
   a running loss on the device so divergence is caught without a host sync on every step.
@@ -30,7 +30,7 @@ from transformers.trainer_callback import ProgressCallback
 from vitune.data.dataset_dir import DatasetInfo
 from vitune.errors import UserError
 from vitune.storage.safe_io import raise_if_stopped, replace_dir
-from vitune.tasks.core import Task, get_task
+from vitune.tasks import Task, get_task
 from vitune.training.augment import DeviceInputs
 from vitune.training.ema import WeightEma, save_raw_weights
 from vitune.training.layer_decay import layer_decay_groups
@@ -46,7 +46,7 @@ class Uint8Collator:
 
     No per-pixel work on the CPU: :class:`vitune.training.augment.DeviceInputs` converts, augments and
     normalises on the model's device. Labels as the task's loss takes them
-    (:meth:`vitune.tasks.core.Task.batch_labels`): multi_label float N-hot ``[B, K]``; single_label
+    (:meth:`vitune.tasks.base.Task.batch_labels`): multi_label float N-hot ``[B, K]``; single_label
     int64 ``[B]``; regression float ``[B]`` scaled to [0, 1] with ``label_range`` (the training
     split's min and max).
     """

@@ -153,7 +153,7 @@ def best_trial(trials: list[dict], maximize: bool) -> dict:
 
 def tune(config: TuneConfig) -> TuneResult:
     """Search ``config.trials`` trials; write ``tune.json``, ``best.yaml`` and ``trials.png`` into ``config.out``."""
-    from vitune.tasks.core import get_task
+    from vitune.tasks import get_task
 
     folder = TuneDir(config.out)
     space = config.search_space()

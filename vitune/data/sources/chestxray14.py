@@ -24,7 +24,7 @@ from vitune.data.sources.base import ListingTracker, Record, Skipped, SourceOpti
 from vitune.data.sources.csv_source import read_table, require_column
 from vitune.data.sources.files import ListedFileError, SourceFiles
 from vitune.errors import UserError
-from vitune.tasks.core import MULTI_LABEL
+from vitune.tasks import MULTI_LABEL
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from vitune.data.sources.base import Record, Skipped, SourceOptions, SourceRows
 from vitune.errors import UserError
-from vitune.tasks.core import SINGLE_LABEL
+from vitune.tasks import SINGLE_LABEL
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Any
 from vitune.data.sources.base import ListingTracker, Record, Skipped, SourceOptions, SourceRows
 from vitune.data.sources.files import ListedFileError, SourceFiles
 from vitune.errors import UserError
-from vitune.tasks.core import MULTI_LABEL
+from vitune.tasks import MULTI_LABEL
 from vitune.tasks.labels import MISSING, STATE_OF_CELL, BadLabel, LabelStates, label_state
 
 log = logging.getLogger(__name__)

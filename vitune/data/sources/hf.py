@@ -24,7 +24,7 @@ from typing import Any
 
 from vitune.data.sources.base import SPLIT_NAMES, Record, Skipped, SourceOptions, SourceRows
 from vitune.errors import UserError
-from vitune.tasks.core import MULTI_LABEL, SINGLE_LABEL
+from vitune.tasks import MULTI_LABEL, SINGLE_LABEL
 
 log = logging.getLogger(__name__)
 

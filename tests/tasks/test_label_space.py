@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from vitune.data.sources.base import Record
 from vitune.errors import UserError
-from vitune.tasks.labels import BadLabel, LabelSpace, detect_task, infer_label_space
+from vitune.tasks.label_space import LabelSpace, detect_task, infer_label_space
+from vitune.tasks.labels import BadLabel
 
 
-def records(*raws) -> list[Record]:
-    return [Record(file=f"{i}.png", raw_label=raw) for i, raw in enumerate(raws)]
+def records(*raws) -> list:
+    """The raw labels of a source's records, as the readers give them."""
+    return list(raws)
 
 
 @pytest.mark.parametrize(
