@@ -338,3 +338,12 @@ def test_dataset_at_another_size_than_the_model_is_a_user_error(tiny_vit, datase
     data = dataset_dir_factory(task="multi_label", image_size=16)
     with pytest.raises(UserError, match="holds 16px images but .* expects 32px: prepare the data again with `--image-size 32`"):
         quiet_fit(str(tiny_vit), data, tmp_path / "heads")
+
+
+def test_heads_of_a_checkpoint_need_out(tmp_path):
+    from vitune.config import HeadsConfig
+    from vitune.heads.fit import heads_dir
+
+    with pytest.raises(UserError, match="not-a-run is not a RUN_DIR: give --out DIR"):
+        heads_dir(HeadsConfig(model=str(tmp_path / "not-a-run"), data="d"))
+    assert heads_dir(HeadsConfig(model="m", data="d", out=str(tmp_path / "h"))) == tmp_path / "h"

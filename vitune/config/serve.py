@@ -26,7 +26,8 @@ class ServeConfig(CommandConfig):
         device: cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU).
     """
 
-    arguments = ("run",)
+    arguments = {"run": "RUN_DIR"}
+    usage = "vitune serve RUN_DIR"
 
     run: str
     host: str = LOOPBACK

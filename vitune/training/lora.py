@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from vitune.config import TrainConfig
-from vitune.config.train import lora_target_names
 from vitune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ def _targets_and_heads(model: torch.nn.Module, config: TrainConfig) -> tuple[lis
         raise UserError(f"--lora supports the ViT family, DINOv2 and Swin ({', '.join(LORA_FAMILIES)}), not "
                         f"{model_type!r} ({config.model}): drop --lora to fine-tune every weight")
     heads = [name for name in HEADS if hasattr(model, name)]
-    targets = lora_target_names(config.lora_targets)
+    targets = config.lora_targets
     if targets is None:
         leaves = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
         targets = next((pair for pair in DEFAULT_TARGETS if set(pair) <= leaves), DEFAULT_TARGETS[0])
