@@ -276,14 +276,19 @@ def default_hint(config_cls: type, spec: dataclasses.Field) -> str:
     return f"(default: {shown})"
 
 
+def is_list_type(annotation: Any) -> bool:
+    """Whether a field holds a list: ``list[str]`` or ``list[str] | None``."""
+    members = (annotation, *typing.get_args(annotation))
+    return any(typing.get_origin(member) is list for member in members)
+
+
 def flag_annotation(config_cls: type, spec: dataclasses.Field, annotation: Any) -> Any:
     """A field's type with the tyro markers of its flag: positional, renamed, its metavar, its default."""
     markers = [tyro.conf.Positional] if spec.name in config_cls.arguments else []
     renamed = config_cls.flags.get(spec.name)
-    is_list = list in (typing.get_origin(member) for member in (*typing.get_args(annotation), annotation))
     markers.append(tyro.conf.arg(
         name=renamed.removeprefix("--") if renamed else None,
-        metavar=config_cls.arguments.get(spec.name) or (LIST_METAVAR if is_list else None),
+        metavar=config_cls.arguments.get(spec.name) or (LIST_METAVAR if is_list_type(annotation) else None),
         help_behavior_hint=default_hint(config_cls, spec),
     ))
     return Annotated[(annotation, *markers)]
@@ -318,8 +323,10 @@ def command_line_type(tree: dict) -> Any:
         if isinstance(entry, dict):
             choices.append(Annotated[command_line_type(entry), tyro.conf.subcommand(name, description=GROUPS[name])])
             continue
-        given_always = {COMMAND: entry} if entry.config_cls is None else {COMMAND: entry, PRINT_CONFIG: False}
-        choices.append(Annotated[Any, tyro.conf.subcommand(name, constructor=flags_type(entry), default=given_always,
+        hidden_values = {COMMAND: entry}  # returned whatever the flags: which command ran
+        if entry.config_cls is not None:
+            hidden_values[PRINT_CONFIG] = False
+        choices.append(Annotated[Any, tyro.conf.subcommand(name, constructor=flags_type(entry), default=hidden_values,
                                                            description=entry.description)])
     return Union[tuple(choices)]
 

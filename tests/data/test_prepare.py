@@ -197,7 +197,7 @@ def test_damaged_dataset_dir_says_prepare_again(dataset_dir_factory):
 
 def test_a_plain_file_as_source_is_refused_with_what_to_pass(tmp_path):
     (tmp_path / "x.png").write_bytes(b"png")
-    with pytest.raises(UserError, match="is a file: pass a folder, a label CSV"):
+    with pytest.raises(UserError, match="is a file but not a label CSV: pass its folder, a .csv file"):
         prepare(tmp_path / "x.png", tmp_path / "out")  # checked where the command runs: the config reads no file
     assert not (tmp_path / "out").exists()
 

@@ -34,7 +34,7 @@ def require_source(source: str) -> None:
     if not path.exists():
         raise UserError(f"SOURCE {source} does not exist: pass a folder, a label CSV or hf:NAME")
     if path.is_file() and path.suffix.lower() != ".csv":
-        raise UserError(f"SOURCE {source} is a file: pass a folder, a label CSV (.csv) or hf:NAME")
+        raise UserError(f"SOURCE {source} is a file but not a label CSV: pass its folder, a .csv file or hf:NAME")
 
 
 def detect_format(source: str) -> str:
