@@ -24,8 +24,9 @@ import signal
 import sys
 import typing
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, TypedDict, Union
+from typing import Annotated, Any, TypedDict, Union
 
 import tyro
 
@@ -328,7 +329,7 @@ def command_line_type(tree: dict) -> Any:
             hidden_values[PRINT_CONFIG] = False
         choices.append(Annotated[Any, tyro.conf.subcommand(name, constructor=flags_type(entry), default=hidden_values,
                                                            description=entry.description)])
-    return Union[tuple(choices)]
+    return Union[tuple(choices)]  # noqa: UP007 (a Union of a computed tuple of choices)
 
 
 def command_path(argv: list[str]) -> tuple[list[str], Command | dict]:

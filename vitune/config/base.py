@@ -10,9 +10,10 @@ builds a config from a ``--config`` YAML file's values and the flags given.
 from __future__ import annotations
 
 import typing
+from collections.abc import Iterable
 from dataclasses import MISSING, asdict, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ClassVar
 
 import yaml
 
@@ -117,8 +118,8 @@ class CommandConfig:
     """
 
     noun = "setting"  # what an unknown key is called in errors
-    arguments: dict[str, str] = {}
-    flags: dict[str, str] = {}
+    arguments: ClassVar[dict[str, str]] = {}
+    flags: ClassVar[dict[str, str]] = {}
     usage = ""
 
     @classmethod

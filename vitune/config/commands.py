@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from vitune.config.base import (
     DEFAULT_OPSET,
@@ -51,8 +51,8 @@ class PrepareConfig(CommandConfig):
         uncertain: ignore|zeros|ones: uncertain (-1) findings become unknown (NaN, masked), negative or positive.
     """
 
-    arguments = {"source": "SOURCE"}
-    flags = {"fmt": "--format"}
+    arguments: ClassVar[dict[str, str]] = {"source": "SOURCE"}
+    flags: ClassVar[dict[str, str]] = {"fmt": "--format"}
     usage = "vitune data prepare SOURCE --out DATASET_DIR"
 
     source: str
@@ -138,7 +138,7 @@ class ShowConfig(CommandConfig):
         rows: How many first rows to print.
     """
 
-    arguments = {"dataset_dir": "DATASET_DIR"}
+    arguments: ClassVar[dict[str, str]] = {"dataset_dir": "DATASET_DIR"}
     usage = "vitune data show DATASET_DIR"
 
     dataset_dir: str
@@ -204,7 +204,7 @@ class EvaluateConfig(CommandConfig):
         device: cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU).
     """
 
-    arguments = {"run": "RUN_DIR"}
+    arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR"}
     usage = "vitune evaluate RUN_DIR"
 
     run: str
@@ -236,7 +236,7 @@ class PredictConfig(CommandConfig):
         explain: Also write explanations of the predicted labels into this folder (as `vitune explain`).
     """
 
-    arguments = {"run": "RUN_DIR", "inputs": "IMAGES_OR_FOLDERS"}
+    arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR", "inputs": "IMAGES_OR_FOLDERS"}
     usage = "vitune predict RUN_DIR IMAGES_OR_FOLDERS..."
 
     run: str
@@ -273,7 +273,7 @@ class ExportConfig(CommandConfig):
         batch_size: Batch size of those checks.
     """
 
-    arguments = {"run": "RUN_DIR"}
+    arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR"}
     usage = "vitune export RUN_DIR --onnx FILE"
 
     run: str
@@ -304,7 +304,7 @@ class ReportConfig(CommandConfig):
         out: HTML file (default: RUN_DIR/report.html).
     """
 
-    arguments = {"run": "RUN_DIR"}
+    arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR"}
     usage = "vitune report RUN_DIR"
 
     run: str

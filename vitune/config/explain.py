@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from vitune.config.base import CommandConfig, check_choice, check_count, split_names
 from vitune.errors import UserError
@@ -34,7 +35,7 @@ class ExplainConfig(CommandConfig):
         device: cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU).
     """
 
-    arguments = {"run": "RUN_DIR", "inputs": "IMAGES_OR_FOLDERS"}
+    arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR", "inputs": "IMAGES_OR_FOLDERS"}
     usage = "vitune explain RUN_DIR IMAGES_OR_FOLDERS... --out DIR"
 
     run: str
