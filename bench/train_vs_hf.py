@@ -38,7 +38,8 @@ from vitune.config import (
     PrepareConfig,  # noqa: E402
     TrainConfig,  # noqa: E402
 )
-from vitune.data import load_dataset_dir, prepare  # noqa: E402
+from vitune.data import load_dataset_dir  # noqa: E402
+from vitune.workflows.prepare import prepare  # noqa: E402
 from vitune.data.synthetic import make_chestxray_like  # noqa: E402
 from vitune.runtime.progress import quiet_library_bars  # noqa: E402
 from vitune.tasks import compute_metrics  # noqa: E402

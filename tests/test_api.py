@@ -50,7 +50,7 @@ def test_each_public_name_is_the_definition_of_that_name(name):
     [
         ("build_trainer", "vitune.training.fine_tune"),
         ("train", "vitune.training.fine_tune"),
-        ("prepare", "vitune.data.prepare"),
+        ("prepare", "vitune.workflows.prepare"),
         ("load_run", "vitune.models.run"),
         ("explain_images", "vitune.explain.explainer"),
         ("UserError", "vitune.errors"),

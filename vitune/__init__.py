@@ -35,7 +35,6 @@ if TYPE_CHECKING:  # what IDEs, type checkers and the API reference see; at run 
         TrainConfig,
         TuneConfig,
     )
-    from vitune.data.prepare import prepare
     from vitune.errors import UserError
     from vitune.evaluation.evaluate import evaluate
     from vitune.evaluation.report import build_report
@@ -46,6 +45,7 @@ if TYPE_CHECKING:  # what IDEs, type checkers and the API reference see; at run 
     from vitune.models.run import load_run
     from vitune.training.fine_tune import build_trainer, train
     from vitune.training.tune import tune
+    from vitune.workflows.prepare import prepare
 
 # Public name -> the module that defines it (lazy_loader's ``attach`` would build the same table from
 # the same list: the table is all it would save).
@@ -53,7 +53,7 @@ _PUBLIC_HOMES = {
     "build_trainer": "vitune.training.fine_tune",
     "train": "vitune.training.fine_tune",
     "tune": "vitune.training.tune",
-    "prepare": "vitune.data.prepare",
+    "prepare": "vitune.workflows.prepare",
     "fit_heads": "vitune.heads.fit",
     "evaluate": "vitune.evaluation.evaluate",
     "build_report": "vitune.evaluation.report",

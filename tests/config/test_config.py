@@ -1,4 +1,5 @@
-"""TrainConfig: defaults, self-validation, YAML round trip, CLI-flag overrides, shipped configs."""
+"""The configs: defaults, self-validation, YAML round trip, CLI-flag overrides, shipped configs, no file read
+on construction."""
 
 from pathlib import Path
 
@@ -29,7 +30,6 @@ def test_defaults_are_the_seed_recipe():
         ({"batch_size": -1}, "--batch-size -1 must be a positive number"),
         ({"regression_loss": "l1"}, "use one of mse, bce"),
         ({"augment": "heavy"}, "use one of none, light"),
-        ({"deepspeed": "/nope/ds.json"}, "does not exist"),
         ({"out": ""}, "missing --out"),
     ],
 )
@@ -112,7 +112,9 @@ ALL_CONFIGS = [TrainConfig, *(getattr(vitune.config, name) for name in (
 def test_every_field_has_its_help_in_the_docstring(config_cls):
     from dataclasses import fields
 
-    helps = config_cls.field_help()
+    import docstring_parser
+
+    helps = {param.arg_name: param.description for param in docstring_parser.parse(config_cls.__doc__).params}
     assert sorted(helps) == sorted(f.name for f in fields(config_cls))
     assert all(len(text) > 5 for text in helps.values())
 
@@ -120,30 +122,32 @@ def test_every_field_has_its_help_in_the_docstring(config_cls):
 def test_cli_help_shows_the_dataclass_defaults(monkeypatch, capsys):
     from tiny_run import run_cli
 
-    from vitune.config import EvaluateConfig, HeadsConfig
+    from vitune.config import EvaluateConfig
 
+    monkeypatch.setenv("COLUMNS", "200")  # one line per flag: the phrases below are not wrapped
     code, out, _ = run_cli(monkeypatch, capsys, "train", "--help")
-    assert code == 0 and "Training epochs. [3]" in out and "Peak learning rate. [0.0002]" in out
-    assert "--resume / --no-resume" in out and "--config" in out
+    assert code == 0 and "Training epochs. (default: 3)" in out and "Peak learning rate. (default: 0.0002)" in out
+    assert "--resume, --no-resume" in out and "--config FILE.yaml" in out and "--print-config" in out
+    assert "--batch-size INT" in out and "--report-to A,B" in out
     code, out, _ = run_cli(monkeypatch, capsys, "evaluate", "--help")
-    assert code == 0 and f"[default: {EvaluateConfig.default('bootstrap')}]" in " ".join(out.split()) and "RUN_DIR" in out
+    assert code == 0 and f"(default: {EvaluateConfig.default('bootstrap')})" in out and "RUN_DIR" in out
     code, out, _ = run_cli(monkeypatch, capsys, "heads", "--help")
-    assert "--C" in out and HeadsConfig.default("heads") in out.replace("\n", "").replace(" ", "")
+    assert "--C " in out and "(default: svm,logreg,mlp,ensemble)" in out
+    code, out, _ = run_cli(monkeypatch, capsys, "data", "prepare", "--help")
+    assert "SOURCE" in out and "--format STR" in out and "--no-finding-as-label" in out and "--label-column A,B" in out
 
 
-def test_cli_flags_reach_the_config(monkeypatch, tmp_path):
+def test_cli_flags_reach_the_config(monkeypatch, capsys, tmp_path):
     """Each command receives its config built from the flags (defaults from the dataclass)."""
-    from typer.testing import CliRunner
+    from tiny_run import run_cli
 
-    import vitune.cli as cli
     from vitune.config import EvaluateConfig, PredictConfig
 
     seen = []
     monkeypatch.setattr("vitune.evaluation.evaluate.evaluate", lambda config: seen.append(config) or _Stop())
     monkeypatch.setattr("vitune.inference.predict.predict", lambda config: seen.append(config) or _Stop())
-    runner = CliRunner()
-    runner.invoke(cli.app, ["evaluate", str(tmp_path), "--split", "validation", "--bootstrap", "7"])
-    runner.invoke(cli.app, ["predict", str(tmp_path), "a.png", "b.png", "--head", "svm"])
+    run_cli(monkeypatch, capsys, "evaluate", tmp_path, "--split", "validation", "--bootstrap", "7")
+    run_cli(monkeypatch, capsys, "predict", tmp_path, "a.png", "b.png", "--head", "svm")
     assert seen[0] == EvaluateConfig(run=str(tmp_path), split="validation", bootstrap=7)
     assert seen[1] == PredictConfig(run=str(tmp_path), inputs=["a.png", "b.png"], head="svm")
 
@@ -157,10 +161,39 @@ class _Stop:
 
 def test_train_flags_override_the_config_file(tmp_path):
     TrainConfig(**BASE, epochs=5, lr=1e-3).save(tmp_path / "c.yaml")
-    flags = {name: None for name in TrainConfig.field_help()}
-    config = TrainConfig.from_cli({**flags, "config": tmp_path / "c.yaml", "epochs": 2.0})
+    config = TrainConfig.from_flags({"epochs": 2.0}, tmp_path / "c.yaml")
     assert (config.epochs, config.lr) == (2.0, 1e-3)
-    assert TrainConfig.from_cli({**flags, **BASE, "config": None}).epochs == TrainConfig.default("epochs")
+    assert TrainConfig.from_flags(BASE).epochs == TrainConfig.default("epochs")
+    assert TrainConfig.from_flags({"max_steps": None}, tmp_path / "c.yaml").max_steps is None  # a flag given as None
+
+
+def test_flags_over_a_recipe_over_the_defaults():
+    strong = TrainConfig.from_flags({**BASE, "recipe": "strong", "lr": 1e-3})
+    assert (strong.lr, strong.epochs, strong.layer_decay) == (1e-3, 75, 0.55)
+
+
+@pytest.mark.parametrize("config_cls", ALL_CONFIGS + [vitune.config.TuneConfig, vitune.config.ServeConfig],
+                         ids=lambda cls: cls.__name__)
+def test_constructing_a_config_reads_no_file(config_cls, tmp_path, monkeypatch):
+    """Paths are checked where the command runs, not when a config is built (a notebook, --print-config)."""
+    import builtins
+    import os
+    from dataclasses import fields
+
+    values = {"data": "d", "model": "m", "out": "o", "run": "r", "inputs": ["x.png"], "source": str(tmp_path),
+              "dataset_dir": "d", "onnx": "m.onnx", "deepspeed": "ds.json", "space": "space.yaml", "base": "b.yaml",
+              "heads": "svm,mlp", "views": "PA", "label_column": "a,b", "report_to": "tensorboard", "labels": "A"}
+    names = {f.name for f in fields(config_cls)}
+
+    def no_file(*args, **kwargs):
+        raise AssertionError(f"a file was touched: {args}")
+
+    for function in ("stat", "lstat", "listdir", "scandir", "access"):
+        monkeypatch.setattr(os, function, no_file)
+    monkeypatch.setattr(builtins, "open", no_file)
+    config = config_cls(**{name: value for name, value in values.items() if name in names})
+    monkeypatch.undo()
+    assert config.to_dict()
 
 
 @pytest.mark.parametrize("config_cls, values, message", [
@@ -169,7 +202,9 @@ def test_train_flags_override_the_config_file(tmp_path):
     ("PredictConfig", {"run": "r", "inputs": ["x"], "head": "knn"}, "unknown --head 'knn'"),
     ("ExportConfig", {"run": "r", "onnx": "m.onnx", "tolerance": 0}, "--tolerance 0 must be a positive number"),
     ("HeadsConfig", {"model": "m", "data": "d", "out": "o", "pooling": "max"}, "unknown pooling 'max'"),
-    ("HeadsConfig", {"model": "not-a-run", "data": "d"}, "not-a-run is not a RUN_DIR: give --out DIR"),
+    ("HeadsConfig", {"model": "m", "data": "d", "heads": ", "}, "unknown head(s) (none given)"),
+    ("PrepareConfig", {"source": "s", "out": "o", "views": " , "}, "--views ' , ' names no view"),
+    ("PrepareConfig", {"source": "s", "out": "o", "label_column": "a,a"}, "names a column twice or none"),
     ("ShowConfig", {"dataset_dir": "d", "rows": 0}, "--rows must be at least 1"),
     ("ExplainConfig", {"run": "r", "inputs": ["x"], "out": "o", "top": 0}, "--top must be at least 1 (got 0)"),
     ("ExplainConfig", {"run": "r", "inputs": ["x"], "out": "o", "labels": "a", "top": 2}, "--labels and --top both"),

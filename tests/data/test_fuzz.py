@@ -97,7 +97,7 @@ def test_label_csv(rows, bom, newline, quoting):
         (root / "labels.csv").write_bytes((b"\xef\xbb\xbf" if bom else b"") + buffer.getvalue().encode())
         labelled = [(f, lab, lab.strip() in ("cat", "dog", "owl")) for f, lab in rows]
         table_rows = _table_rows(rows, [ok for _, _, ok in labelled])
-        options = SourceOptions(image_column="image", label_column="label")
+        options = SourceOptions(image_column="image", label_columns=["label"])
         check_rows_kept_or_skipped(table_rows, lambda: read_source(root / "labels.csv", "csv", options),
                                    lambda result: _csv_data_rows(root / "labels.csv"))
 

@@ -100,11 +100,11 @@ def test_second_prepare_is_a_cache_hit_and_changes_rebuild(imagefolder, tmp_path
     assert "dog/extra.png" in _rows_by_file(out)
 
 
-def test_image_size_comes_from_the_model(imagefolder, tmp_path, tiny_vit):
+def test_a_model_without_an_image_size_is_looked_up_a_layer_above(imagefolder, tmp_path, tiny_vit):
     source, _ = imagefolder
-    info = prepare(source, tmp_path / "ds", model=str(tiny_vit), split="random", workers=1)
-    assert info.image_size == 32 and info.split_method == "random"
-    assert datasets.load_from_disk(str(tmp_path / "ds"))["train"].features["pixel_values"].shape == (3, 32, 32)
+    with pytest.raises(UserError, match="vitune.workflows.prepare.prepare"):
+        prepare(source, tmp_path / "ds", model=str(tiny_vit))
+    assert not (tmp_path / "ds").exists()
 
 
 def test_chestxray14_official_split_groups_patients(tmp_path):
@@ -196,11 +196,10 @@ def test_damaged_dataset_dir_says_prepare_again(dataset_dir_factory):
 
 
 def test_a_plain_file_as_source_is_refused_with_what_to_pass(tmp_path):
-    from vitune.data.prepare import PrepareConfig
-
     (tmp_path / "x.png").write_bytes(b"png")
-    with pytest.raises(UserError, match="is a file: pass a folder, a label CSV"):
-        PrepareConfig(source=tmp_path / "x.png", out=tmp_path / "out")
+    with pytest.raises(UserError, match="is a file but not a label CSV: pass its folder, a .csv file"):
+        prepare(tmp_path / "x.png", tmp_path / "out")  # checked where the command runs: the config reads no file
+    assert not (tmp_path / "out").exists()
 
 
 def test_views_filter_a_chestxray14_release_by_its_view_position_column(tmp_path):

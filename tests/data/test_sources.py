@@ -106,7 +106,7 @@ def test_imagefolder_metadata_per_split_folder_and_label_column(tmp_path):
     write(tmp_path / "test" / "metadata.jsonl", json.dumps({"file_name": "b.png", "age": 40, "id": "p2"}) + "\n")
     with pytest.raises(UserError, match="cannot tell the label column among age, id: pass --label-column"):
         read_source(tmp_path)
-    rows = read_source(tmp_path, options=SourceOptions(label_column="age", group_column="id"))
+    rows = read_source(tmp_path, options=SourceOptions(label_columns=["age"], group_column="id"))
     assert [(r.file, r.raw_label, r.group, r.split) for r in rows.records] == [
         ("test/b.png", 40, "p2", "test"),
         ("train/img/a.png", 31, "p1", "train"),
@@ -185,7 +185,7 @@ def test_csv_multilabel_with_group_and_bad_rows(tmp_path):
         "imgs/sub/../d.png,cat,\n"
         ",cat,p4\n",
     )
-    options = SourceOptions(label_column="findings", label_separator=";", group_column="patient")
+    options = SourceOptions(label_columns=["findings"], label_separator=";", group_column="patient")
     rows = read_source(tmp_path, options=options)
     assert rows.format == "csv" and rows.task == "multi_label" and rows.label_name == "findings"
     assert [(r.file, r.raw_label, r.group) for r in rows.records] == [
@@ -225,7 +225,7 @@ def test_csv_pipe_in_a_value_makes_the_column_multilabel(tmp_path):
     [
         ("name,label\na.png,x\n", SourceOptions(), "image column among name, label: pass --image-column"),
         ("image,a,b\na.png,x,y\n", SourceOptions(), "label column among image, a, b: pass --label-column"),
-        ("image,label\na.png,x\n", SourceOptions(label_column="kind"), "no column 'kind' \\(--label-column\\)"),
+        ("image,label\na.png,x\n", SourceOptions(label_columns=["kind"]), "no column 'kind' \\(--label-column\\)"),
         ("image,label\na.png,x\n", SourceOptions(group_column="pid"), "l.csv has no column 'pid' \\(--group-column\\)"),
         ("", SourceOptions(), "l.csv is empty"),
     ],
@@ -447,7 +447,7 @@ def test_hf_local_parquet_dataset(tmp_path, hf_cache):
     assert rows.skipped == [Skipped("train#1", "missing label")]
     assert np.asarray(Image.open(io.BytesIO(rows.records[1].pixels)))[0, 0, 0] == 30
 
-    multi = read_source(f"hf:{folder}", options=SourceOptions(label_column="tags", group_column="id"))
+    multi = read_source(f"hf:{folder}", options=SourceOptions(label_columns=["tags"], group_column="id"))
     assert multi.task == "multi_label" and multi.label_order == ["x", "y"]
     assert [(r.raw_label, r.group) for r in multi.records] == [(["x"], "7"), (["y", "x"], "8"), ([], "9"), (["x"], "7")]
 

@@ -85,7 +85,7 @@ def test_malformed_and_all_blank_rows_are_skipped_with_their_reason(tmp_path):
     for name in ("a.png", "b.png", "c.png", "d.png"):
         (tmp_path / name).write_bytes(b"")  # decoding comes later: the reader checks the labels
     (tmp_path / "labels.csv").write_text("image,Edema,Effusion\na.png,1,0\nb.png,2,0\nc.png,,\nd.png,-1,\n")
-    rows = read_source(tmp_path / "labels.csv", "csv", SourceOptions(label_column="Edema,Effusion"))
+    rows = read_source(tmp_path / "labels.csv", "csv", SourceOptions(label_columns=["Edema", "Effusion"]))
     reasons = {s.file: s.reason for s in rows.skipped}
     assert reasons["b.png"] == "malformed label '2' in column 'Edema': use 1, 0, -1 or blank"
     assert reasons["c.png"] == "missing label"
@@ -102,7 +102,7 @@ def test_user_mistakes_are_one_line_errors(chexpert, tmp_path):
     with pytest.raises(UserError, match="--uncertain 'maybe' is not supported: use one of ignore, zeros, ones"):
         PrepareConfig(source=chexpert, out=tmp_path / "ds", uncertain="maybe")
     with pytest.raises(UserError, match="no column 'Nope'"):
-        read_source(chexpert, "csv", SourceOptions(label_column="Edema,Nope"))
+        read_source(chexpert, "csv", SourceOptions(label_columns=["Edema", "Nope"]))
     with pytest.raises(UserError, match="several label columns make a multi-label dataset"):
         prepare(PrepareConfig(source=chexpert, out=tmp_path / "ds", task="single_label", workers=1,
                               label_column=",".join(FINDINGS), image_size=16))

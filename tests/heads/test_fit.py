@@ -386,3 +386,12 @@ def test_heads_learn_from_partly_unknown_targets(head):
     head.fit(x[:200], with_unknowns(y[:200], share=0.4))
     auc = compute_metrics("multi_label", y[200:], head.predict_scores(x[200:]), list("abc")).metrics["roc_auc_macro"]
     assert auc > 0.85
+
+
+def test_heads_of_a_checkpoint_need_out(tmp_path):
+    from vitune.config import HeadsConfig
+    from vitune.heads.fit import heads_dir
+
+    with pytest.raises(UserError, match="not-a-run is not a RUN_DIR: give --out DIR"):
+        heads_dir(HeadsConfig(model=str(tmp_path / "not-a-run"), data="d"))
+    assert heads_dir(HeadsConfig(model="m", data="d", out=str(tmp_path / "h"))) == tmp_path / "h"

@@ -269,3 +269,21 @@ def test_pos_weight_counts_known_cells_only():
             return {"labels": np.array([[1, 0], [0, np.nan], [np.nan, 1], [0, 0]], dtype=np.float32)}
 
     assert auto_pos_weight(Split()).tolist() == [2.0, 2.0]
+
+
+def test_a_missing_deepspeed_file_is_said_before_any_work(tmp_path):
+    config = TrainConfig(data=str(tmp_path / "none"), model="m", out=str(tmp_path / "run"), deepspeed="/nope/ds.json")
+    with pytest.raises(UserError, match="--deepspeed /nope/ds.json does not exist"):
+        train(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_arguments_take_the_settings_through_the_one_mapping(tmp_path):
+    from vitune.config import TRAINING_ARGUMENTS
+
+    config = TrainConfig(data="d", model="m", out=str(tmp_path / "run"), epochs=2, lr=1e-3, batch_size=4, grad_accum=3,
+                         warmup=0.1, scheduler="linear", weight_decay=0.05, seed=7, save_total_limit=1)
+    arguments = train_module.training_arguments(config, get_task("multi_label"))
+    for setting, field in TRAINING_ARGUMENTS.items():
+        assert getattr(arguments, field) == getattr(config, setting), field
+    assert arguments.per_device_eval_batch_size == 8 and arguments.max_steps == -1

@@ -84,7 +84,7 @@ def test_a_bad_space_file_says_what_to_give(tmp_path, text, message):
     space = tmp_path / "space.yaml"
     space.write_text(text)
     with pytest.raises(UserError, match=message):
-        TuneConfig(data="d", model="m", out="o", space=str(space))
+        TuneConfig(data="d", model="m", out="o", space=str(space)).search_space()  # read when the search starts
 
 
 def test_default_space_and_invalid_choices(tmp_path):

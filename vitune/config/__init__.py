@@ -1,8 +1,9 @@
-"""Command settings: one config dataclass per command, each checking itself on construction.
+"""Command settings: one config dataclass per command, each checking its values on construction.
 
-:class:`CommandConfig` (``base``) is what they share: defaults defined once on the dataclass (the
-CLI reads help and defaults from there), ``to_dict`` / ``from_dict`` and the checks that turn a bad
-value into a :class:`~vitune.errors.UserError` naming the flag and what to give. ``train`` holds
+:class:`CommandConfig` (``base``) is what they share: defaults and help defined once on the dataclass
+(the CLI is generated from them), ``to_dict`` / ``to_yaml`` / ``from_flags`` and the checks that turn a
+bad value into a :class:`~vitune.errors.UserError` naming the flag and what to give. Constructing a
+config reads no file; ``from_flags`` / ``from_yaml`` read a ``--config`` file (and a ``--recipe`` preset). ``train`` holds
 :class:`TrainConfig` (saved as ``RUN_DIR/config.yaml``), ``tune`` :class:`TuneConfig` and its search
 space, ``serve`` :class:`ServeConfig`, ``commands`` the other commands' configs.
 This package imports no ML library, so the CLI starts fast.
@@ -18,6 +19,7 @@ from vitune.config.base import (
     check_pooling,
     check_positive,
     parse_heads,
+    split_names,
 )
 from vitune.config.commands import (
     DemoConfig,
@@ -31,12 +33,13 @@ from vitune.config.commands import (
 )
 from vitune.config.explain import EXPLAIN_METHODS, ExplainConfig, parse_labels
 from vitune.config.serve import ServeConfig
-from vitune.config.train import LOCAL_PATHS, TrainConfig
+from vitune.config.train import LOCAL_PATHS, TRAINING_ARGUMENTS, TrainConfig
 from vitune.config.tune import TuneConfig
 
 __all__ = [
-    "EXPLAIN_METHODS", "HEAD_NAMES", "LOCAL_PATHS", "MODEL_HEAD", "POOLINGS", "SPLIT_METHODS", "CommandConfig",
+    "EXPLAIN_METHODS", "HEAD_NAMES", "LOCAL_PATHS", "MODEL_HEAD", "POOLINGS", "SPLIT_METHODS", "TRAINING_ARGUMENTS",
+    "CommandConfig",
     "DemoConfig", "EvaluateConfig", "ExplainConfig", "ExportConfig", "HeadsConfig", "PredictConfig", "PrepareConfig",
     "ReportConfig", "ServeConfig", "ShowConfig", "TrainConfig", "TuneConfig", "check_choice", "check_pooling",
-    "check_positive", "parse_heads", "parse_labels",
+    "check_positive", "parse_heads", "parse_labels", "split_names",
 ]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from vitune.config.base import (
     DEFAULT_OPSET,
@@ -13,16 +13,17 @@ from vitune.config.base import (
     MODEL_HEAD,
     SPLIT_METHODS,
     TASK_CHOICES,
-    UNCERTAIN_POLICIES,
     CommandConfig,
     check_choice,
     check_count,
     check_pooling,
     check_positive,
     parse_heads,
+    split_names,
 )
 from vitune.errors import UserError
 from vitune.storage.layout import SAMPLE_GRID, RunDir
+from vitune.tasks.labels import UNCERTAIN_POLICIES
 
 
 @dataclass
@@ -42,7 +43,7 @@ class PrepareConfig(CommandConfig):
         seed: Seed of the split.
         group_column: Patient/subject id column: no group spans two splits.
         image_column: CSV column with the image file names.
-        label_column: CSV/metadata column with the labels; several, comma-separated, for one column per finding.
+        label_column: CSV/metadata column with the labels; several (A,B) for one column per finding.
         label_separator: Separator of several labels in one cell, e.g. '|'.
         no_finding_as_label: ChestX-ray14: keep 'No Finding' as a 15th label.
         workers: Decoding processes (default: all cores).
@@ -50,8 +51,9 @@ class PrepareConfig(CommandConfig):
         uncertain: ignore|zeros|ones: uncertain (-1) findings become unknown (NaN, masked), negative or positive.
     """
 
-    arguments = ("source",)
-    flags = {"fmt": "--format"}
+    arguments: ClassVar[dict[str, str]] = {"source": "SOURCE"}
+    flags: ClassVar[dict[str, str]] = {"fmt": "--format"}
+    usage = "vitune data prepare SOURCE --out DATASET_DIR"
 
     source: str
     out: Path
@@ -65,11 +67,11 @@ class PrepareConfig(CommandConfig):
     seed: int = 0
     group_column: str | None = None
     image_column: str | None = None
-    label_column: str | None = None
+    label_column: list[str] | None = None
     label_separator: str | None = None
     no_finding_as_label: bool = False
     workers: int | None = None
-    views: str | None = None
+    views: list[str] | None = None
     uncertain: str = "ignore"
 
     def __post_init__(self) -> None:
@@ -93,39 +95,21 @@ class PrepareConfig(CommandConfig):
             raise UserError(f"--image-size {self.image_size} is out of range: use 1 to 4096 (224 is usual)")
         if self.workers is not None and self.workers < 1:
             raise UserError(f"workers must be at least 1, got {self.workers}")
-        if not self.source.startswith("hf:") and not Path(self.source).exists():
-            raise UserError(f"SOURCE {self.source} does not exist: pass a folder, a label CSV or hf:NAME")
-        if Path(self.source).is_file() and Path(self.source).suffix.lower() != ".csv":
-            raise UserError(f"SOURCE {self.source} is a file: pass a folder, a label CSV (.csv) or hf:NAME")
-        if self.views is not None and not self.view_set():
-            raise UserError(f"--views {self.views!r} names no view: give them comma-separated, e.g. PA,AP")
+        given_views = self.views
+        self.views = split_names(self.views)
+        if self.views is not None and not self.views:
+            raise UserError(f"--views {given_views!r} names no view: give them comma-separated, e.g. PA,AP")
+        given_columns = self.label_column
+        self.label_column = split_names(self.label_column)
+        if self.label_column == [] or len(set(self.label_column or ())) < len(self.label_column or ()):
+            raise UserError(f"--label-column {given_columns!r} names a column twice or none: give each finding once")
         check_choice("uncertain", self.uncertain, UNCERTAIN_POLICIES)
 
     def view_set(self) -> frozenset[str] | None:
         """The views ``--views`` keeps (upper case), or None to keep every image."""
         if self.views is None:
             return None
-        return frozenset(v.strip().upper() for v in self.views.split(",") if v.strip())
-
-    def resolved_image_size(self) -> int:
-        """``--image-size``, else the model's input size, else 224."""
-        if self.image_size is not None:
-            return self.image_size
-        from vitune.models.aliases import default_image_size
-
-        return default_image_size(self.model)
-
-    def source_options(self):
-        """The options the source readers take (a :class:`vitune.data.sources.base.SourceOptions`)."""
-        from vitune.data.sources.base import SourceOptions
-
-        return SourceOptions(
-            image_column=self.image_column,
-            label_column=self.label_column,
-            label_separator=self.label_separator,
-            group_column=self.group_column,
-            no_finding_as_label=self.no_finding_as_label,
-        )
+        return frozenset(view.upper() for view in self.views)
 
     def fingerprint_settings(self, image_size: int) -> dict[str, Any]:
         """The options that change the cached result (not ``out``, ``model`` or ``workers``)."""
@@ -136,6 +120,8 @@ class PrepareConfig(CommandConfig):
             settings.pop("views")  # datasets prepared before --views existed keep their fingerprint
         else:
             settings["views"] = sorted(self.view_set())  # PA,AP and ap,pa are one filter
+        if settings["label_column"] is not None:
+            settings["label_column"] = ",".join(self.label_column)  # as 0.2 wrote it: those datasets stay cached
         if settings["uncertain"] == "ignore":
             settings.pop("uncertain")  # likewise for datasets prepared before --uncertain
         settings["image_size"] = image_size
@@ -152,7 +138,8 @@ class ShowConfig(CommandConfig):
         rows: How many first rows to print.
     """
 
-    arguments = ("dataset_dir",)
+    arguments: ClassVar[dict[str, str]] = {"dataset_dir": "DATASET_DIR"}
+    usage = "vitune data show DATASET_DIR"
 
     dataset_dir: str
     out: str | None = None
@@ -171,8 +158,8 @@ class HeadsConfig(CommandConfig):
     Args:
         model: RUN_DIR from `vitune train`, or a checkpoint (alias, Hub id, directory).
         data: DATASET_DIR from `vitune data prepare`.
-        out: Output DIR [RUN_DIR/heads when --model is a run].
-        heads: Comma-separated heads to fit.
+        out: Output DIR (default: RUN_DIR/heads when --model is a run).
+        heads: Heads to fit (svm,logreg,mlp,ensemble).
         pooling: cls|mean token pooling of the backbone.
         C: SVM C (default: chosen by 3-fold CV on train among 0.1, 1, 10, 100).
         batch_size: Embedding batch size.
@@ -180,10 +167,12 @@ class HeadsConfig(CommandConfig):
         cache_dir: Embedding cache (default: OUT/embeddings).
     """
 
+    usage = "vitune heads --model RUN_DIR|MODEL --data DATASET_DIR"
+
     model: str
     data: str
     out: str | None = None
-    heads: str = ",".join(HEAD_NAMES)
+    heads: list[str] = field(default_factory=lambda: list(HEAD_NAMES))
     pooling: str = "cls"
     C: float | None = None
     batch_size: int = 32
@@ -192,19 +181,13 @@ class HeadsConfig(CommandConfig):
 
     def __post_init__(self) -> None:
         self.model, self.data = str(self.model), str(self.data)
-        parse_heads(self.heads)
+        self.heads = parse_heads(self.heads)
         check_pooling(self.pooling)
         if self.C is not None and not self.C > 0:
             raise UserError(f"--C must be positive, got {self.C}")
         check_count("batch_size", self.batch_size)
-        if self.out is None and not RunDir(self.model).is_run():
-            raise UserError(f"{self.model} is not a RUN_DIR: give --out DIR for the heads")
-        self.out = str(self.out) if self.out is not None else str(RunDir(self.model).heads)
-
-    @property
-    def names(self) -> list[str]:
-        """The heads to fit, in ``HEAD_NAMES`` order."""
-        return parse_heads(self.heads)
+        if self.out is not None:
+            self.out = str(self.out)
 
 
 @dataclass
@@ -221,7 +204,8 @@ class EvaluateConfig(CommandConfig):
         device: cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU).
     """
 
-    arguments = ("run",)
+    arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR"}
+    usage = "vitune evaluate RUN_DIR"
 
     run: str
     data: str | None = None
@@ -252,7 +236,8 @@ class PredictConfig(CommandConfig):
         explain: Also write explanations of the predicted labels into this folder (as `vitune explain`).
     """
 
-    arguments = ("run", "inputs")
+    arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR", "inputs": "IMAGES_OR_FOLDERS"}
+    usage = "vitune predict RUN_DIR IMAGES_OR_FOLDERS..."
 
     run: str
     inputs: list[str]
@@ -288,7 +273,8 @@ class ExportConfig(CommandConfig):
         batch_size: Batch size of those checks.
     """
 
-    arguments = ("run",)
+    arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR"}
+    usage = "vitune export RUN_DIR --onnx FILE"
 
     run: str
     onnx: str
@@ -318,7 +304,8 @@ class ReportConfig(CommandConfig):
         out: HTML file (default: RUN_DIR/report.html).
     """
 
-    arguments = ("run",)
+    arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR"}
+    usage = "vitune report RUN_DIR"
 
     run: str
     out: str | None = None

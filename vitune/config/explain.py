@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from vitune.config.base import CommandConfig, check_choice, check_count
+from vitune.config.base import CommandConfig, check_choice, check_count, split_names
 from vitune.errors import UserError
 
 # Best pointing first (README, `bench/explain.py`): the default is the first one the model supports.
@@ -13,10 +14,8 @@ EXPLAIN_METHODS = ("grad-rollout", "rollout", "gradcam")
 
 def parse_labels(labels: str | list[str] | None) -> list[str] | None:
     """``"A,B"`` or a list -> label names (None: not given); an empty list is an error."""
-    if labels is None:
-        return None
-    names = [name.strip() for name in (labels.split(",") if isinstance(labels, str) else labels) if str(name).strip()]
-    if not names:
+    names = split_names(labels)
+    if names == []:
         raise UserError("--labels is empty: give label names separated by commas, e.g. --labels Effusion,Mass")
     return names
 
@@ -29,19 +28,20 @@ class ExplainConfig(CommandConfig):
         run: RUN_DIR from `vitune train`.
         inputs: Image files and/or folders (searched recursively).
         out: Folder for the overlays, explanations.json and heatmaps.npz.
-        labels: Labels to explain for every image, comma-separated (default: the predicted ones).
+        labels: Labels to explain for every image, e.g. A,B (default: the predicted ones).
         top: Explain each image's K highest-scoring labels instead.
         method: grad-rollout|rollout|gradcam (default: the best-pointing one the model supports).
         batch_size: Images per forward and backward pass.
         device: cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU).
     """
 
-    arguments = ("run", "inputs")
+    arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR", "inputs": "IMAGES_OR_FOLDERS"}
+    usage = "vitune explain RUN_DIR IMAGES_OR_FOLDERS... --out DIR"
 
     run: str
     inputs: list[str]
     out: str
-    labels: str | None = None
+    labels: list[str] | None = None
     top: int | None = None
     method: str | None = None
     batch_size: int = 16
@@ -54,6 +54,6 @@ class ExplainConfig(CommandConfig):
             check_count("top", self.top)
         if self.labels is not None and self.top is not None:
             raise UserError("--labels and --top both given: choose the labels or the top K, not both")
-        parse_labels(self.labels)
+        self.labels = parse_labels(self.labels)
         if self.method is not None:
             check_choice("method", self.method, EXPLAIN_METHODS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from vitune.config.base import HEAD_NAMES, MODEL_HEAD, CommandConfig, check_count, check_positive
 from vitune.errors import UserError
@@ -26,7 +27,8 @@ class ServeConfig(CommandConfig):
         device: cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU).
     """
 
-    arguments = ("run",)
+    arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR"}
+    usage = "vitune serve RUN_DIR"
 
     run: str
     host: str = LOOPBACK

@@ -8,12 +8,12 @@ repeats the run; flags given on the command line override the file's values.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from vitune.config.base import CommandConfig, check_choice, check_positive
+from vitune.config.base import CommandConfig, check_choice, check_positive, split_names
 from vitune.errors import UserError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -38,6 +38,22 @@ REPORT_TO = ("none", "tensorboard", "mlflow", "wandb")
 HUB_REPO_ID = re.compile(r"([\w.-]+/)?[\w.-]+")
 REQUIRED = ("data", "model", "out")
 LOCAL_PATHS = ("data", "model", "out", "deepspeed")
+# TrainConfig setting -> the transformers.TrainingArguments field that takes its value as it is: the one
+# mapping between the two, used to build a run's TrainingArguments and to name the fields a tune trial sets.
+TRAINING_ARGUMENTS = {
+    "epochs": "num_train_epochs",
+    "lr": "learning_rate",
+    "batch_size": "per_device_train_batch_size",
+    "grad_accum": "gradient_accumulation_steps",
+    "warmup": "warmup_steps",  # below 1: a fraction of the steps
+    "scheduler": "lr_scheduler_type",
+    "weight_decay": "weight_decay",
+    "seed": "seed",
+    "save_total_limit": "save_total_limit",
+    "deepspeed": "deepspeed",
+    "compile": "torch_compile",
+    "gradient_checkpointing": "activation_checkpointing",
+}
 
 
 @dataclass
@@ -69,12 +85,12 @@ class TrainConfig(CommandConfig):
         save_total_limit: Checkpoints kept, best included.
         deepspeed: DeepSpeed JSON config (e.g. vitune/config/presets/ds_zero2.json).
         trust_remote_code: Allow Hub model code.
-        report_to: none|tensorboard|mlflow|wandb, several comma-separated: logs go inside RUN_DIR
+        report_to: none|tensorboard|mlflow|wandb, several as A,B: logs go inside RUN_DIR
           (MLflow: RUN_DIR/mlruns unless MLFLOW_TRACKING_URI is set).
         push_to_hub: Hub repo id (OWNER/NAME or NAME) to push model/ and its card to, with your token.
         lora: LoRA rank R (0: off): train low-rank adapters and the head only (ViT family, DINOv2, Swin).
         lora_alpha: LoRA scaling alpha (default: the rank R).
-        lora_targets: Comma-separated module names LoRA adapts (default: the query and value projections).
+        lora_targets: Module names LoRA adapts, e.g. query,value (default: the query and value projections).
         recipe: seed|strong: preset of the other settings (vitune/config/presets/recipes/); settings given win.
         layer_decay: Layer-wise LR decay: the LR of layer l of L is lr * decay^(L - l) (ViT, DeiT, BEiT, DINOv2, Swin).
         drop_path: Stochastic depth rate of the last block (linear from 0 over the depth).
@@ -87,6 +103,7 @@ class TrainConfig(CommandConfig):
     """
 
     noun = "training setting"
+    usage = "vitune train --data DATASET_DIR --model MODEL --out RUN_DIR"
 
     data: str
     model: str
@@ -112,11 +129,11 @@ class TrainConfig(CommandConfig):
     save_total_limit: int = 2
     deepspeed: str | None = None
     trust_remote_code: bool = False
-    report_to: str = "none"
+    report_to: list[str] = field(default_factory=list)
     push_to_hub: str | None = None
     lora: int = 0
     lora_alpha: float | None = None
-    lora_targets: str | None = None
+    lora_targets: list[str] | None = None
     recipe: str | None = None
     layer_decay: float | None = None
     drop_path: float = 0.0
@@ -130,7 +147,7 @@ class TrainConfig(CommandConfig):
     def __post_init__(self) -> None:
         for name in REQUIRED:
             if not getattr(self, name):
-                raise UserError(f"missing --{name}: `vitune train --data DATASET_DIR --model MODEL --out RUN_DIR`")
+                raise UserError(f"missing --{name}: `{self.usage}`")
             setattr(self, name, str(getattr(self, name)))
         for name, choices in (("precision", PRECISIONS), ("scheduler", SCHEDULERS),
                               ("regression_loss", REGRESSION_LOSSES), ("pos_weight", POS_WEIGHTS),
@@ -147,8 +164,8 @@ class TrainConfig(CommandConfig):
             raise UserError(f"--weight-decay {self.weight_decay} is negative: use 0 or a small positive value")
         if self.num_workers is not None and self.num_workers < 0:
             raise UserError(f"--num-workers {self.num_workers} is negative: use 0 (main process) or more")
-        if self.deepspeed is not None and not Path(self.deepspeed).is_file():
-            raise UserError(f"--deepspeed {self.deepspeed} does not exist: give a DeepSpeed JSON config file")
+        self.report_to = report_destinations(self.report_to)
+        self.lora_targets = lora_target_names(self.lora_targets)
         _check_tracking_and_lora(self)
         self._check_recipe_settings()
 
@@ -165,10 +182,6 @@ class TrainConfig(CommandConfig):
             if getattr(self, name) < 0:
                 raise UserError(f"{self.flag(name)} {getattr(self, name)} is a Beta alpha: use 0 (off) or more")
 
-    def to_yaml(self) -> str:
-        """The YAML text of this config, fields in declaration order."""
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
     def save(self, path: Path | str) -> None:
         """Write the YAML file that repeats this run from any working directory.
 
@@ -182,42 +195,14 @@ class TrainConfig(CommandConfig):
         run = TrainConfig(**values)
         Path(path).write_text(run.to_yaml())
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        """Build from a dict (numbers given as text converted), rejecting unknown keys with the known ones."""
-        cls.check_known(values)
-        values = _numbers_from_text(with_recipe(values))
-        missing = [f"--{name}" for name in REQUIRED if values.get(name) in (None, "")]
-        if missing:
-            raise UserError(
-                f"missing {', '.join(missing)}: `vitune train --data DATASET_DIR --model MODEL --out RUN_DIR` "
-                "(or set them in the --config file)"
-            )
-        return cls(**values)
+    def training_argument_values(self) -> dict:
+        """The ``transformers.TrainingArguments`` values this config sets as they are (:data:`TRAINING_ARGUMENTS`)."""
+        return {argument: getattr(self, setting) for setting, argument in TRAINING_ARGUMENTS.items()}
 
     @classmethod
-    def from_cli(cls, values: dict) -> "TrainConfig":
-        """From the flags given (None = not given) over the ``config`` YAML file, when there is one."""
-        values = dict(values)
-        path = values.pop("config", None)
-        if path:
-            return cls.from_yaml(path, **values)
-        return cls.from_dict({k: v for k, v in values.items() if v is not None})
-
-    @classmethod
-    def from_yaml(cls, path: Path | str, **overrides) -> "TrainConfig":
-        """Load a YAML config; ``overrides`` that are not None (CLI flags) win over the file."""
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"config file {path} does not exist: give a YAML file such as RUN_DIR/config.yaml")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-        if not isinstance(values, dict):
-            raise UserError(f"{path} must hold a mapping of setting: value")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(values)
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """Build from a dict over the ``recipe`` preset it names, rejecting unknown keys with the known ones."""
+        return super().from_dict(with_recipe(values))
 
 
 def recipe_path(name: str) -> Path:
@@ -235,49 +220,30 @@ def with_recipe(values: dict) -> dict:
     return {**preset, **values}
 
 
-def _numbers_from_text(values: dict) -> dict:
-    """Numeric settings given as text become numbers: YAML 1.1 reads ``lr: 2e-4`` as a string."""
-    numeric = {f.name: float if f.type.startswith("float") else int
-               for f in fields(TrainConfig) if f.type.split(" ")[0] in ("float", "int")}
-    converted = dict(values)
-    for name, kind in numeric.items():
-        value = converted.get(name)
-        if isinstance(value, str):
-            try:
-                converted[name] = kind(value)
-            except ValueError:
-                pass  # left as text: __post_init__ reports it with the flag's name
-    return converted
-
-
-def report_destinations(report_to: str) -> list[str]:
-    """``"tensorboard,mlflow"`` -> ``["tensorboard", "mlflow"]``; ``"none"`` -> ``[]`` (checked)."""
-    names = [name.strip() for name in str(report_to).split(",") if name.strip()]
+def report_destinations(report_to: str | list[str]) -> list[str]:
+    """``"tensorboard,mlflow"`` or a list -> ``["tensorboard", "mlflow"]``; ``"none"`` -> ``[]`` (checked)."""
+    names = split_names(report_to) or []
     for name in names:
         check_choice("report_to", name, REPORT_TO)
-    if not names or ("none" in names and len(names) > 1):
+    if "none" in names and len(names) > 1:
         raise UserError(f"--report-to {report_to!r}: give none, or one or more of {', '.join(REPORT_TO[1:])}")
     return [name for name in names if name != "none"]
 
 
-def lora_target_names(targets: str | None) -> list[str] | None:
-    """``"query,value"`` -> ``["query", "value"]``; None stays None (the family's default)."""
-    if targets is None:
-        return None
-    names = [name.strip() for name in targets.split(",") if name.strip()]
-    if not names:
+def lora_target_names(targets: str | list[str] | None) -> list[str] | None:
+    """``"query,value"`` or a list -> ``["query", "value"]``; None stays None (the family's default)."""
+    names = split_names(targets)
+    if names == []:
         raise UserError("--lora-targets is empty: give module names such as q_proj,v_proj")
     return names
 
 
 def _check_tracking_and_lora(config: TrainConfig) -> None:
-    report_destinations(config.report_to)
     if config.push_to_hub is not None and not HUB_REPO_ID.fullmatch(config.push_to_hub):
         raise UserError(f"--push-to-hub {config.push_to_hub!r} is not a Hub repo id: give OWNER/NAME or NAME")
     if isinstance(config.lora, bool) or not isinstance(config.lora, int) or config.lora < 0:
         raise UserError(f"--lora {config.lora!r} is the LoRA rank: give a whole number (8, 16; 0 = off)")
     if config.lora_alpha is not None:
         check_positive("lora_alpha", config.lora_alpha)
-    lora_target_names(config.lora_targets)
     if not config.lora and (config.lora_alpha is not None or config.lora_targets is not None):
         raise UserError("--lora-alpha and --lora-targets set up LoRA: add --lora R (the rank, e.g. 8)")

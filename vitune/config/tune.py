@@ -8,7 +8,8 @@ A space file maps TrainConfig settings to a range or a list of choices::
     weight_decay: {low: 0.0, high: 0.1}
 
 Whole-number settings (batch_size, grad_accum) draw whole numbers from a range. The settings a trial
-can change are those the Trainer's arguments take (:data:`TRAINER_ARGUMENTS`).
+can change (:data:`SEARCHABLE`) are TrainingArguments fields; :data:`vitune.config.train.TRAINING_ARGUMENTS`
+names the field each one sets.
 """
 
 from __future__ import annotations
@@ -23,16 +24,8 @@ from vitune.config.base import CommandConfig, check_choice, check_count, check_p
 from vitune.errors import UserError
 
 BACKENDS = ("optuna", "ray")
-# searchable TrainConfig setting -> the TrainingArguments field a trial sets (Trainer.hyperparameter_search)
-TRAINER_ARGUMENTS = {
-    "lr": "learning_rate",
-    "batch_size": "per_device_train_batch_size",
-    "warmup": "warmup_steps",
-    "weight_decay": "weight_decay",
-    "epochs": "num_train_epochs",
-    "grad_accum": "gradient_accumulation_steps",
-    "scheduler": "lr_scheduler_type",
-}
+# the TrainConfig settings a trial may set (Trainer.hyperparameter_search sets their TrainingArguments fields)
+SEARCHABLE = ("lr", "batch_size", "warmup", "weight_decay", "epochs", "grad_accum", "scheduler")
 WHOLE_NUMBERS = ("batch_size", "grad_accum")
 DEFAULT_SPACE = {
     "lr": {"low": 1e-5, "high": 1e-3, "log": True},
@@ -56,8 +49,8 @@ class Param:
 
 def parse_param(name: str, spec: Any) -> Param:
     """A :class:`Param` from its space-file entry (a list of choices or ``{low, high, log}``)."""
-    if name not in TRAINER_ARGUMENTS:
-        raise UserError(f"the search space names {name!r}: searchable settings are {', '.join(TRAINER_ARGUMENTS)}")
+    if name not in SEARCHABLE:
+        raise UserError(f"the search space names {name!r}: searchable settings are {', '.join(SEARCHABLE)}")
     if isinstance(spec, list) and spec:
         return Param(name, choices=tuple(spec))
     if not isinstance(spec, dict) or set(spec) - {"low", "high", "log"} or not {"low", "high"} <= set(spec):
@@ -106,6 +99,7 @@ class TuneConfig(CommandConfig):
     """
 
     noun = "tune setting"
+    usage = "vitune tune --data DATASET_DIR --model MODEL --out DIR"
 
     data: str
     model: str
@@ -126,10 +120,7 @@ class TuneConfig(CommandConfig):
         check_positive("epochs", self.epochs)
         if self.max_steps is not None:
             check_count("max_steps", self.max_steps)
-        if self.base is not None and not Path(self.base).is_file():
-            raise UserError(f"--base {self.base} does not exist: give a TrainConfig YAML such as RUN_DIR/config.yaml")
-        self.search_space()  # a bad space file is reported before any work
 
     def search_space(self) -> list[Param]:
-        """The searched settings (``--space`` or the default space)."""
+        """The searched settings (``--space`` or the default space), read from the space file."""
         return load_space(self.space)

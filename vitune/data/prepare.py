@@ -15,7 +15,8 @@ from typing import Any
 from vitune.config import PrepareConfig
 from vitune.data.cache import CacheItem, build_cache, cached_info, check_out_dir, source_fingerprint
 from vitune.data.dataset_dir import DatasetInfo
-from vitune.data.sources.base import Record, Skipped, SourceRows
+from vitune.data.sources import require_source
+from vitune.data.sources.base import Record, Skipped, SourceOptions, SourceRows
 from vitune.data.splits import assign_splits
 from vitune.data.views import keep_views, with_dicom_tags
 from vitune.errors import UserError
@@ -25,6 +26,8 @@ from vitune.tasks.labels import BadLabel, LabelStates, state_counts
 
 log = logging.getLogger(__name__)
 
+DEFAULT_IMAGE_SIZE = 224  # without --image-size or --model
+
 
 def prepare(config: PrepareConfig) -> DatasetInfo:
     """Prepare SOURCE into the DATASET_DIR ``config.out`` and return its :class:`DatasetInfo`.
@@ -33,8 +36,12 @@ def prepare(config: PrepareConfig) -> DatasetInfo:
     hit: nothing is decoded. One process at a time writes ``out`` (a second is refused); the new
     DATASET_DIR is built beside it and renamed into place, so a killed or failed prepare (a full
     disk included) leaves the previous one whole and, after the next prepare, nothing behind.
+
+    The image size is ``config.image_size``, else 224; with ``config.model`` and no image size, prepare through
+    :func:`vitune.workflows.prepare.prepare`, which asks the model for its input size.
     """
-    size = config.resolved_image_size()
+    require_source(config.source)
+    size = image_size(config)
     check_out_dir(config.out, config.source)
     with OutputLock(config.out):
         remove_orphans(config.out)
@@ -49,6 +56,27 @@ def prepare(config: PrepareConfig) -> DatasetInfo:
             info = _prepare_into(config, size, fingerprint, staging)
             replace_dir(staging / "dataset", config.out)
     return info
+
+
+def image_size(config: PrepareConfig) -> int:
+    """``--image-size``, else 224 when no ``--model`` is given (a model's own size is looked up a layer above)."""
+    if config.image_size is not None:
+        return config.image_size
+    if config.model is None:
+        return DEFAULT_IMAGE_SIZE
+    raise UserError(f"--model {config.model}: the model's image size is looked up by "
+                    "vitune.workflows.prepare.prepare (`vitune data prepare`); or give --image-size")
+
+
+def source_options(config: PrepareConfig) -> SourceOptions:
+    """The options the source readers take from ``config``."""
+    return SourceOptions(
+        image_column=config.image_column,
+        label_columns=config.label_column,
+        label_separator=config.label_separator,
+        group_column=config.group_column,
+        no_finding_as_label=config.no_finding_as_label,
+    )
 
 
 def _prepare_into(config: PrepareConfig, size: int, fingerprint: str, staging: Path) -> DatasetInfo:
@@ -106,13 +134,13 @@ def _labelled_records(config: PrepareConfig) -> _Labelled:
     """Read the source, fill and filter views, and encode its labels."""
     from vitune.data.sources import read_source
 
-    rows = read_source(config.source, config.fmt, config.source_options())
+    rows = read_source(config.source, config.fmt, source_options(config))
     log.info("read %d records from %s (%s); %d rejected by the reader", len(rows.records), config.source,
              rows.format, len(rows.skipped))
     rows.records = with_dicom_tags(rows.records, _source_root(config.source), need_views=config.views is not None)
     rows.records, views = keep_views(rows.records, config.view_set())
     if not rows.records and views:
-        raise UserError(f"--views {config.views} keeps none of the images (dropped by view: {views['dropped']}): "
+        raise UserError(f"--views {','.join(config.views)} keeps none of the images (dropped by view: {views['dropped']}): "
                         "give views the source has")
     if not rows.records:
         raise UserError(f"{config.source} has no usable images ({len(rows.skipped)} rejected): check the layout and --format")

@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from vitune.config import ExplainConfig, parse_labels
+from vitune.config import ExplainConfig
 from vitune.data.sources.base import Skipped
 from vitune.errors import UserError
 from vitune.explain.explainer import ImageExplanation, encode_png, iter_explanations, method_name
@@ -129,5 +129,5 @@ def explain(config: ExplainConfig) -> ExplainResult:
 
     files, skipped = expand_inputs(config.inputs)
     run = load_run(config.run, config.device)
-    return write_explanations(run, files, config.out, labels=parse_labels(config.labels), top=config.top,
+    return write_explanations(run, files, config.out, labels=config.labels, top=config.top,
                               method=config.method, batch_size=config.batch_size, skipped=skipped, total=len(files))

@@ -28,7 +28,7 @@ from vitune.heads.svm import SVMHead
 from vitune.models.embeddings import extract_embeddings
 from vitune.models.encoder import Encoder
 from vitune.models.run import open_model
-from vitune.storage.layout import HeadsDir
+from vitune.storage.layout import HeadsDir, RunDir
 from vitune.storage.safe_io import OutputLock, remove_stale_temp_files, write_atomic
 from vitune.tasks import get_task
 
@@ -89,16 +89,26 @@ def _score_head(name: str, head: Head, train, val, y_train, y_val, info, fit_sec
 def fit_heads(config: HeadsConfig) -> HeadsResult:
     """Fit heads on the train split's embeddings, evaluate on validation, save them and ``heads.json``.
 
-    One process at a time writes a heads directory (a second is refused).
+    The heads go into ``config.out``, else ``RUN_DIR/heads`` when ``config.model`` is a run. One process at a
+    time writes a heads directory (a second is refused).
     """
-    with OutputLock(config.out):
-        remove_stale_temp_files(config.out)
-        return _fit_heads(config)
+    out = heads_dir(config)
+    with OutputLock(out):
+        remove_stale_temp_files(out)
+        return _fit_heads(config, HeadsDir(out))
 
 
-def _fit_heads(config: HeadsConfig) -> HeadsResult:
+def heads_dir(config: HeadsConfig) -> Path:
+    """Where the heads go: ``--out``, else ``RUN_DIR/heads`` of a run (a checkpoint needs ``--out``)."""
+    if config.out is not None:
+        return Path(config.out)
+    if not RunDir(config.model).is_run():
+        raise UserError(f"{config.model} is not a RUN_DIR: give --out DIR for the heads")
+    return RunDir(config.model).heads
+
+
+def _fit_heads(config: HeadsConfig, where: HeadsDir) -> HeadsResult:
     encoder = open_model(config.model)
-    where = HeadsDir(config.out)
     _, info = load_dataset_dir(config.data)
     if encoder.is_run:
         encoder.check_dataset(info, config.data)  # task, labels and image size
@@ -110,7 +120,7 @@ def _fit_heads(config: HeadsConfig) -> HeadsResult:
     y_train, y_val = split_targets(config.data, "train"), split_targets(config.data, REPORT_SPLIT)
     task = get_task(info.task)
     one_class_per_image = task.is_classification and not task.multi_output
-    fitted = create_heads(config.names, info.task, C=config.C, random_state=config.seed,
+    fitted = create_heads(config.heads, info.task, C=config.C, random_state=config.seed,
                           n_classes=len(info.labels) if one_class_per_image else None,
                           run_config=encoder.config if encoder.is_run else None)
     entries, fit_seconds = {}, {}
@@ -121,7 +131,7 @@ def _fit_heads(config: HeadsConfig) -> HeadsResult:
         out=where.root,
         embedding={"dim": train.dim, "seconds": round(train.seconds + val.seconds, 4),
                    "cached": train.cached and val.cached, "pooling": config.pooling},
-        heads={name: entries[name] for name in config.names},
+        heads={name: entries[name] for name in config.heads},
         task=info.task, split=REPORT_SPLIT, num_samples=len(y_val), main_metric=task.main_metric,
         model=config.model,
     )

@@ -119,27 +119,23 @@ def loader_workers(config: TrainConfig) -> int:
 
 
 def training_arguments(config: TrainConfig, task: Task):
-    """``TrainingArguments`` for ``config`` (epoch evaluation/checkpoints, best model kept)."""
+    """``TrainingArguments`` for ``config`` (epoch evaluation/checkpoints, best model kept).
+
+    The settings passed as they are come from :meth:`TrainConfig.training_argument_values` (the one mapping,
+    which ``vitune tune`` also uses); the rest are derived here.
+    """
     from transformers import TrainingArguments
 
     precision = resolve_precision(config.precision)
     return TrainingArguments(
+        **config.training_argument_values(),
         output_dir=str(RunDir(config.out).checkpoints),
-        num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
-        learning_rate=config.lr,
-        per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size or config.batch_size * 2,
-        gradient_accumulation_steps=config.grad_accum,
-        warmup_steps=config.warmup,
-        lr_scheduler_type=config.scheduler,
-        weight_decay=config.weight_decay,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        seed=config.seed,
         eval_strategy="epoch",
         save_strategy="epoch",
-        save_total_limit=config.save_total_limit,
         load_best_model_at_end=True,
         metric_for_best_model=task.main_metric,
         greater_is_better=task.greater_is_better,
@@ -151,11 +147,14 @@ def training_arguments(config: TrainConfig, task: Task):
         report_to=report_to(config) or "none",
         run_name=Path(config.out).name,
         disable_tqdm=not interactive(),
-        deepspeed=config.deepspeed,
-        torch_compile=config.compile,
-        activation_checkpointing=config.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(),  # also what makes torchrun on CPU real DDP (gloo)
     )
+
+
+def require_deepspeed_file(config: TrainConfig) -> None:
+    """``--deepspeed`` must name a DeepSpeed JSON config file that exists."""
+    if config.deepspeed is not None and not Path(config.deepspeed).is_file():
+        raise UserError(f"--deepspeed {config.deepspeed} does not exist: give a DeepSpeed JSON config file")
 
 
 def _trainer_metrics(task: Task, labels: list[str], model_config, label_range):
@@ -204,6 +203,7 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
     """
     from transformers import set_seed
 
+    require_deepspeed_file(config)
     ds, info = load_dataset_dir(config.data)
     task = get_task(info.task)
     prep = resolve_preprocessing(config.model, config.trust_remote_code)
@@ -360,6 +360,7 @@ def train(config: TrainConfig) -> TrainResult:
     process at a time trains into a RUN_DIR; checkpoints and ``model/`` are renamed into place whole.
     """
     resolve_precision(config.precision)  # a precision this machine lacks fails before any work
+    require_deepspeed_file(config)
     if config.push_to_hub and _main_process():
         check_can_push(config.push_to_hub)  # offline or without a token: said now, not after the training
     run = RunDir(config.out)

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from vitune.config import TrainConfig
-from vitune.config.train import lora_target_names
 from vitune.errors import UserError
 from vitune.models.families import family_of, model_types_with
 
@@ -45,7 +44,7 @@ def _targets_and_heads(model: torch.nn.Module, config: TrainConfig) -> tuple[lis
         raise UserError(f"--lora supports the ViT family, DINOv2 and Swin ({model_types_with('supports_lora')}), "
                         f"not {family.model_type!r} ({config.model}): drop --lora to fine-tune every weight")
     heads = [name for name in HEADS if hasattr(model, name)]
-    targets = lora_target_names(config.lora_targets)
+    targets = config.lora_targets
     if targets is None:
         targets = family.lora_modules(name.rsplit(".", 1)[-1] for name, _ in model.named_modules())
     return targets, heads

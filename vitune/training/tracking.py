@@ -13,7 +13,6 @@ import importlib.util
 import os
 
 from vitune.config import TrainConfig
-from vitune.config.train import report_destinations
 from vitune.errors import UserError
 from vitune.storage.layout import RunDir
 
@@ -26,13 +25,12 @@ _defaults_set: dict[str, str] = {}  # environment variables this module set (a l
 
 def report_to(config: TrainConfig) -> list[str]:
     """The Trainer's ``report_to`` list for ``config``, each destination's package checked."""
-    destinations = report_destinations(config.report_to)
-    for name in destinations:
+    for name in config.report_to:
         modules, package = PACKAGES[name]
         if not any(importlib.util.find_spec(module) for module in modules):
             raise UserError(f"--report-to {name} needs the {package} package: pip install {package} "
                             "(or pip install 'vitune[tracking]')")
-    return destinations
+    return list(config.report_to)
 
 
 def _default_env(name: str, value: str) -> None:
@@ -53,13 +51,12 @@ def setup_tracking(trainer, config: TrainConfig) -> None:
     """Point the trainer's reporting callbacks into ``config.out`` (where the user set no place of their own)."""
     from transformers.integrations import TensorBoardCallback
 
-    destinations = report_destinations(config.report_to)
     run = RunDir(config.out)
-    if "tensorboard" in destinations and not os.environ.get("TENSORBOARD_LOGGING_DIR"):
+    if "tensorboard" in config.report_to and not os.environ.get("TENSORBOARD_LOGGING_DIR"):
         for callback in trainer.callback_handler.callbacks:
             if isinstance(callback, TensorBoardCallback):
                 callback.logging_dir = str(run.tensorboard)
-    if "mlflow" in destinations and not os.environ.get("MLFLOW_TRACKING_URI"):
+    if "mlflow" in config.report_to and not os.environ.get("MLFLOW_TRACKING_URI"):
         _local_mlflow(run)
-    if "wandb" in destinations:
+    if "wandb" in config.report_to:
         _default_env("WANDB_DIR", str(run.root.resolve()))

@@ -19,8 +19,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from vitune.config import TrainConfig
-from vitune.config.tune import TRAINER_ARGUMENTS, Param, TuneConfig
+from vitune.config import TRAINING_ARGUMENTS, TrainConfig
+from vitune.config.tune import Param, TuneConfig
 from vitune.errors import UserError
 from vitune.evaluation.plots import plot_trials
 from vitune.storage.layout import TuneDir
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 STUDY = "vitune"
 STATES = {"TERMINATED": "complete", "ERROR": "fail"}  # Ray Tune's trial status -> tune.json's state
-SETTINGS = {argument: name for name, argument in TRAINER_ARGUMENTS.items()}
+SETTINGS = {argument: name for name, argument in TRAINING_ARGUMENTS.items()}  # TrainingArguments field -> setting
 
 
 @dataclass
@@ -45,7 +45,11 @@ def base_config(config: TuneConfig) -> TrainConfig:
     """The TrainConfig every trial starts from: ``--base`` (when given) with this search's data, model and length."""
     fixed = {"data": config.data, "model": config.model, "out": str(TuneDir(config.out).best_run),
              "epochs": config.epochs, "max_steps": config.max_steps, "seed": config.seed}
-    return TrainConfig.from_yaml(config.base, **fixed) if config.base else TrainConfig(**fixed)
+    if config.base is None:
+        return TrainConfig(**fixed)
+    if not Path(config.base).is_file():
+        raise UserError(f"--base {config.base} does not exist: give a TrainConfig YAML such as RUN_DIR/config.yaml")
+    return TrainConfig.from_yaml(config.base, **fixed)
 
 
 def _check_choices(base: TrainConfig, space: list[Param]) -> None:
@@ -66,7 +70,7 @@ def optuna_space(space: list[Param]):
                 value = trial.suggest_int(p.name, p.low, p.high, log=p.log)
             else:
                 value = trial.suggest_float(p.name, p.low, p.high, log=p.log)
-            values[TRAINER_ARGUMENTS[p.name]] = value
+            values[TRAINING_ARGUMENTS[p.name]] = value
         return values
 
     return sample
@@ -83,7 +87,7 @@ def ray_space(space: list[Param]):
             return tune.lograndint(p.low, p.high + 1) if p.log else tune.randint(p.low, p.high + 1)
         return tune.loguniform(p.low, p.high) if p.log else tune.uniform(p.low, p.high)
 
-    return lambda trial: {TRAINER_ARGUMENTS[p.name]: distribution(p) for p in space}
+    return lambda trial: {TRAINING_ARGUMENTS[p.name]: distribution(p) for p in space}
 
 
 def _optuna_trials(trainer, space: list[Param], config: TuneConfig, direction: str, objective) -> list[dict]:
@@ -136,7 +140,7 @@ def _search_trainer(trial_config: TrainConfig, space: list[Param]):
     # the trial's objective is its last evaluation: no checkpoint to save or reload
     trainer.args = dataclasses.replace(trainer.args, save_strategy="no", load_best_model_at_end=False)
     for p in space:  # the search casts each value to the type of the field it replaces
-        argument = TRAINER_ARGUMENTS[p.name]
+        argument = TRAINING_ARGUMENTS[p.name]
         if not p.integer and p.choices is None:
             setattr(trainer.args, argument, float(getattr(trainer.args, argument)))
     return trainer
@@ -162,7 +166,7 @@ def tune(config: TuneConfig) -> TuneResult:
     folder.root.mkdir(parents=True, exist_ok=True)
     with OutputLock(folder.root):
         shutil.rmtree(folder.trials, ignore_errors=True)
-        trial_config = dataclasses.replace(base, out=str(folder.trials), report_to="none", push_to_hub=None)
+        trial_config = dataclasses.replace(base, out=str(folder.trials), report_to=[], push_to_hub=None)
         trainer = _search_trainer(trial_config, space)
         task = get_task(trainer.info.task)
         direction = "maximize" if task.greater_is_better else "minimize"

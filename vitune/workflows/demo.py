@@ -155,8 +155,8 @@ def run_demo(config: DemoConfig, echo=print, show_heads=None) -> DemoResult:
 def demo_data(config: DemoConfig):
     """Write the synthetic release into ``OUT/source`` and prepare it into ``OUT/data``."""
     from vitune.config import PrepareConfig
-    from vitune.data.prepare import prepare
     from vitune.data.synthetic import make_chestxray_like
+    from vitune.workflows.prepare import prepare
 
     source = make_chestxray_like(config.out / "source", n_patients=config.patients, seed=config.seed)
     image_size = DEMO_IMAGE_SIZE if config.model is None else None

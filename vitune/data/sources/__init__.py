@@ -22,7 +22,19 @@ _MODULES = {
 }
 FORMATS = tuple(_MODULES)
 
-__all__ = ["FORMATS", "Record", "Skipped", "SourceOptions", "SourceRows", "detect_format", "read_source"]
+__all__ = ["FORMATS", "Record", "Skipped", "SourceOptions", "SourceRows", "detect_format", "read_source",
+           "require_source"]
+
+
+def require_source(source: str) -> None:
+    """SOURCE must be a folder, a label CSV or an ``hf:`` name: said before anything is read or written."""
+    if source.startswith("hf:"):
+        return
+    path = Path(source)
+    if not path.exists():
+        raise UserError(f"SOURCE {source} does not exist: pass a folder, a label CSV or hf:NAME")
+    if path.is_file() and path.suffix.lower() != ".csv":
+        raise UserError(f"SOURCE {source} is a file but not a label CSV: pass its folder, a .csv file or hf:NAME")
 
 
 def detect_format(source: str) -> str:
@@ -35,13 +47,10 @@ def detect_format(source: str) -> str:
     source = str(source)
     if source.startswith("hf:"):
         return "hf"
+    require_source(source)
     path = Path(source)
-    if not path.exists():
-        raise UserError(f"SOURCE {source} does not exist: pass a folder, a label CSV or hf:NAME")
     if path.is_file():
-        if path.suffix.lower() == ".csv":
-            return "csv"
-        raise UserError(f"SOURCE {source} is a file but not a label CSV: pass its folder or a .csv file")
+        return "csv"
     try:
         top = [p.name for p in path.iterdir()]
     except OSError as exc:
@@ -70,7 +79,7 @@ def read_source(source: str | Path, fmt: str = "auto", options: SourceOptions | 
     elif fmt != "hf" and source.startswith("hf:"):
         raise UserError(f"{source} is a Hugging Face dataset: use --format hf or auto")
     elif fmt != "hf" and not Path(source).exists():
-        raise UserError(f"SOURCE {source} does not exist: pass a folder, a label CSV or hf:NAME")
+        require_source(source)
     if fmt not in ("csv", "hf") and Path(source).is_file():
         raise UserError(f"--format {fmt} needs a folder as SOURCE, not the file {source}")
     reader = importlib.import_module(_MODULES[fmt])

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from vitune.errors import UserError
+
 # Split names a source may use (split folders, Hub splits) -> the DATASET_DIR split they become.
 SPLIT_NAMES = {
     "train": "train",
@@ -86,10 +88,19 @@ class SourceOptions:
     """Reader options from the CLI; each reader uses the ones that apply to its format."""
 
     image_column: str | None = None
-    label_column: str | None = None
+    label_columns: list[str] | None = None  # --label-column: several for a CSV's one-column-per-finding labels
     label_separator: str | None = None
     group_column: str | None = None
     no_finding_as_label: bool = False
+
+    def single_label_column(self, source: str) -> str | None:
+        """The one ``--label-column`` of a metadata file or a Hub dataset (None: not given)."""
+        if not self.label_columns:
+            return None
+        if len(self.label_columns) > 1:
+            raise UserError(f"{source}: --label-column takes one column here, not {','.join(self.label_columns)} "
+                            "(one column per finding is for a label CSV)")
+        return self.label_columns[0]
 
 
 class ListingTracker:

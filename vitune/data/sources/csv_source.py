@@ -173,14 +173,11 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
 
 def _label_columns(table: Table, image_column: str, options: SourceOptions) -> list[str]:
     """The label column, or the finding columns (``--label-column A,B,C`` or detected), checked."""
-    name, given = table.path.name, options.label_column
-    if given is not None:
-        wanted = [given] if given in table.columns else [c.strip() for c in given.split(",") if c.strip()]
-        for column in wanted:
+    name = table.path.name
+    if options.label_columns is not None:
+        for column in options.label_columns:
             require_column(name, table.columns, column, "--label-column")
-        if len(set(wanted)) != len(wanted) or not wanted:
-            raise UserError(f"--label-column {given!r} names a column twice or none: give each finding once")
-        return wanted
+        return list(options.label_columns)
     taken = {image_column, options.group_column, find_column(table.columns, VIEW_COLUMN_NAMES)}
     named = find_column(table.columns, LABEL_COLUMN_NAMES)
     if named is not None:

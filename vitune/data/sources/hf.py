@@ -47,7 +47,7 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
     splits = _load(name, config)
     features = next(iter(splits.values())).features
     image_column = _image_column(features, options.image_column, name)
-    label_column = _label_column(features, options.label_column, image_column, name)
+    label_column = _label_column(features, options.single_label_column(name), image_column, name)
     if options.group_column and options.group_column not in features:
         raise UserError(f"{name} has no column {options.group_column!r} (--group-column); it has {', '.join(features)}")
     task, label_order = _class_label(features[label_column])

@@ -262,8 +262,9 @@ def _group(row: dict, group_column: str | None) -> str | None:
 
 
 def _label_column(metadata: str, columns: list[str], options: SourceOptions) -> str:
-    if options.label_column:
-        return require_column(metadata, columns, options.label_column, "--label-column")
+    wanted = options.single_label_column(metadata)
+    if wanted:
+        return require_column(metadata, columns, wanted, "--label-column")
     candidates = [c for c in columns if c not in (FILE_NAME_COLUMN, options.group_column)]
     if len(candidates) == 1:
         return candidates[0]
