@@ -15,6 +15,7 @@ import yaml
 
 from vitune.config.base import CommandConfig, check_choice, check_positive
 from vitune.errors import UserError
+from vitune.storage.atomic import write_atomic
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = (
@@ -180,7 +181,7 @@ class TrainConfig(CommandConfig):
             if values[name] is not None and Path(values[name]).exists():
                 values[name] = str(Path(values[name]).resolve())
         run = TrainConfig(**values)
-        Path(path).write_text(run.to_yaml())
+        write_atomic(path, run.to_yaml())
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

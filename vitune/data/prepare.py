@@ -19,7 +19,8 @@ from vitune.data.sources.base import Record, Skipped, SourceRows
 from vitune.data.splits import assign_splits
 from vitune.data.views import keep_views, with_dicom_tags
 from vitune.errors import UserError
-from vitune.storage.safe_io import OutputLock, disk_full, remove_orphans, replace_dir, staging_dir
+from vitune.storage.atomic import disk_full, remove_orphans, replace_dir, staging_dir
+from vitune.storage.lock import OutputLock
 
 log = logging.getLogger(__name__)
 
