@@ -39,11 +39,11 @@ from vitune.config import (
     TrainConfig,  # noqa: E402
 )
 from vitune.data import load_dataset_dir  # noqa: E402
-from vitune.workflows.prepare import prepare  # noqa: E402
 from vitune.data.synthetic import make_chestxray_like  # noqa: E402
 from vitune.runtime.progress import quiet_library_bars  # noqa: E402
 from vitune.tasks import compute_metrics  # noqa: E402
 from vitune.training.fine_tune import loader_workers, resolve_precision, train  # noqa: E402
+from vitune.workflows.prepare import prepare  # noqa: E402
 
 
 def save_checkpoint(path: Path, image_size: int) -> Path:

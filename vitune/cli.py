@@ -408,7 +408,7 @@ def run_command(argv: list[str]) -> None:
 def main() -> None:
     """Entry point: run the command line, turning user errors into one line and exit code 2."""
     from vitune.runtime.progress import quiet_library_bars
-    from vitune.storage.safe_io import clear_stop_request, request_stop
+    from vitune.runtime.signals import clear_stop_request, request_stop
 
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("httpx", "urllib3", "datasets", "filelock", "transformers"):

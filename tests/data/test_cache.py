@@ -13,7 +13,7 @@ from sample_images import write_known_images
 
 from vitune.data.cache import CacheItem, build_cache, check_out_dir, source_fingerprint
 from vitune.errors import UserError
-from vitune.storage.safe_io import replace_dir, staging_dir
+from vitune.storage.atomic import replace_dir, staging_dir
 
 
 def _items(files: dict[str, Path], names, split="train") -> list[CacheItem]:

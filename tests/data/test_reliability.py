@@ -18,7 +18,8 @@ from vitune.config import PrepareConfig
 from vitune.data import prepare as prepare_config
 from vitune.data.synthetic import make_chestxray_like
 from vitune.errors import UserError
-from vitune.storage.safe_io import OutputLock, remove_orphans
+from vitune.storage.atomic import remove_orphans
+from vitune.storage.lock import OutputLock
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -67,30 +68,6 @@ def wait_for_staging(out: Path, process: subprocess.Popen, seconds: float = 120)
     raise AssertionError(f"prepare never started decoding: {process.communicate()}")
 
 
-def test_orphans_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
-    out = tmp_path / "ds"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    orphan = tmp_path / f".ds.staging-{int(dead.stdout)}-abc123"
-    old_style = tmp_path / ".ds.k2j4h5g6"  # vitune 0.1's staging name, no pid, split Arrow files only
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    live = tmp_path / f".ds.staging-{sleeper.pid}-xyz789"
-    unrelated = tmp_path / ".ds.notes"
-    users_own = tmp_path / ".ds.backup01"  # 8 characters like 0.1's names, but not a staging folder
-    for folder in (orphan, live, unrelated):
-        (folder / "arrow").mkdir(parents=True)
-    old_style.mkdir()
-    (old_style / "train.arrow").write_bytes(b"x")
-    users_own.mkdir()
-    (users_own / "notes.txt").write_text("mine")
-    try:
-        with OutputLock(out):
-            removed = remove_orphans(out)
-        assert sorted(removed) == sorted([orphan, old_style])
-        assert live.is_dir() and unrelated.is_dir() and users_own.is_dir() and not (tmp_path / ".ds.lock").exists()
-    finally:
-        sleeper.kill()
-
-
 def test_a_swap_cut_short_is_undone(tmp_path, source):
     """Killed between the two renames of replace_dir: the old DATASET_DIR waits in its staging folder."""
     out = tmp_path / "ds"
@@ -104,25 +81,9 @@ def test_a_swap_cut_short_is_undone(tmp_path, source):
     assert datasets.load_from_disk(str(out))["train"].num_rows > 0 and beside(out) == []
 
 
-def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
-    from vitune.storage.safe_io import remove_stale_temp_files
-
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    stale, live, other = (tmp_path / f".metrics.json.tmp-{int(dead.stdout)}", tmp_path / f".x.tmp-{sleeper.pid}",
-                          tmp_path / "metrics.json")
-    for path in (stale, live, other):
-        path.write_text("{}")
-    try:
-        remove_stale_temp_files(tmp_path)
-    finally:
-        sleeper.kill()
-    assert not stale.exists() and live.exists() and other.exists()
-
-
 def test_a_writer_in_another_process_is_refused_with_one_line(tmp_path, source):
     out = tmp_path / "ds"
-    holder = subprocess.Popen([sys.executable, "-c", f"import time\nfrom vitune.storage.safe_io import OutputLock\n"
+    holder = subprocess.Popen([sys.executable, "-c", f"import time\nfrom vitune.storage.lock import OutputLock\n"
                                f"with OutputLock({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     try:

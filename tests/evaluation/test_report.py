@@ -10,7 +10,8 @@ from tiny_run import run_cli, tiny_run_copy
 from vitune.config import EvaluateConfig, ReportConfig
 from vitune.data.dataset_dir import DatasetInfo
 from vitune.evaluation.evaluate import evaluate
-from vitune.evaluation.report import SECTIONS, build_report, fmt
+from vitune.evaluation.report import SECTIONS, build_report
+from vitune.evaluation.templating import fmt
 from vitune.storage.layout import RunDir
 
 
@@ -89,3 +90,16 @@ def test_cli_report(tmp_path, tmp_path_factory, tiny_vit, monkeypatch, capsys):
     assert code == 0 and out.strip() == f"wrote {run_dir / 'report.html'}"
     code, out, err = run_cli(monkeypatch, capsys, "report", tmp_path / "missing")
     assert code == 2 and err.startswith("error: RUN_DIR") and err.count("\n") == 1
+
+
+def test_labels_that_look_like_markup_are_shown_as_text(tmp_path, tmp_path_factory, tiny_vit):
+    script, attribute = "<script>alert(1)</script>", 'x" onload="alert(2)'
+    run_dir = tiny_run_copy(tmp_path_factory, tiny_vit, "multi_label", tmp_path / "run",
+                            labels=["a", script, attribute])
+    page = build_report(ReportConfig(run=run_dir)).read_text()
+    assert "<script" not in page and 'onload="alert(2)' not in page
+    shown, quoted = "&lt;script&gt;alert(1)&lt;/script&gt;", "x&#34; onload=&#34;alert(2)"
+    assert f"<b>3 label(s):</b> a, {shown}, {quoted}</p>" in page  # the data section
+    assert f"<tr><td>{shown}</td>" in page and f"<tr><td>{quoted}</td>" in page  # the per-label table
+    assert f"<h3>{shown}</h3>" in page and f"<h3>{quoted}</h3>" in page  # where the model looks
+    assert_self_contained(page)

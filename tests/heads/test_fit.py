@@ -325,7 +325,7 @@ def test_cli_heads_without_out_for_a_checkpoint_is_a_user_error(tiny_vit, datase
 
 
 def test_a_second_heads_process_into_the_same_dir_is_refused(tiny_vit, dataset_dir_factory, tmp_path):
-    from vitune.storage.safe_io import OutputLock
+    from vitune.storage.lock import OutputLock
 
     data = dataset_dir_factory(task="multi_label", sizes={"train": 8, "validation": 8})
     with OutputLock(tmp_path / "heads"):

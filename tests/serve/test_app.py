@@ -257,6 +257,29 @@ def test_page_results_sorted_with_thresholds_marked_only_where_they_decide(task)
         assert decision_rule(served) == "single-label: the most probable class"
 
 
+def test_page_fragments_show_labels_and_file_names_that_look_like_markup_as_text(multi_label_run):
+    from vitune.tasks import get_task
+
+    from vitune.inference.predict import Scorer
+    from vitune.serve.card import metrics_html
+    from vitune.serve.page import prediction_html, refusal_html
+    from vitune.serve.service import ServedModel
+
+    script = "<script>alert(1)</script>"
+    shown = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    served = ServedModel(Scorer(get_task("multi_label"), ["a", script], 32, scores=None, thresholds=None),
+                         max_batch=2, name="run", head="model")
+    page = prediction_html(served, served.prediction(f"{script}.png", np.array([0.2, 0.9])), overlays=[(script, b"png")])
+    assert "<script" not in page
+    assert f'<section class="vt-result" data-file="{shown}.png"><h3>{shown}.png</h3>' in page
+    assert f"predicted: <b>{shown}</b>" in page and f'<span class="vt-label">{shown}</span>' in page
+    assert page.count(f'data-label="{shown}"') == 2  # its bar and its overlay
+    assert f'<img class="vt-overlay" alt="where the model looks: {shown}" data-label="{shown}" ' in page
+    assert f'data-file="{shown}"><h3>{shown}</h3><p class="vt-error">not scored: {shown}</p>' in refusal_html(script,
+                                                                                                           script)
+    assert f'<p class="meta">{shown}</p>' in metrics_html(multi_label_run, script)
+
+
 def test_an_oversized_upload_is_refused_while_it_streams_in(client, images):
     boundary = "vitune-test-boundary"
     head = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="huge.png"\r\n'

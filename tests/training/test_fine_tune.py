@@ -220,7 +220,7 @@ def test_cli_config_file_reproduces_the_run(tiny_vit, dataset_dir_factory, tmp_p
 
 
 def test_a_second_trainer_into_the_same_run_dir_is_refused(tiny_vit, dataset_dir_factory, tmp_path):
-    from vitune.storage.safe_io import OutputLock
+    from vitune.storage.lock import OutputLock
 
     data = dataset_dir_factory(task="multi_label", sizes={"train": 8, "validation": 8})
     with OutputLock(tmp_path / "run"):

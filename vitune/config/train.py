@@ -15,6 +15,7 @@ import yaml
 
 from vitune.config.base import CommandConfig, check_choice, check_positive, split_names
 from vitune.errors import UserError
+from vitune.storage.atomic import write_atomic
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = (
@@ -193,7 +194,7 @@ class TrainConfig(CommandConfig):
             if values[name] is not None and Path(values[name]).exists():
                 values[name] = str(Path(values[name]).resolve())
         run = TrainConfig(**values)
-        Path(path).write_text(run.to_yaml())
+        write_atomic(path, run.to_yaml())
 
     def training_argument_values(self) -> dict:
         """The ``transformers.TrainingArguments`` values this config sets as they are (:data:`TRAINING_ARGUMENTS`)."""

@@ -28,8 +28,8 @@ from vitune.data.images import BadImage, decode_image, pil_to_array
 from vitune.data.sources.base import Skipped
 from vitune.errors import UserError
 from vitune.runtime.progress import progress
+from vitune.runtime.signals import deferred_interrupts, raise_if_stopped
 from vitune.runtime.version import VITUNE_VERSION
-from vitune.storage.safe_io import deferred_interrupts, raise_if_stopped
 
 log = logging.getLogger(__name__)
 

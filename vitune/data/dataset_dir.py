@@ -15,6 +15,7 @@ from pathlib import Path
 import datasets
 
 from vitune.errors import UserError
+from vitune.storage.atomic import write_atomic
 from vitune.tasks import Task, get_task
 
 INFO_FILE = "dataset.json"
@@ -50,7 +51,7 @@ class DatasetInfo:
 
     def save(self, dataset_dir: Path) -> None:
         """Write ``dataset.json`` into ``dataset_dir``."""
-        (Path(dataset_dir) / INFO_FILE).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        write_atomic(Path(dataset_dir) / INFO_FILE, json.dumps(self.to_json(), indent=2) + "\n")
 
     @classmethod
     def load(cls, dataset_dir: Path | str) -> "DatasetInfo":

@@ -20,7 +20,8 @@ from vitune.data.sources.base import Record, Skipped, SourceOptions, SourceRows
 from vitune.data.splits import assign_splits
 from vitune.data.views import keep_views, with_dicom_tags
 from vitune.errors import UserError
-from vitune.storage.safe_io import OutputLock, disk_full, remove_orphans, replace_dir, staging_dir
+from vitune.storage.atomic import disk_full, remove_orphans, replace_dir, staging_dir
+from vitune.storage.lock import OutputLock
 from vitune.tasks.label_space import infer_label_space
 from vitune.tasks.labels import BadLabel, LabelStates, state_counts
 

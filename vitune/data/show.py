@@ -11,6 +11,7 @@ import numpy as np
 
 from vitune.config import ShowConfig
 from vitune.data.dataset_dir import SPLITS, DatasetInfo, load_dataset_dir
+from vitune.storage.atomic import atomic_file
 from vitune.tasks import get_task
 
 GRID_SIDE = 4  # a 4x4 sample grid
@@ -73,8 +74,8 @@ def write_sample_grid(dataset_dir: Path | str, out_png: Path | str, side: int = 
         ax.set_axis_off()
     figure.suptitle(f"{Path(dataset_dir).name}: {split} samples ({info.task})")
     out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_png, dpi=100)
+    with atomic_file(out_png) as handle:
+        figure.savefig(handle, format="png", dpi=100)
     return out_png
 
 

@@ -27,6 +27,7 @@ from vitune.evaluation.plots import plot_task
 from vitune.models.forward import pixel_batches
 from vitune.models.run import Run, load_run
 from vitune.runtime.progress import progress
+from vitune.storage.atomic import write_atomic
 from vitune.tasks.bootstrap import CONFIDENCE
 
 log = logging.getLogger(__name__)
@@ -169,8 +170,7 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
         _add_tuned(result, run, y_true, scores, thresholds, tuned_f1)
     plots = plot_task(task, y_true, scores, run.labels, run.dir.eval_dir(split), split)
     result.plots = {k: str(p.relative_to(run.run_dir)) for k, p in plots.items()}
-    result.path.parent.mkdir(parents=True, exist_ok=True)
-    result.path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    write_atomic(result.path, json.dumps(result.to_json(), indent=2) + "\n")
     return result
 
 

@@ -9,12 +9,13 @@ cached pixels at the model's size.
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import numpy as np
+from markupsafe import Markup
 
 from vitune.data.dataset_dir import load_dataset_dir, require_split
+from vitune.evaluation.templating import render
 from vitune.explain.explainer import encode_png, explain_images, method_name
 from vitune.models.run import Run, load_run
 
@@ -43,21 +44,21 @@ def _picks(run: Run, y_true: np.ndarray, scores: np.ndarray) -> dict[str, dict[s
             for k, label in enumerate(run.labels)}
 
 
-def _figures(run: Run, split, label: str, rows: list[int], y_true: np.ndarray, figure) -> str:
-    """The overlays of ``label`` on test rows ``rows``, as report figures."""
+def _figures(run: Run, split, label: str, rows: list[int], y_true: np.ndarray) -> list[tuple[bytes, str]]:
+    """The overlays of ``label`` on test rows ``rows``: ``(png bytes, caption)`` each."""
     if not rows:
-        return "<p>none</p>"
+        return []
     pixels = np.asarray(split.select(rows).with_format("numpy")["pixel_values"], dtype=np.uint8)
     results = explain_images(run, [image.transpose(1, 2, 0) for image in pixels], labels=[label],
                              batch_size=BATCH_SIZE)
     files = split.select(rows)["file"]
     truth = [run.task.label_text(y_true[row], run.labels) for row in rows]
-    return "".join(figure(encode_png(result.overlay(label)), f"{name} (true: {text})")
-                   for result, name, text in zip(results, files, truth))
+    return [(encode_png(result.overlay(label)), f"{name} (true: {text})")
+            for result, name, text in zip(results, files, truth)]
 
 
-def where_the_model_looks(run_dir: Path | str, figure) -> str:
-    """The section's HTML; ``figure(png_bytes, caption)`` embeds one image (the report's own helper)."""
+def where_the_model_looks(run_dir: Path | str) -> Markup:
+    """The section's HTML (``explanations.html.j2``)."""
     from vitune.evaluation.evaluate import split_scores
 
     run = load_run(run_dir)
@@ -67,10 +68,7 @@ def where_the_model_looks(run_dir: Path | str, figure) -> str:
     test = require_split(ds, "test", dataset_dir)
     test = test.select(range(min(len(test), MAX_SCORED)))
     y_true, scores = split_scores(run, test, BATCH_SIZE)
-    parts = [f'<p class="meta">{len(test)} test images scored; maps by {html.escape(method_name(run))}; '
-             "the ring marks each map's peak.</p>"]
+    shown = {}
     for label, kinds in _picks(run, y_true, scores).items():
-        parts.append(f"<h3>{html.escape(label)}</h3>")
-        for kind, rows in kinds.items():
-            parts.append(f"<p><b>{html.escape(kind)}</b></p>{_figures(run, test, label, rows, y_true, figure)}")
-    return "\n".join(parts)
+        shown[label] = {kind: _figures(run, test, label, rows, y_true) for kind, rows in kinds.items()}
+    return render("explanations.html.j2", scored=len(test), method=method_name(run), labels=shown)

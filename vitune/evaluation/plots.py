@@ -11,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
+from vitune.storage.atomic import atomic_file
+
 MAX_ROC_CURVES = 15  # beyond this a legend is unreadable: the micro-average curve stands for all
 MAX_ANNOTATED_CLASSES = 20
 
@@ -26,9 +28,9 @@ def _pyplot():
 
 def _save(fig, out: Path | str) -> Path:
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    with atomic_file(out) as handle:
+        fig.savefig(handle, format=out.suffix.lstrip("."), dpi=110)
     _pyplot().close(fig)
     return out
 

@@ -29,7 +29,8 @@ from vitune.errors import UserError
 from vitune.explain.explainer import ImageExplanation, encode_png, iter_explanations, method_name
 from vitune.models.run import Run, load_run
 from vitune.runtime.progress import progress
-from vitune.storage.safe_io import OutputLock, disk_full, remove_orphans, replace_dir, staging_dir, write_atomic
+from vitune.storage.atomic import disk_full, remove_orphans, replace_dir, staging_dir, write_atomic
+from vitune.storage.lock import OutputLock
 
 EXPLANATIONS_FILE, HEATMAPS_FILE, OVERLAYS_DIR = "explanations.json", "heatmaps.npz", "overlays"
 

@@ -28,8 +28,9 @@ from vitune.heads.svm import SVMHead
 from vitune.models.embeddings import extract_embeddings
 from vitune.models.encoder import Encoder
 from vitune.models.run import open_model
+from vitune.storage.atomic import remove_stale_temp_files, write_atomic
 from vitune.storage.layout import HeadsDir, RunDir
-from vitune.storage.safe_io import OutputLock, remove_stale_temp_files, write_atomic
+from vitune.storage.lock import OutputLock
 from vitune.tasks import get_task
 
 log = logging.getLogger(__name__)

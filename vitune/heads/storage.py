@@ -23,8 +23,8 @@ from vitune.errors import UserError
 from vitune.heads.base import Head, jsonable
 from vitune.heads.ensemble import EnsembleHead
 from vitune.heads.registry import HEAD_CLASSES
+from vitune.storage.atomic import write_atomic
 from vitune.storage.layout import HeadsDir
-from vitune.storage.safe_io import write_atomic
 
 FORMAT_VERSION = 1
 

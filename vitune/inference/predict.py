@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, TextIO
+from typing import TYPE_CHECKING, Callable, ContextManager, TextIO
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from vitune.data.inputs import decoded_batches, expand_inputs
 from vitune.data.sources.base import Skipped
 from vitune.errors import UserError
 from vitune.models.run import load_run
+from vitune.storage.atomic import atomic_file
 from vitune.storage.layout import RunDir
 from vitune.tasks import Task, get_task
 
@@ -99,42 +100,9 @@ def _rows(task: Task, labels: list[str], files: list[str], scores: np.ndarray, t
     return [task.prediction_row(file, row, labels, cutoffs) for file, row in zip(files, scores)]
 
 
-class _CsvOut:
-    """The predictions CSV, written a batch at a time under a temporary name (``None`` path: nothing).
-
-    :meth:`finish` renames it into place; :meth:`discard` (an error, Ctrl-C) removes it, so an
-    earlier file at that path is never left truncated or half-replaced.
-    """
-
-    def __init__(self, path: Path | str | None, columns: list[str]):
-        self.path = None if path is None else Path(path)
-        self._handle: TextIO | None = None
-        self._writer = None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-            self._handle = open(self._tmp, "w", newline="")
-            self._writer = csv.DictWriter(self._handle, fieldnames=columns)
-            self._writer.writeheader()
-
-    def write(self, rows: list[dict]) -> None:
-        """Append ``rows``."""
-        if self._writer is not None:
-            self._writer.writerows(rows)
-
-    def finish(self) -> Path | None:
-        """Close the file and rename it to its path."""
-        if self._handle is None:
-            return None
-        self._handle.close()
-        os.replace(self._tmp, self.path)
-        return self.path
-
-    def discard(self) -> None:
-        """Close and remove the unfinished file."""
-        if self._handle is not None:
-            self._handle.close()
-            self._tmp.unlink(missing_ok=True)
+def _csv_file(path: Path | str | None) -> ContextManager[TextIO | None]:
+    """Where the predictions CSV goes: a temporary file renamed to ``path`` once every row is in (None: nowhere)."""
+    return nullcontext() if path is None else atomic_file(path, "w", newline="")
 
 
 def format_table(predictions: Predictions) -> str:
@@ -160,21 +128,22 @@ def predict(config: PredictConfig) -> Predictions:
     thresholds = None if scorer.thresholds is None else [float(t) for t in scorer.thresholds]
     names: list[str] = []
     scores: list[np.ndarray] = []
-    out = _CsvOut(config.out, columns)
-    try:
+    with _csv_file(config.out) as handle:  # an error or Ctrl-C leaves an earlier file at that path as it was
+        writer = None if handle is None else csv.DictWriter(handle, fieldnames=columns)
+        if writer is not None:
+            writer.writeheader()
         for batch_files, pixels in decoded_batches(files, scorer.image_size, config.batch_size, skipped):
             batch_scores = scorer.scores(pixels)
-            out.write(_rows(scorer.task, scorer.labels, batch_files, batch_scores, thresholds))
+            if writer is not None:
+                writer.writerows(_rows(scorer.task, scorer.labels, batch_files, batch_scores, thresholds))
             names += batch_files
             scores.append(batch_scores)
         if not names:
             reasons = "; ".join(f"{Path(s.file).name}: {s.reason}" for s in skipped[:3])
             raise UserError(f"no image to predict{f' ({reasons})' if reasons else ''}: give readable image files")
-    except BaseException:
-        out.discard()
-        raise
     result = Predictions(task=scorer.task.name, labels=scorer.labels, head=config.head, columns=columns, files=names,
-                         scores=np.concatenate(scores), skipped=skipped, thresholds=thresholds, out=out.finish())
+                         scores=np.concatenate(scores), skipped=skipped, thresholds=thresholds,
+                         out=None if config.out is None else Path(config.out))
     if config.explain is not None:
         from vitune.explain import write_explanations
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from vitune.data.dataset_dir import load_dataset_dir, require_split
 from vitune.models.encoder import Encoder, digest, embed_batches, file_stats
 from vitune.models.forward import pixel_batches
 from vitune.models.run import open_model
+from vitune.storage.atomic import atomic_file, remove_stale_temp_files
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,8 @@ def cache_key(encoder: Encoder, dataset_dir: Path | str, split: str, pooling: st
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_file(path) as handle:
         np.save(handle, array, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def extract_embeddings(
@@ -109,7 +107,7 @@ def extract_embeddings(
     values, logits = embed_batches(encoder, pixel_batches(part, batch_size), pooling,
                                    total=math.ceil(len(part) / batch_size), desc=f"embedding {split}")
     if paths is not None:
-        paths[0].parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(paths[0].parent)  # what a killed extraction was writing
         _save_array(paths[0], values)
         if paths[1] is not None:
             _save_array(paths[1], logits)

@@ -1,1 +1,1 @@
-"""The running process: progress bars, the installed version."""
+"""The running process: progress bars, stop requests from Ctrl-C and kill (signals), the installed version."""

@@ -8,10 +8,12 @@ validation metrics, the per-label table (AUC per label) and the heads' compariso
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
+from markupsafe import Markup
+
 from vitune.evaluation.report import heads_section, metrics_section, per_label_section, read_evaluations, read_json
+from vitune.evaluation.templating import template_environment
 from vitune.storage.layout import RunDir
 
 MODEL_CARD = "README.md"  # in RUN_DIR/model, where save_pretrained and the Hub expect it
@@ -29,15 +31,15 @@ def model_card_text(run_dir: Path | str) -> str | None:
     return text.strip() or None
 
 
-def metrics_html(run_dir: Path | str, summary: str) -> str:
+def metrics_html(run_dir: Path | str, summary: str) -> Markup:
     """The metrics with intervals, the per-label table and the heads, as HTML under a summary line."""
     root = RunDir(run_dir).root
     metrics = read_json(RunDir(root).metrics)
     evaluations = read_evaluations(root)
-    sections = (
-        ("Metrics", metrics_section(root, metrics, evaluations)),
-        ("Per-label results", per_label_section(metrics, evaluations)),
-        ("Heads", heads_section(root)),
-    )
-    body = "".join(f"<h2>{html.escape(title)}</h2>{content}" for title, content in sections)
-    return f'<div class="vitune-card"><p class="meta">{html.escape(summary)}</p>{body}</div>'
+    sections = {
+        "Metrics": metrics_section(root, metrics, evaluations),
+        "Per-label results": per_label_section(metrics, evaluations),
+        "Heads": heads_section(root),
+    }
+    return Markup(template_environment("vitune.serve").get_template("card.html.j2").render(summary=summary,
+                                                                                           sections=sections))

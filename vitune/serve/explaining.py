@@ -10,7 +10,6 @@ at a time, in a thread, so the event loop keeps answering.
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 from pathlib import Path
 
@@ -47,16 +46,14 @@ def peaks(explanation) -> dict[str, list[float]]:
     return {label: [float(v) for v in entry.peak] for label, entry in explanation.labels.items()}
 
 
-def overlay_html(explanation) -> str:
-    """The overlays of an explanation as inline PNG images (scaled to ``OVERLAY_WIDTH`` at most)."""
-    figures = []
+def overlay_pngs(explanation) -> list[tuple[str, bytes]]:
+    """Each explained label's overlay as PNG bytes (scaled to ``OVERLAY_WIDTH`` at most): ``(label, png)``."""
+    overlays = []
     for label in explanation.labels:
         image = explanation.overlay(label)
         if image.width > OVERLAY_WIDTH:
             image = image.resize((OVERLAY_WIDTH, max(1, round(image.height * OVERLAY_WIDTH / image.width))))
         buffer = io.BytesIO()
         image.convert("RGB").save(buffer, "PNG")
-        encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-        figures.append(f'<img class="vt-overlay" alt="where the model looks: {label}" data-label="{label}" '
-                       f'src="data:image/png;base64,{encoded}">')
-    return f'<div class="vt-overlays">{"".join(figures)}</div>'
+        overlays.append((label, buffer.getvalue()))
+    return overlays

@@ -6,7 +6,9 @@ most probable first, with each label's decision threshold marked (the tuned ones
 evaluate`` when the run has them), the decisions and, unless unticked, an overlay per decided
 label showing where the model looks (:mod:`vitune.serve.explaining`); a file that is no usable
 image gets its reason. Gradio is told not to phone home (``GRADIO_ANALYTICS_ENABLED=False``, set by
-:mod:`vitune.serve` before Gradio is imported) and the theme's fonts are served locally.
+:mod:`vitune.serve` before Gradio is imported) and the theme's fonts are served locally. The
+results' markup is in ``templates/results.html.j2`` (Jinja2, autoescaped: a label or a file name is
+shown as text).
 """
 
 from __future__ import annotations
@@ -16,13 +18,18 @@ import html
 from pathlib import Path
 
 import gradio as gr
+from markupsafe import Markup
 
 from vitune.config import MODEL_HEAD
 from vitune.data.images import BadImage
 from vitune.errors import UserError
+from vitune.evaluation.templating import template_environment
 from vitune.serve.card import metrics_html, model_card_text
-from vitune.serve.explaining import ServedExplainer, overlay_html
+from vitune.serve.explaining import ServedExplainer, overlay_pngs
 from vitune.serve.service import Prediction, ServedModel
+
+# the results of the "Predict" tab: macros of templates/results.html.j2, called from Python
+RESULTS = template_environment("vitune.serve").get_template("results.html.j2").module
 
 CSS = """
 .vt-result { margin: .6rem 0 1.2rem; } .vt-result h3 { margin: 0 0 .3rem; font-size: 1.05rem; }
@@ -55,35 +62,22 @@ def decision_rule(served: ServedModel) -> str:
     return "multi-label: threshold 0.5 (no thresholds.json yet: `vitune evaluate RUN_DIR` tunes them)"
 
 
-def _bar(label: str, score: float, cutoff: float | None, chosen: bool) -> str:
-    cut = "" if cutoff is None else f'<span class="vt-cut" style="left:{100 * cutoff:.2f}%"></span>'
-    shown_cut = "" if cutoff is None else f"threshold {cutoff:.2f}"
-    return (f'<div class="vt-row{" vt-on" if chosen else ""}" data-label="{html.escape(label)}">'
-            f'<span class="vt-label">{html.escape(label)}</span><span class="vt-track">'
-            f'<span class="vt-fill" style="width:{100 * min(max(score, 0.0), 1.0):.2f}%"></span>{cut}</span>'
-            f'<span class="vt-score">{score:.4f}</span><span class="vt-cutoff">{shown_cut}</span></div>')
-
-
-def prediction_html(served: ServedModel, prediction: Prediction) -> str:
-    """One image's result: the decisions, then its labels as a bar chart sorted by probability."""
-    name = html.escape(prediction.file)
-    if prediction.value is not None:
-        return (f'<section class="vt-result" data-file="{name}"><h3>{name}</h3>'
-                f'<p class="vt-decision">predicted value: <b>{prediction.value:.4f}</b></p></section>')
+def prediction_html(served: ServedModel, prediction: Prediction, overlays: list[tuple[str, bytes]] = (),
+                    not_explained: str | None = None) -> Markup:
+    """One image's result: the decisions, its labels as a bar chart sorted by probability, then ``overlays``
+    (``(label, png)`` each) or why the image was ``not_explained``."""
     cutoffs = dict(zip(served.labels, served.cutoffs)) if served.cutoffs is not None else {}
     ranked = sorted(prediction.scores.items(), key=lambda item: -item[1])
-    bars = "".join(_bar(label, score, cutoffs.get(label), label in prediction.predicted) for label, score in ranked)
-    decided = ", ".join(prediction.predicted) or "none above its threshold"
-    return (f'<section class="vt-result" data-file="{name}"><h3>{name}</h3>'
-            f'<p class="vt-decision">predicted: <b>{html.escape(decided)}</b></p>'
-            f'<div class="vt-chart">{bars}</div></section>')
+    bars = [{"label": label, "score": score, "width": 100 * min(max(score, 0.0), 1.0), "cutoff": cutoffs.get(label),
+             "chosen": label in prediction.predicted} for label, score in ranked]
+    return RESULTS.prediction(file=prediction.file, value=prediction.value,
+                              decided=", ".join(prediction.predicted) or "none above its threshold", bars=bars,
+                              overlays=overlays, not_explained=not_explained)
 
 
-def refusal_html(file: str, reason: str) -> str:
+def refusal_html(file: str, reason: str) -> Markup:
     """A file that could not be scored, with its reason."""
-    name = html.escape(file)
-    return (f'<section class="vt-result vt-bad" data-file="{name}"><h3>{name}</h3>'
-            f'<p class="vt-error">not scored: {html.escape(reason)}</p></section>')
+    return RESULTS.refusal(file=file, reason=reason)
 
 
 async def _one_file(served: ServedModel, path: str, max_bytes: int, explainer: ServedExplainer | None) -> str:
@@ -93,14 +87,13 @@ async def _one_file(served: ServedModel, path: str, max_bytes: int, explainer: S
         if len(data) > max_bytes:
             return refusal_html(name, f"upload too large: {len(data)} bytes, at most {max_bytes}")
         prediction = await served.predict(name, data)
-        shown = prediction_html(served, prediction)
         if explainer is None:
-            return shown
+            return prediction_html(served, prediction)
         try:
-            overlays = overlay_html(await explainer.explain(prediction, data))
+            explanation = await explainer.explain(prediction, data)
         except UserError as exc:  # a model no method explains
-            overlays = f'<p class="vt-note">not explained: {html.escape(str(exc))}</p>'
-        return shown.replace("</section>", f"{overlays}</section>")
+            return prediction_html(served, prediction, not_explained=str(exc))
+        return prediction_html(served, prediction, overlay_pngs(explanation))
     except BadImage as exc:
         return refusal_html(name, exc.reason)
     except OSError as exc:
@@ -113,7 +106,7 @@ def build_page(served: ServedModel, run_dir: Path | str, max_bytes: int, explain
 
     async def predict_files(paths: list[str] | None, explain: bool) -> str:
         if not paths:
-            return '<p class="vt-empty">Drop one or more images (PNG, JPEG, DICOM...) above.</p>'
+            return RESULTS.empty()
         chosen = explainer if explain else None
         return "".join(await asyncio.gather(*(_one_file(served, path, max_bytes, chosen) for path in paths)))
 

@@ -1,1 +1,1 @@
-"""Files on disk: the run-folder layout, atomic writes and the one-writer lock."""
+"""Files on disk: the folder layouts (layout), atomic writes and staging folders (atomic), the one-writer lock (lock)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from vitune.errors import UserError
+from vitune.storage.atomic import write_atomic
 
 SAMPLE_GRID = "samples.png"  # the labelled sample grid of `vitune data show`: in a DATASET_DIR, else RUN_DIR/plots
 
@@ -86,8 +87,7 @@ class RunDir:
 
     def save_thresholds(self, thresholds: dict[str, float], details: dict) -> Path:
         """Write ``thresholds.json``: ``{"thresholds": {label: t}, ...details}``."""
-        self.thresholds.write_text(json.dumps({"thresholds": thresholds, **details}, indent=2) + "\n")
-        return self.thresholds
+        return write_atomic(self.thresholds, json.dumps({"thresholds": thresholds, **details}, indent=2) + "\n")
 
     def load_thresholds(self, labels: list[str]):
         """Per-label thresholds from ``thresholds.json`` in ``labels`` order (numpy), or None when absent."""

@@ -31,15 +31,9 @@ from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir, require_image
 from vitune.errors import UserError
 from vitune.models.aliases import load_classifier, load_image_processor, load_model_config, resolve_preprocessing
 from vitune.runtime.progress import interactive
+from vitune.storage.atomic import disk_full, remove_orphans, remove_stale_temp_files, replace_dir, write_atomic
 from vitune.storage.layout import RunDir
-from vitune.storage.safe_io import (
-    OutputLock,
-    disk_full,
-    remove_orphans,
-    remove_stale_temp_files,
-    replace_dir,
-    write_atomic,
-)
+from vitune.storage.lock import OutputLock
 from vitune.tasks import Task, get_task
 from vitune.tasks.metrics import MetricsResult
 from vitune.training.augment import device_inputs_for

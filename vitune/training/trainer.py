@@ -29,7 +29,8 @@ from transformers.trainer_callback import ProgressCallback
 
 from vitune.data.dataset_dir import DatasetInfo
 from vitune.errors import UserError
-from vitune.storage.safe_io import raise_if_stopped, replace_dir
+from vitune.runtime.signals import raise_if_stopped
+from vitune.storage.atomic import replace_dir
 from vitune.tasks import Task, get_task
 from vitune.training.augment import DeviceInputs
 from vitune.training.ema import WeightEma, save_raw_weights

@@ -23,8 +23,9 @@ from vitune.config import TRAINING_ARGUMENTS, TrainConfig
 from vitune.config.tune import Param, TuneConfig
 from vitune.errors import UserError
 from vitune.evaluation.plots import plot_trials
+from vitune.storage.atomic import write_atomic
 from vitune.storage.layout import TuneDir
-from vitune.storage.safe_io import OutputLock, write_atomic
+from vitune.storage.lock import OutputLock
 
 log = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from vitune.config import DemoConfig
 from vitune.errors import UserError
+from vitune.storage.atomic import write_atomic
 
 MARKER = "demo.json"  # written into OUT: marks a folder a later demo may overwrite
 DEMO_IMAGE_SIZE = 64
@@ -111,7 +112,7 @@ def run_demo(config: DemoConfig, echo=print, show_heads=None) -> DemoResult:
     out = config.out
     clear_previous_demo(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text(json.dumps({"status": "running"}) + "\n")
+    write_atomic(out / MARKER, json.dumps({"status": "running"}) + "\n")
     started = time.perf_counter()
     steps = _Steps(echo, 5)
 
@@ -147,7 +148,7 @@ def run_demo(config: DemoConfig, echo=print, show_heads=None) -> DemoResult:
         heads_validation_roc_auc_macro=head_aucs, test_roc_auc_macro=test_auc, test_roc_auc_macro_ci=interval,
         report=str(report),
     )
-    (out / MARKER).write_text(json.dumps(summary.to_json(), indent=2) + "\n")
+    write_atomic(out / MARKER, json.dumps(summary.to_json(), indent=2) + "\n")
     echo(f"done in {summary.seconds:.0f} s: test roc_auc_macro {test_auc:.4f}; open {report}")
     return summary
 
