@@ -63,6 +63,14 @@ def entry_file(root: Path) -> Path | None:
     return found[0] if found else None
 
 
+def require_entry_file(root: Path) -> Path:
+    """The release's label CSV in ``root``; a missing one is a UserError that says what to download."""
+    entries_path = entry_file(root)
+    if entries_path is None:
+        raise UserError(f"{root} has no {ENTRY_FILES[0]} (or {ENTRY_FILES[1]}): download it beside images/")
+    return entries_path
+
+
 def parse_findings(text: str, no_finding_as_label: bool) -> list[str]:
     """The findings of one "Finding Labels" cell; raises ValueError with the skipped reason."""
     names = [part.strip() for part in (text or "").split("|") if part.strip()]
@@ -81,9 +89,7 @@ def parse_findings(text: str, no_finding_as_label: bool) -> list[str]:
 def read(root: Path | str, options: SourceOptions) -> SourceRows:
     """Read a ChestX-ray14 release folder into multi-label records (see the module docstring)."""
     root = Path(root)
-    entries_path = entry_file(root)
-    if entries_path is None:
-        raise UserError(f"{root} has no {ENTRY_FILES[0]} (or {ENTRY_FILES[1]}): download it beside images/")
+    entries_path = require_entry_file(root)
     table = read_table(entries_path)
     name = entries_path.name
     for column in (IMAGE_COLUMN, FINDINGS_COLUMN):
