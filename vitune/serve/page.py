@@ -45,7 +45,8 @@ CSS = """
 .vitune-card th, .vitune-card td { border: 1px solid #ddd; padding: .2rem .5rem; text-align: right; }
 .vitune-card th:first-child, .vitune-card td:first-child { text-align: left; }
 .vitune-card img { max-width: 480px; } .vitune-card .missing { color: #8a5a00; }
-.vt-overlays { display: flex; flex-wrap: wrap; gap: .6rem; margin-top: .5rem; } .vt-overlay { max-width: 320px; }
+.vt-overlays { display: flex; flex-wrap: wrap; gap: .6rem; margin-top: .5rem; } .vt-overlay { max-width: 100%; }
+.vt-overlay-figure { margin: 0; } .vt-overlay-figure figcaption { font-size: .85rem; }
 """
 
 
