@@ -7,10 +7,10 @@ downloads no browser. The test skips only when no chromium executable can be fou
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -18,9 +18,10 @@ import pytest
 from PIL import Image
 from tiny_run import tiny_run_copy
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from vitune.evaluation.pdf import CHROMIUM_ARGS, find_chromium
+
+CHROMIUM = find_chromium()
+ARTEFACTS = Path(__file__).resolve().parents[1] / "artefacts"  # screenshots for a person (git-ignored)
 THRESHOLDS = {"a": 0.3, "b": 0.5, "c": 0.7}
 STARTUP_SECONDS = 120  # torch and gradio imports on a loaded 2-core machine
 
@@ -106,3 +107,29 @@ def test_serve_keeps_serving_after_bad_requests(server):
     start = time.perf_counter()
     assert httpx.get(server + "healthz").json()["status"] == "ok"
     assert time.perf_counter() - start < 5
+
+
+def test_an_example_click_shows_its_scores(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTEFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(server, timeout=STARTUP_SECONDS * 1000)
+            examples = page.locator("#vitune-examples button")
+            examples.first.wait_for(timeout=60_000)
+            captions = [text.strip() for text in examples.all_inner_texts()]
+            examples.first.click()
+            page.wait_for_selector("#vitune-results .vt-result", timeout=60_000)
+            result = page.locator("#vitune-results .vt-result").first
+            scores = [float(text) for text in result.locator(".vt-score").all_inner_texts()]
+            page.screenshot(path=str(ARTEFACTS / "app-example.png"), full_page=True)
+        finally:
+            browser.close()
+    print(f"screenshot kept at {ARTEFACTS / 'app-example.png'}")
+    assert 2 <= len(captions) <= 6 and captions[0].startswith("positive for ")
+    assert len({caption.split(" (")[0] for caption in captions}) >= 2  # positives of different labels
+    assert len(scores) == len(THRESHOLDS) and all(0.0 <= score <= 1.0 for score in scores)
+    assert scores == sorted(scores, reverse=True)

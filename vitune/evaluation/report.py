@@ -26,6 +26,7 @@ from markupsafe import Markup
 from vitune.config import LOCAL_PATHS, ReportConfig
 from vitune.data.dataset_dir import DatasetInfo
 from vitune.errors import UserError
+from vitune.evaluation.pdf import print_pdf, require_printer
 from vitune.evaluation.templating import missing, render
 from vitune.runtime.version import VITUNE_VERSION
 from vitune.storage.atomic import write_atomic
@@ -260,12 +261,14 @@ def _page(run_dir: Path, metrics: dict | None, config: dict, bodies: dict[str, M
 
 
 def build_report(config: ReportConfig) -> Path:
-    """Write the self-contained HTML report of a RUN_DIR and return its path."""
+    """Write the self-contained HTML report of a RUN_DIR (and with ``config.pdf`` its PDF beside it); return the HTML's path."""
     run = RunDir(config.run)
     if not run.root.is_dir():
         raise UserError(f"RUN_DIR {run.root} does not exist: give the --out folder of `vitune train`")
     if not run.metrics.is_file() and not run.model.is_dir():
         raise UserError(f"{run.root} is not a vitune run (no {run.metrics.name} or {run.model.name}/)")
+    if config.pdf:
+        require_printer()  # before the minutes of explaining, not after
     metrics = read_json(run.metrics)
     evaluations = read_evaluations(run.root)
     bodies = {
@@ -277,4 +280,7 @@ def build_report(config: ReportConfig) -> Path:
         "Heads": heads_section(run.root),
         "Configuration": config_section(run.root),
     }
-    return write_atomic(config.out, _page(run.root, metrics, run.read_config(), bodies))
+    written = write_atomic(config.out, _page(run.root, metrics, run.read_config(), bodies))
+    if config.pdf:
+        print_pdf(written, config.pdf_out)
+    return written

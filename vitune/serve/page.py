@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -25,6 +26,7 @@ from vitune.data.images import BadImage
 from vitune.errors import UserError
 from vitune.evaluation.templating import template_environment
 from vitune.serve.card import metrics_html, model_card_text
+from vitune.serve.examples import write_examples
 from vitune.serve.explaining import ServedExplainer, overlay_pngs
 from vitune.serve.service import Prediction, ServedModel
 
@@ -102,7 +104,7 @@ async def _one_file(served: ServedModel, path: str, max_bytes: int, explainer: S
 
 
 def build_page(served: ServedModel, run_dir: Path | str, max_bytes: int, explainer: ServedExplainer) -> gr.Blocks:
-    """The Gradio page: a "Predict" tab (upload, results, where the model looks) and a "Model card" tab."""
+    """The Gradio page: a "Predict" tab (upload, example images, results, where the model looks) and a "Model card" tab."""
     title = f"vitune: {served.name}"
 
     async def predict_files(paths: list[str] | None, explain: bool) -> str:
@@ -111,6 +113,8 @@ def build_page(served: ServedModel, run_dir: Path | str, max_bytes: int, explain
         chosen = explainer if explain else None
         return "".join(await asyncio.gather(*(_one_file(served, path, max_bytes, chosen) for path in paths)))
 
+    # the examples' PNGs live as long as the page (Gradio copies them into its cache as it builds it)
+    examples_folder = tempfile.TemporaryDirectory(prefix="vitune-examples-")
     summary = f"run {served.name}, head {served.head}, {len(served.labels)} output(s); {decision_rule(served)}"
     # uploads are copies of patients' images: removed after 10 minutes, and all of them when the server restarts
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(600, 600)) as page:
@@ -123,11 +127,19 @@ def build_page(served: ServedModel, run_dir: Path | str, max_bytes: int, explain
             results = gr.HTML(elem_id="vitune-results")
             gr.on([files.change, button.click], predict_files, inputs=[files, explain], outputs=results,
                   concurrency_limit=served.batcher.max_batch, api_visibility="private")
+            examples = write_examples(run_dir, Path(examples_folder.name))
+            if examples:
+                # a click fills the upload box, whose change event scores the image as an upload would be
+                gr.Examples([[[str(example.path)]] for example in examples], inputs=[files],
+                            example_labels=[example.caption for example in examples],
+                            label="Example images from the validation split (click one)", elem_id="vitune-examples",
+                            api_visibility="private")
         with gr.Tab("Model card"):
             card = model_card_text(run_dir)
             if card:
                 gr.Markdown(card, elem_id="vitune-model-card")
             gr.HTML(metrics_html(run_dir, summary), elem_id="vitune-metrics")
+    page.vitune_examples_folder = examples_folder
     return page
 
 
