@@ -4,20 +4,17 @@ Screenshots and the PDF are kept under ``tests/artefacts/`` (git-ignored) for a 
 """
 
 import unicodedata
-from pathlib import Path
 
 import pytest
+from browser import ARTEFACTS, chromium_page, needs_chromium
 from tiny_run import run_cli, tiny_run_copy
 
 from vitune.config import ReportConfig
 from vitune.errors import UserError
-from vitune.evaluation.pdf import CHROMIUM_ARGS, find_chromium, print_pdf
+from vitune.evaluation.pdf import print_pdf
 from vitune.evaluation.report import SECTIONS, anchor, build_report
 from vitune.explain.overlay import MIN_WIDTH
 
-CHROMIUM = find_chromium()
-ARTEFACTS = Path(__file__).resolve().parents[1] / "artefacts"
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium executable found")
 
 
 @pytest.fixture(scope="module")
@@ -51,25 +48,17 @@ def test_pdf_pages_start_at_sections_and_the_first_names_the_run(printed):
 @pytest.mark.slow
 @needs_chromium
 def test_report_in_chromium_has_wide_overlays_and_working_anchors(printed):
-    from playwright.sync_api import sync_playwright
-
-    ARTEFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto((printed / "report.html").as_uri())
-            widths = page.eval_on_selector_all("#where-the-model-looks img",
-                                               "images => images.map(image => image.getBoundingClientRect().width)")
-            landed = {}
-            for name in SECTIONS:
-                page.click(f'nav.toc a[href="#{anchor(name)}"]')
-                page.wait_for_function(f"location.hash === '#{anchor(name)}'")
-                landed[name] = page.eval_on_selector(f"#{anchor(name)}", "section => section.getBoundingClientRect().top")
-            page.click('nav.toc a[href="#where-the-model-looks"]')
-            page.screenshot(path=str(ARTEFACTS / "report-explanations.png"))
-        finally:
-            browser.close()
+    with chromium_page(viewport={"width": 1280, "height": 900}) as page:
+        page.goto((printed / "report.html").as_uri())
+        widths = page.eval_on_selector_all("#where-the-model-looks img",
+                                           "images => images.map(image => image.getBoundingClientRect().width)")
+        landed = {}
+        for name in SECTIONS:
+            page.click(f'nav.toc a[href="#{anchor(name)}"]')
+            page.wait_for_function(f"location.hash === '#{anchor(name)}'")
+            landed[name] = page.eval_on_selector(f"#{anchor(name)}", "section => section.getBoundingClientRect().top")
+        page.click('nav.toc a[href="#where-the-model-looks"]')
+        page.screenshot(path=str(ARTEFACTS / "report-explanations.png"))
     print(f"screenshot kept at {ARTEFACTS / 'report-explanations.png'}")
     assert len(widths) == 12 and min(widths) >= 2 * MIN_WIDTH  # the image and its overlay, each >= 224 px
     scrolled = {name: top for name, top in landed.items() if name not in ("Heads", "Configuration")}

@@ -121,12 +121,6 @@ def build_page(served: ServedModel, run_dir: Path | str, max_bytes: int, explain
         gr.Markdown(f"# {html.escape(title)}\n{html.escape(summary)}")
         with gr.Tab("Predict"):
             files = gr.File(label="Images", file_count="multiple", type="filepath", elem_id="vitune-upload")
-            explain = gr.Checkbox(True, label="Show where the model looks (an overlay per decided label)",
-                                  elem_id="vitune-explain")
-            button = gr.Button("Predict", variant="primary")
-            results = gr.HTML(elem_id="vitune-results")
-            gr.on([files.change, button.click], predict_files, inputs=[files, explain], outputs=results,
-                  concurrency_limit=served.batcher.max_batch, api_visibility="private")
             examples = write_examples(run_dir, Path(examples_folder.name))
             if examples:
                 # a click fills the upload box, whose change event scores the image as an upload would be
@@ -134,6 +128,12 @@ def build_page(served: ServedModel, run_dir: Path | str, max_bytes: int, explain
                             example_labels=[example.caption for example in examples],
                             label="Example images from the validation split (click one)", elem_id="vitune-examples",
                             api_visibility="private")
+            explain = gr.Checkbox(True, label="Show where the model looks (an overlay per decided label)",
+                                  elem_id="vitune-explain")
+            button = gr.Button("Predict", variant="primary")
+            results = gr.HTML(elem_id="vitune-results")
+            gr.on([files.change, button.click], predict_files, inputs=[files, explain], outputs=results,
+                  concurrency_limit=served.batcher.max_batch, api_visibility="private")
         with gr.Tab("Model card"):
             card = model_card_text(run_dir)
             if card:
