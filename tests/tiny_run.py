@@ -67,7 +67,7 @@ def _write_run_files(run: RunDir, model, info: DatasetInfo, dataset_dir, checkpo
         "task": info.task, "split": "validation", "num_samples": len(val),
         "metrics": result.metrics, "per_label": result.per_label,
         "history": [{"epoch": 1, "train_loss": losses[-1], "lr": lrs[-1], "eval_loss": None}],
-        "train_seconds": 1.0, "samples_per_second": 100.0,
+        "train_seconds": 1.0, "samples_per_second": 100.0, "hardware": "CPU, 2 cores (x86_64)",
     }, indent=2))
     run.config.write_text(yaml.safe_dump(
         {"data": str(dataset_dir), "model": str(checkpoint), "out": str(run.root), "epochs": 1, "lr": 3e-3},

@@ -227,10 +227,12 @@ def export_cmd(config: settings.ExportConfig) -> None:
 
 
 def report_cmd(config: settings.ReportConfig) -> None:
-    """Write one self-contained HTML report: data, curves, metrics with intervals, heads, config."""
+    """Write one self-contained HTML report (and with --pdf its PDF): data, curves, metrics with intervals, heads, config."""
     from vitune.evaluation.report import build_report
 
     print(f"wrote {build_report(config)}")
+    if config.pdf:
+        print(f"wrote {config.pdf_out}")
 
 
 def demo_cmd(config: settings.DemoConfig) -> None:

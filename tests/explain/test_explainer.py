@@ -16,7 +16,7 @@ from tiny_run import make_tiny_run, run_cli, tiny_run_copy
 from vitune.data.synthetic import lesion_images
 from vitune.errors import UserError
 from vitune.explain import explain_images, pick_method
-from vitune.explain.overlay import peak
+from vitune.explain.overlay import MIN_WIDTH, display_scale, peak
 from vitune.explain.pointing import inside, pointing_hits, pointing_score
 from vitune.models.run import load_run
 
@@ -165,7 +165,8 @@ def test_outputs_follow_the_spec(multi_run, tmp_path, monkeypatch, capsys):
             assert 0 <= x <= width and 0 <= y <= height
             assert maps[f"{index}/{label}"].shape == (4, 4)  # 32 px / 8 px patches
             with Image.open(tmp_path / "ex" / value["overlay"]) as overlay:
-                assert overlay.size == (width, height)
+                scale = display_scale(width)
+                assert overlay.height == height * scale and overlay.width > 2 * MIN_WIDTH  # source + overlay + bar
     again = run_cli(monkeypatch, capsys, "explain", multi_run, files[0], "--out", tmp_path / "ex")
     assert again[0] == 0 and len(json.loads((tmp_path / "ex" / "explanations.json").read_text())["images"]) == 1
     (tmp_path / "other").mkdir()

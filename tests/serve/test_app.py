@@ -323,6 +323,7 @@ def test_the_page_shows_an_overlay_per_decided_label(multi_label_run, images):
     import base64
     import io
 
+    from vitune.explain.overlay import GAP, colour_bar
     from vitune.serve.explaining import OVERLAY_WIDTH, ServedExplainer
     from vitune.serve.page import _one_file
     from vitune.serve.service import ServedModel
@@ -346,5 +347,6 @@ def test_the_page_shows_an_overlay_per_decided_label(multi_label_run, images):
     assert len(sources) == len(labels) >= 1
     for encoded in sources:
         overlay = Image.open(io.BytesIO(base64.b64decode(encoded)))
-        assert overlay.size == (OVERLAY_WIDTH, round(300 * OVERLAY_WIDTH / 900))  # the source's shape, scaled down
+        panel_width = 2 * 900 + colour_bar(300).width + 2 * GAP  # the source, its overlay, the colour bar
+        assert overlay.size == (OVERLAY_WIDTH, round(300 * OVERLAY_WIDTH / panel_width))  # scaled down whole
     assert "vt-overlay" not in asyncio.run(show(big, None))  # unticked: no overlays

@@ -7,7 +7,6 @@ downloads no browser. The test skips only when no chromium executable can be fou
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -16,15 +15,13 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from browser import ARTEFACTS, chromium_page, needs_chromium
 from tiny_run import tiny_run_copy
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 THRESHOLDS = {"a": 0.3, "b": 0.5, "c": 0.7}
 STARTUP_SECONDS = 120  # torch and gradio imports on a loaded 2-core machine
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None, reason="no chromium executable found")]
+pytestmark = [pytest.mark.slow, needs_chromium]
 
 
 @pytest.fixture(scope="module")
@@ -57,30 +54,23 @@ def uploads(tmp_path):
 
 
 def test_page_renders_in_chromium_and_shows_the_api_scores(server, uploads):
-    from playwright.sync_api import sync_playwright
-
     images, text_file = uploads
     expected = {p.name: httpx.post(server + "v1/predict", files={"image": (p.name, p.read_bytes())}).json()
                 for p in images}
     outside = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page()
-            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server)
-                       else (outside.append(route.request.url), route.abort()))
-            page.goto(server, timeout=STARTUP_SECONDS * 1000)
-            page.wait_for_selector("#vitune-upload input[type=file]", state="attached", timeout=60_000)
-            assert page.title() == "vitune: run"
-            page.set_input_files("#vitune-upload input[type=file]", [*map(str, images), str(text_file)])
-            page.wait_for_function("document.querySelectorAll('#vitune-results .vt-result').length === 3",
-                                   timeout=60_000)
-            shown = {name: _chart(page, name) for name in expected}
-            refusal = page.inner_text("#vitune-results .vt-bad")
-            page.get_by_role("tab", name="Model card").click()
-            card = page.inner_text("#vitune-metrics")
-        finally:
-            browser.close()
+    with chromium_page() as page:
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server)
+                   else (outside.append(route.request.url), route.abort()))
+        page.goto(server, timeout=STARTUP_SECONDS * 1000)
+        page.wait_for_selector("#vitune-upload input[type=file]", state="attached", timeout=60_000)
+        assert page.title() == "vitune: run"
+        page.set_input_files("#vitune-upload input[type=file]", [*map(str, images), str(text_file)])
+        page.wait_for_function("document.querySelectorAll('#vitune-results .vt-result').length === 3",
+                               timeout=60_000)
+        shown = {name: _chart(page, name) for name in expected}
+        refusal = page.inner_text("#vitune-results .vt-bad")
+        page.get_by_role("tab", name="Model card").click()
+        card = page.inner_text("#vitune-metrics")
     for name, body in expected.items():
         ranked = sorted(body["scores"].items(), key=lambda item: -item[1])
         assert shown[name]["rows"] == [[label, f"{score:.4f}", f"threshold {THRESHOLDS[label]:.2f}"]
@@ -106,3 +96,21 @@ def test_serve_keeps_serving_after_bad_requests(server):
     start = time.perf_counter()
     assert httpx.get(server + "healthz").json()["status"] == "ok"
     assert time.perf_counter() - start < 5
+
+
+def test_an_example_click_shows_its_scores(server):
+    with chromium_page(viewport={"width": 1280, "height": 1000}) as page:
+        page.goto(server, timeout=STARTUP_SECONDS * 1000)
+        examples = page.locator("#vitune-examples button")
+        examples.first.wait_for(timeout=60_000)
+        captions = [text.strip() for text in examples.all_inner_texts()]
+        examples.first.click()
+        page.wait_for_selector("#vitune-results .vt-result", timeout=60_000)
+        result = page.locator("#vitune-results .vt-result").first
+        scores = [float(text) for text in result.locator(".vt-score").all_inner_texts()]
+        page.screenshot(path=str(ARTEFACTS / "app-example.png"), full_page=True)
+    print(f"screenshot kept at {ARTEFACTS / 'app-example.png'}")
+    assert 2 <= len(captions) <= 6 and captions[0].startswith("positive for ")
+    assert len({caption.split(" (")[0] for caption in captions}) >= 2  # positives of different labels
+    assert len(scores) == len(THRESHOLDS) and all(0.0 <= score <= 1.0 for score in scores)
+    assert scores == sorted(scores, reverse=True)

@@ -22,7 +22,7 @@ from vitune.training.fine_tune import auto_pos_weight, train
 
 hf_logging.disable_progress_bar()
 METRICS_KEYS = {"task", "split", "num_samples", "metrics", "per_label", "history", "train_seconds", "samples_per_second",
-                "parameters"}
+                "parameters", "hardware"}
 
 
 def config_for(data, tiny_vit, out, **kwargs) -> TrainConfig:

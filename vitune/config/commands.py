@@ -302,13 +302,20 @@ class ReportConfig(CommandConfig):
     Args:
         run: RUN_DIR from `vitune train`.
         out: HTML file (default: RUN_DIR/report.html).
+        pdf: Also print the report to a PDF beside it (report.pdf), with headless Chromium.
     """
 
     arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR"}
-    usage = "vitune report RUN_DIR"
+    usage = "vitune report RUN_DIR [--pdf]"
 
     run: str
     out: str | None = None
+    pdf: bool = False
+
+    @property
+    def pdf_out(self) -> str:
+        """The PDF written with ``--pdf``: the HTML file's name with ``.pdf``."""
+        return str(Path(self.out).with_suffix(".pdf"))
 
     def __post_init__(self) -> None:
         self.run = str(self.run)

@@ -3,8 +3,9 @@
 For each label: the test images the run scores highest among those that have it (top positives)
 and among those that do not (worst false positives), each with its overlay. Regression runs show
 the highest predictions and the largest over-predictions. Only the first :data:`MAX_SCORED` test
-images are scored, so the report stays quick on a large test split; the overlays are drawn on the
-cached pixels at the model's size.
+images are scored, so the report stays quick on a large test split. The overlays are drawn on the
+cached pixels at the model's size, scaled up sharp to at least 224 px
+(:func:`vitune.explain.overlay.overlay`); the file, the score and the truth go in each caption.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ def _picks(run: Run, y_true: np.ndarray, scores: np.ndarray) -> dict[str, dict[s
             for k, label in enumerate(run.labels)}
 
 
-def _figures(run: Run, split, label: str, rows: list[int], y_true: np.ndarray) -> list[tuple[bytes, str]]:
-    """The overlays of ``label`` on test rows ``rows``: ``(png bytes, caption)`` each."""
+def _figures(run: Run, split, label: str, rows: list[int], y_true: np.ndarray) -> list[dict]:
+    """The overlays of ``label`` on test rows ``rows``: ``{"png", "file", "score", "truth"}`` each."""
     if not rows:
         return []
     pixels = np.asarray(split.select(rows).with_format("numpy")["pixel_values"], dtype=np.uint8)
@@ -53,7 +54,8 @@ def _figures(run: Run, split, label: str, rows: list[int], y_true: np.ndarray) -
                              batch_size=BATCH_SIZE)
     files = split.select(rows)["file"]
     truth = [run.task.label_text(y_true[row], run.labels) for row in rows]
-    return [(encode_png(result.overlay(label)), f"{name} (true: {text})")
+    return [{"png": encode_png(result.overlay(label)), "file": name, "score": result.labels[label].score,
+             "truth": text}
             for result, name, text in zip(results, files, truth)]
 
 

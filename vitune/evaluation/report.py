@@ -26,7 +26,9 @@ from markupsafe import Markup
 from vitune.config import LOCAL_PATHS, ReportConfig
 from vitune.data.dataset_dir import DatasetInfo
 from vitune.errors import UserError
+from vitune.evaluation.pdf import print_pdf, require_printer
 from vitune.evaluation.templating import missing, render
+from vitune.runtime.version import VITUNE_VERSION
 from vitune.storage.atomic import write_atomic
 from vitune.storage.layout import SAMPLE_GRID, HeadsDir, RunDir
 
@@ -210,23 +212,63 @@ def config_section(run_dir: Path) -> Markup:
 # --- report ------------------------------------------------------------------------------------
 
 
+def anchor(title: str) -> str:
+    """A section's id in the page (``Per-label results`` -> ``per-label-results``), the table of contents' target."""
+    return "-".join(title.lower().split())
+
+
+def model_name(run_dir: Path, config: dict) -> str:
+    """The model as a reader knows it: an alias or Hub id as given, a local checkpoint by its folder's name;
+    with the trained model's architecture (``model/config.json``) when there is one."""
+    given = config.get("model")
+    if not given:
+        name = "unknown"
+    elif Path(str(given)).is_absolute() or Path(str(given)).exists():
+        name = f"{Path(str(given)).name} (local checkpoint)"
+    else:
+        name = str(given)
+    model_config = read_json(RunDir(run_dir).model / "config.json") or {}
+    architectures = model_config.get("architectures") or []
+    if architectures:
+        name += f", {architectures[0]}"
+    if model_config.get("image_size"):
+        name += f" at {model_config['image_size']} px"
+    return name
+
+
+def data_name(run_dir: Path) -> str:
+    """The data a run trained on: the source's folder name (or ``hf:NAME``) and its format, with the image count."""
+    try:
+        info = DatasetInfo.load(RunDir(run_dir).dataset_dir())
+    except UserError:
+        return "dataset not available"
+    source = str(info.source)
+    shown = Path(source).name if Path(source).is_absolute() or Path(source).exists() else source
+    return f"{shown} ({info.format} format), {sum(info.splits.values())} images"
+
+
 def _page(run_dir: Path, metrics: dict | None, config: dict, bodies: dict[str, Markup]) -> str:
-    """The whole page: a title, a summary line and the sections in :data:`SECTIONS` order."""
+    """The whole page: a header that names the model and the data, a table of contents and the sections
+    in :data:`SECTIONS` order."""
     return render(
         "report.html.j2", name=run_dir.name, task=(metrics or {}).get("task") or "unknown task",
-        model=relative(config["model"], run_dir) if config.get("model") else "unknown",
+        model=model_name(run_dir, config), source=data_name(run_dir), version=VITUNE_VERSION,
+        hardware=(metrics or {}).get("hardware") or "not recorded (trained before vitune 0.3)",
         generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        sections={name: bodies[name] for name in SECTIONS},
+        toc=[(anchor(name), name) for name in SECTIONS],
+        sections=[(anchor(name), name, bodies[name]) for name in SECTIONS],
     ) + "\n"
 
 
 def build_report(config: ReportConfig) -> Path:
-    """Write the self-contained HTML report of a RUN_DIR and return its path."""
+    """Write the self-contained HTML report of a RUN_DIR (and with ``config.pdf`` its PDF beside it); return the HTML's path."""
     run = RunDir(config.run)
     if not run.root.is_dir():
         raise UserError(f"RUN_DIR {run.root} does not exist: give the --out folder of `vitune train`")
     if not run.metrics.is_file() and not run.model.is_dir():
         raise UserError(f"{run.root} is not a vitune run (no {run.metrics.name} or {run.model.name}/)")
+    if config.pdf:
+        require_printer()  # before the minutes of explaining, not after
     metrics = read_json(run.metrics)
     evaluations = read_evaluations(run.root)
     bodies = {
@@ -238,4 +280,7 @@ def build_report(config: ReportConfig) -> Path:
         "Heads": heads_section(run.root),
         "Configuration": config_section(run.root),
     }
-    return write_atomic(config.out, _page(run.root, metrics, run.read_config(), bodies))
+    written = write_atomic(config.out, _page(run.root, metrics, run.read_config(), bodies))
+    if config.pdf:
+        print_pdf(written, config.pdf_out)
+    return written

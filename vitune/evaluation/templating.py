@@ -29,6 +29,54 @@ def fmt(value) -> str:
     return str(value)
 
 
+def integer(value) -> str:
+    """A count or an epoch: a whole number (``1.0`` -> ``1``, thousands grouped); a fraction keeps 2 decimals."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:.2f}"
+
+
+def significant(value) -> str:
+    """A duration or a rate: 3 significant digits, whole numbers from 100 up (``108.289`` -> ``108``, ``0.01234`` -> ``0.0123``)."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def scientific(value) -> str:
+    """A learning rate: scientific notation with 3 significant digits (``0.0002`` -> ``2.00e-04``)."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:.2e}"
+
+
+INTEGER_COLUMNS = {"epoch", "step", "fold", "n", "positives", "support", "unknown", "images", "num_samples", "dim"}
+SCIENTIFIC_COLUMNS = {"lr", "learning_rate"}
+
+
+def by_column(value, column: str) -> str:
+    """A table cell formatted for its column: counts and epochs as integers (:func:`integer`), learning
+    rates in scientific notation, seconds and rates to 3 significant digits, anything else by :func:`fmt`."""
+    name = str(column).lower()
+    if name in INTEGER_COLUMNS:
+        return integer(value)
+    if name in SCIENTIFIC_COLUMNS or name.endswith("_lr"):
+        return scientific(value)
+    if "second" in name or name.endswith(" s") or name.endswith("_s"):
+        return significant(value)
+    return fmt(value)
+
+
 def base64_text(data: bytes) -> str:
     """``data`` as base64 text, for a ``data:`` URI (an image embedded in the page itself)."""
     return base64.b64encode(data).decode("ascii")
@@ -38,12 +86,19 @@ def base64_text(data: bytes) -> str:
 def template_environment(package: str) -> Environment:
     """The Jinja2 environment of the templates in ``package``'s ``templates/`` folder (one per package).
 
-    Filters: ``fmt`` (:func:`fmt`) and ``base64`` (:func:`base64_text`). Block tags take their own
+    Filters, the one place where numbers are formatted for people (the JSON files keep raw values):
+    ``fmt`` (:func:`fmt`: metrics to 4 decimals, intervals), ``integer``, ``significant`` (seconds
+    and rates), ``scientific`` (learning rates), ``by_column`` (a table cell by its column's name)
+    and ``base64`` (:func:`base64_text`). Block tags take their own
     line with them (``trim_blocks``, ``lstrip_blocks``), so templates can be indented for the reader.
     """
     environment = Environment(loader=PackageLoader(package), autoescape=True, undefined=StrictUndefined,
                               trim_blocks=True, lstrip_blocks=True)
     environment.filters["fmt"] = fmt
+    environment.filters["integer"] = integer
+    environment.filters["significant"] = significant
+    environment.filters["scientific"] = scientific
+    environment.filters["by_column"] = by_column
     environment.filters["base64"] = base64_text
     return environment
 

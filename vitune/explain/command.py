@@ -2,8 +2,9 @@
 
 ``DIR`` gets, all at once (built in a staging folder and renamed into place, under DIR's lock):
 
-- ``overlays/NNNN-STEM-LABEL.png``: the source image at its own size under the label's heatmap,
-  with the label, its score and a ring round the peak;
+- ``overlays/NNNN-STEM-LABEL.png``: the source image (at least 224 px wide, scaled up sharp when
+  smaller), beside it the same image under the label's heatmap with a ring round the peak, and the
+  colour bar; the label and score are in the file name and ``explanations.json``, not on the pixels;
 - ``explanations.json``: ``{"method", "images": [{"file", "width", "height", "labels": {LABEL:
   {"score", "peak": [x, y], "overlay"}}}], "skipped": [{"file", "reason"}]}``, peaks in the
   source's pixels (x right, y down);

@@ -49,9 +49,9 @@ class ImageExplanation:
     reason: str | None = None
 
     def overlay(self, label: str) -> Image.Image:
-        """The source at its own size with ``label``'s heatmap, name, score and peak."""
+        """The panel of ``label`` (:func:`vitune.explain.overlay.overlay`): the source, its heatmap with the peak, the colour bar."""
         entry = self.labels[label]
-        return overlay(self.source, entry.heatmap, label, entry.score, entry.peak)
+        return overlay(self.source, entry.heatmap, entry.peak)
 
     def to_json(self) -> dict:
         """The ``explanations.json`` entry: file, width, height and per label its score and peak."""

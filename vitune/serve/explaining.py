@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vitune.serve.service import Prediction
 
-OVERLAY_WIDTH = 512  # the page shows overlays at most this wide (a 3,000 px film would be megabytes of PNG)
+OVERLAY_WIDTH = 1024  # the page shows overlay panels (source, map, colour bar) at most this wide (a 3,000 px film would be megabytes of PNG)
 
 
 class ServedExplainer:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -25,6 +26,7 @@ from vitune.data.images import BadImage
 from vitune.errors import UserError
 from vitune.evaluation.templating import template_environment
 from vitune.serve.card import metrics_html, model_card_text
+from vitune.serve.examples import write_examples
 from vitune.serve.explaining import ServedExplainer, overlay_pngs
 from vitune.serve.service import Prediction, ServedModel
 
@@ -45,7 +47,8 @@ CSS = """
 .vitune-card th, .vitune-card td { border: 1px solid #ddd; padding: .2rem .5rem; text-align: right; }
 .vitune-card th:first-child, .vitune-card td:first-child { text-align: left; }
 .vitune-card img { max-width: 480px; } .vitune-card .missing { color: #8a5a00; }
-.vt-overlays { display: flex; flex-wrap: wrap; gap: .6rem; margin-top: .5rem; } .vt-overlay { max-width: 320px; }
+.vt-overlays { display: flex; flex-wrap: wrap; gap: .6rem; margin-top: .5rem; } .vt-overlay { max-width: 100%; }
+.vt-overlay-figure { margin: 0; } .vt-overlay-figure figcaption { font-size: .85rem; }
 """
 
 
@@ -101,7 +104,7 @@ async def _one_file(served: ServedModel, path: str, max_bytes: int, explainer: S
 
 
 def build_page(served: ServedModel, run_dir: Path | str, max_bytes: int, explainer: ServedExplainer) -> gr.Blocks:
-    """The Gradio page: a "Predict" tab (upload, results, where the model looks) and a "Model card" tab."""
+    """The Gradio page: a "Predict" tab (upload, example images, results, where the model looks) and a "Model card" tab."""
     title = f"vitune: {served.name}"
 
     async def predict_files(paths: list[str] | None, explain: bool) -> str:
@@ -110,12 +113,21 @@ def build_page(served: ServedModel, run_dir: Path | str, max_bytes: int, explain
         chosen = explainer if explain else None
         return "".join(await asyncio.gather(*(_one_file(served, path, max_bytes, chosen) for path in paths)))
 
+    # the examples' PNGs live as long as the page (Gradio copies them into its cache as it builds it)
+    examples_folder = tempfile.TemporaryDirectory(prefix="vitune-examples-")
     summary = f"run {served.name}, head {served.head}, {len(served.labels)} output(s); {decision_rule(served)}"
     # uploads are copies of patients' images: removed after 10 minutes, and all of them when the server restarts
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(600, 600)) as page:
         gr.Markdown(f"# {html.escape(title)}\n{html.escape(summary)}")
         with gr.Tab("Predict"):
             files = gr.File(label="Images", file_count="multiple", type="filepath", elem_id="vitune-upload")
+            examples = write_examples(run_dir, Path(examples_folder.name))
+            if examples:
+                # a click fills the upload box, whose change event scores the image as an upload would be
+                gr.Examples([[[str(example.path)]] for example in examples], inputs=[files],
+                            example_labels=[example.caption for example in examples],
+                            label="Example images from the validation split (click one)", elem_id="vitune-examples",
+                            api_visibility="private")
             explain = gr.Checkbox(True, label="Show where the model looks (an overlay per decided label)",
                                   elem_id="vitune-explain")
             button = gr.Button("Predict", variant="primary")
@@ -127,6 +139,7 @@ def build_page(served: ServedModel, run_dir: Path | str, max_bytes: int, explain
             if card:
                 gr.Markdown(card, elem_id="vitune-model-card")
             gr.HTML(metrics_html(run_dir, summary), elem_id="vitune-metrics")
+    page.vitune_examples_folder = examples_folder
     return page
 
 

@@ -30,6 +30,7 @@ from vitune.config import TrainConfig
 from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir, require_image_size, require_split, uint8_rows
 from vitune.errors import UserError
 from vitune.models.aliases import load_classifier, load_image_processor, load_model_config, resolve_preprocessing
+from vitune.runtime.hardware import describe_hardware
 from vitune.runtime.progress import interactive
 from vitune.storage.atomic import disk_full, remove_orphans, remove_stale_temp_files, replace_dir, write_atomic
 from vitune.storage.layout import RunDir
@@ -297,7 +298,7 @@ def write_plots(run: RunDir, info: DatasetInfo, y_true, scores, log_history: lis
 
 def metrics_document(info: DatasetInfo, result: MetricsResult, y_true, log_history: list[dict],
                      parameters: dict[str, int]) -> dict:
-    """The ``metrics.json`` content, spec keys only (``parameters``: total and trainable counts)."""
+    """The ``metrics.json`` content, spec keys (``parameters``: total and trainable counts) and ``hardware``."""
     train_seconds, samples_per_second = _throughput(log_history)
     return {
         "task": info.task,
@@ -309,6 +310,7 @@ def metrics_document(info: DatasetInfo, result: MetricsResult, y_true, log_histo
         "train_seconds": round(train_seconds, 3),
         "samples_per_second": round(samples_per_second, 3),
         "parameters": parameters,
+        "hardware": describe_hardware(),
     }
 
 
