@@ -7,7 +7,6 @@ downloads no browser. The test skips only when no chromium executable can be fou
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -15,14 +14,11 @@ import time
 import httpx
 import numpy as np
 import pytest
+from chromium import CHROMIUM, CHROMIUM_ARGS, STARTUP_SECONDS
 from PIL import Image
 from tiny_run import tiny_run_copy
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 THRESHOLDS = {"a": 0.3, "b": 0.5, "c": 0.7}
-STARTUP_SECONDS = 120  # torch and gradio imports on a loaded 2-core machine
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None, reason="no chromium executable found")]
 
