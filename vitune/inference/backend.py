@@ -142,6 +142,9 @@ def exported_models(run: Run) -> dict:
     if _is_fresh(record, export_dir, source):
         return record
     require_onnx_extra()
+    if not os.access(run.dir.root, os.W_OK):
+        raise UserError(f"{export_dir} is missing or older than the model, and {run.dir.root} is read-only: export it "
+                        f"once where the RUN_DIR is writable (vitune predict RUN_DIR IMAGE --backend onnx)")
     with OutputLock(export_dir, flag="RUN_DIR"), staging_dir(export_dir) as staging:
         log.warning("exporting %s to ONNX for --backend (once per trained model)", run.dir.root)
         result = export_onnx(ExportConfig(run=str(run.dir.root), onnx=str(staging / ONNX_FILE), quantize=True))
