@@ -15,7 +15,7 @@ def docker_unavailable() -> str | None:
     """Why Docker cannot build here, or None when its engine answers."""
     if shutil.which("docker") is None:
         return "no docker client on this machine"
-    probe = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
+    probe = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, check=False,
                            timeout=30)
     if probe.returncode != 0:
         said = probe.stderr.strip().splitlines() or ["docker info failed"]
@@ -48,14 +48,15 @@ def test_image_builds_and_refuses_to_listen_without_a_token():
     if reason is not None:
         pytest.skip(reason)
     tag = f"vitune-test:{int(time.time())}"
-    built = subprocess.run(["docker", "build", "-t", tag, str(ROOT)], capture_output=True, text=True, timeout=1800)
+    built = subprocess.run(["docker", "build", "-t", tag, str(ROOT)], capture_output=True, text=True, check=False,
+                           timeout=1800)
     assert built.returncode == 0, built.stderr[-2000:]
     try:
         user = subprocess.run(["docker", "run", "--rm", "--entrypoint", "id", tag, "-u"], capture_output=True,
-                              text=True, timeout=120)
+                              text=True, check=False, timeout=120)
         assert user.stdout.strip() == "10001"
         refused = subprocess.run(["docker", "run", "--rm", "-v", f"{ROOT}:/run/vitune:ro", tag], capture_output=True,
-                                 text=True, timeout=300)
+                                 text=True, check=False, timeout=300)
         assert refused.returncode == 2 and "give --token-file PATH" in refused.stderr
     finally:
-        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, timeout=120)
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, check=False, timeout=120)

@@ -10,8 +10,8 @@ import sys
 import httpx
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from chromium import CHROMIUM, CHROMIUM_ARGS, STARTUP_SECONDS
+from fastapi.testclient import TestClient
 from PIL import Image
 from tiny_run import run_cli, tiny_run_copy
 
