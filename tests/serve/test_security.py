@@ -166,3 +166,17 @@ def test_https_server_refuses_without_token_and_chromium_logs_in(tmp_path, run_d
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_an_unusable_certificate_is_one_error_line(tmp_path, run_dir, monkeypatch):
+    from vitune.serve.app import serve
+
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    (tmp_path / "cert.pem").write_text("not a certificate")
+    (tmp_path / "key.pem").write_text("not a key")
+    config = ServeConfig(run=run_dir, port=0, device="cpu", ssl_certfile=str(tmp_path / "cert.pem"),
+                         ssl_keyfile=str(tmp_path / "key.pem"))
+    printed = []
+    with pytest.raises(UserError, match="cannot serve HTTPS with --ssl-certfile .*give a PEM certificate"):
+        serve(config, echo=printed.append)
+    assert printed == []  # nothing claims to be serving

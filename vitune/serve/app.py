@@ -69,10 +69,6 @@ def serve(config: ServeConfig, echo: Callable[[str], None] = print) -> None:
     if token is None and not is_loopback(config.host):
         log.warning("listening on %s without a token (--insecure): anyone who reaches this address can use the "
                     "page and the API", config.host)
-    scheme = "http" if config.ssl_certfile is None else "https"
-    login = "token required" if token is not None else "no login"
-    echo(f"vitune serve: {scheme}://{config.host}:{port}/ (run {app.state.served.name}, head {config.head}, "
-         f"backend {config.backend}, {login}; API: GET /healthz, POST /v1/predict) - Ctrl-C stops")
     settings = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5,
                               ssl_certfile=config.ssl_certfile, ssl_keyfile=config.ssl_keyfile)
     try:
@@ -81,6 +77,10 @@ def serve(config: ServeConfig, echo: Callable[[str], None] = print) -> None:
         sock.close()
         raise UserError(f"cannot serve HTTPS with --ssl-certfile {config.ssl_certfile} and --ssl-keyfile "
                         f"{config.ssl_keyfile}: {exc}; give a PEM certificate and its private key") from exc
+    scheme = "http" if config.ssl_certfile is None else "https"
+    login = "token required" if token is not None else "no login"
+    echo(f"vitune serve: {scheme}://{config.host}:{port}/ (run {app.state.served.name}, head {config.head}, "
+         f"backend {config.backend}, {login}; API: GET /healthz, POST /v1/predict) - Ctrl-C stops")
     server = uvicorn.Server(settings)
     try:
         server.run(sockets=[sock])
