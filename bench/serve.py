@@ -38,10 +38,10 @@ def png_bytes(side: int = 64) -> bytes:
     return buffer.getvalue()
 
 
-def start_server(run: Path, max_batch: int) -> tuple[subprocess.Popen, str]:
-    """``vitune serve`` on a free 127.0.0.1 port: the process and its base URL."""
+def start_server(run: Path, max_batch: int, flags: list[str] = ()) -> tuple[subprocess.Popen, str]:
+    """``vitune serve`` on a free 127.0.0.1 port (with more ``flags``): the process and its base URL."""
     command = [sys.executable, "-m", "vitune", "serve", str(run), "--port", "0", "--host", "127.0.0.1",
-               "--device", "cpu", "--max-batch", str(max_batch)]
+               "--device", "cpu", "--max-batch", str(max_batch), *flags]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
     line = process.stdout.readline()

@@ -14,12 +14,12 @@ import time
 import httpx
 import numpy as np
 import pytest
+from chromium import CHROMIUM, CHROMIUM_ARGS, STARTUP_SECONDS
 from PIL import Image
 from browser import ARTEFACTS, chromium_page, needs_chromium
 from tiny_run import tiny_run_copy
 
 THRESHOLDS = {"a": 0.3, "b": 0.5, "c": 0.7}
-STARTUP_SECONDS = 120  # torch and gradio imports on a loaded 2-core machine
 
 pytestmark = [pytest.mark.slow, needs_chromium]
 

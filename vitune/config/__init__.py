@@ -10,6 +10,7 @@ This package imports no ML library, so the CLI starts fast.
 """
 
 from vitune.config.base import (
+    BACKENDS,
     HEAD_NAMES,
     MODEL_HEAD,
     POOLINGS,
@@ -37,7 +38,7 @@ from vitune.config.train import LOCAL_PATHS, TRAINING_ARGUMENTS, TrainConfig
 from vitune.config.tune import TuneConfig
 
 __all__ = [
-    "EXPLAIN_METHODS", "HEAD_NAMES", "LOCAL_PATHS", "MODEL_HEAD", "POOLINGS", "SPLIT_METHODS", "TRAINING_ARGUMENTS",
+    "BACKENDS", "EXPLAIN_METHODS", "HEAD_NAMES", "LOCAL_PATHS", "MODEL_HEAD", "POOLINGS", "SPLIT_METHODS", "TRAINING_ARGUMENTS",
     "CommandConfig",
     "DemoConfig", "EvaluateConfig", "ExplainConfig", "ExportConfig", "HeadsConfig", "PredictConfig", "PrepareConfig",
     "ReportConfig", "ServeConfig", "ShowConfig", "TrainConfig", "TuneConfig", "check_choice", "check_pooling",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vitune.config.base import (
+    BACKENDS,
     DEFAULT_OPSET,
     HEAD_NAMES,
     MIN_OPSET,
@@ -202,6 +203,7 @@ class EvaluateConfig(CommandConfig):
         seed: Seed of the bootstrap.
         batch_size: Inference batch size.
         device: cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU).
+        backend: torch, onnx or onnx-int8 (ONNX Runtime on the CPU, on RUN_DIR/export/, exported when missing or stale).
     """
 
     arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR"}
@@ -214,11 +216,13 @@ class EvaluateConfig(CommandConfig):
     seed: int = 0
     batch_size: int = 64
     device: str | None = None
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         self.run = str(self.run)
         check_count("batch_size", self.batch_size)
         check_count("bootstrap", self.bootstrap, minimum=0)
+        check_choice("backend", self.backend, BACKENDS)
 
 
 @dataclass
@@ -234,6 +238,7 @@ class PredictConfig(CommandConfig):
         batch_size: Inference batch size.
         device: cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU).
         explain: Also write explanations of the predicted labels into this folder (as `vitune explain`).
+        backend: torch, onnx or onnx-int8 (ONNX Runtime on the CPU, on RUN_DIR/export/, exported when missing or stale).
     """
 
     arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR", "inputs": "IMAGES_OR_FOLDERS"}
@@ -247,10 +252,12 @@ class PredictConfig(CommandConfig):
     batch_size: int = 32
     device: str | None = None
     explain: str | None = None
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         self.run, self.inputs = str(self.run), [str(p) for p in self.inputs]
         check_count("batch_size", self.batch_size)
+        check_choice("backend", self.backend, BACKENDS)
         if self.head != MODEL_HEAD and self.head not in HEAD_NAMES:
             raise UserError(f"unknown --head {self.head!r}: use one of {', '.join((MODEL_HEAD, *HEAD_NAMES))}")
         if self.explain is not None and self.head != MODEL_HEAD:

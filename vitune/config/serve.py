@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from vitune.config.base import HEAD_NAMES, MODEL_HEAD, CommandConfig, check_count, check_positive
+from vitune.config.base import (
+    BACKENDS,
+    HEAD_NAMES,
+    MODEL_HEAD,
+    CommandConfig,
+    check_choice,
+    check_count,
+    check_positive,
+)
 from vitune.errors import UserError
 
 LOOPBACK = "127.0.0.1"
@@ -18,13 +26,19 @@ class ServeConfig(CommandConfig):
 
     Args:
         run: RUN_DIR from `vitune train`.
-        host: Address to listen on (127.0.0.1: this machine only; the page has no login).
+        host: Address to listen on (127.0.0.1: this machine only; any other address needs a token or --insecure).
         port: TCP port of the page and the API (0: any free port, printed).
         head: model|svm|logreg|mlp|ensemble (heads from `vitune heads`).
         heads_dir: Where the heads are (default: RUN_DIR/heads).
         max_batch: Most concurrent requests scored in one forward pass.
         max_upload_mb: Largest upload accepted, in MB (larger ones get 413).
         device: cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU).
+        backend: torch, onnx or onnx-int8 (ONNX Runtime on the CPU, on RUN_DIR/export/, exported when missing or stale).
+        token_file: File holding the access token (else $VITUNE_SERVE_TOKEN): the API needs `Authorization: Bearer
+            TOKEN`, the page a login with it.
+        ssl_certfile: PEM certificate: serve HTTPS (with --ssl-keyfile).
+        ssl_keyfile: PEM private key of --ssl-certfile.
+        insecure: Allow a non-loopback --host without a token (anyone who reaches it can use the page and API).
     """
 
     arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR"}
@@ -38,6 +52,11 @@ class ServeConfig(CommandConfig):
     max_batch: int = 8
     max_upload_mb: float = 32.0
     device: str | None = None
+    backend: str = "torch"
+    token_file: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         self.run = str(self.run)
@@ -47,6 +66,9 @@ class ServeConfig(CommandConfig):
         check_positive("max_upload_mb", self.max_upload_mb)
         if self.head != MODEL_HEAD and self.head not in HEAD_NAMES:
             raise UserError(f"unknown --head {self.head!r}: use one of {', '.join((MODEL_HEAD, *HEAD_NAMES))}")
+        check_choice("backend", self.backend, BACKENDS)
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise UserError("HTTPS needs both --ssl-certfile and --ssl-keyfile (or neither)")
 
     @property
     def max_upload_bytes(self) -> int:

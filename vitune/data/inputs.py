@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -48,20 +50,44 @@ def _walk(folder: Path) -> Iterator[Path]:
                 yield Path(root) / name
 
 
+PREFETCH_BATCHES = 2  # batches decoded ahead of the one being scored
+
+
+def _decode_batch(paths: list[Path], image_size: int) -> tuple[list[str], list[np.ndarray], list[Skipped]]:
+    """One batch's files decoded in order: the names and pixels of those that decode, the others with their reason."""
+    names, arrays, skipped = [], [], []
+    for path in paths:
+        try:
+            arrays.append(decode_image(path, image_size))
+            names.append(str(path))
+        except BadImage as exc:
+            skipped.append(Skipped(str(path), exc.reason))
+        except OSError as exc:
+            skipped.append(Skipped(str(path), f"unreadable file: {exc.strerror or exc}"))
+    return names, arrays, skipped
+
+
 def decoded_batches(
-    files: list[Path], image_size: int, batch_size: int, skipped: list[Skipped]
+    files: list[Path], image_size: int, batch_size: int, skipped: list[Skipped], prefetch: int = PREFETCH_BATCHES,
 ) -> Iterator[tuple[list[str], np.ndarray]]:
-    """``(files, uint8 [B, 3, S, S])`` batches of the files that decode; the others go to ``skipped``."""
-    starts = range(0, len(files), batch_size)
-    for start in progress(starts, total=len(starts), desc="predicting", unit="batch"):
-        names, arrays = [], []
-        for path in files[start : start + batch_size]:
-            try:
-                arrays.append(decode_image(path, image_size))
-                names.append(str(path))
-            except BadImage as exc:
-                skipped.append(Skipped(str(path), exc.reason))
-            except OSError as exc:
-                skipped.append(Skipped(str(path), f"unreadable file: {exc.strerror or exc}"))
-        if arrays:
-            yield names, np.stack(arrays)
+    """``(files, uint8 [B, 3, S, S])`` batches of the files that decode, in order; the others go to ``skipped``.
+
+    Up to ``prefetch`` batches are decoded ahead in a thread pool while the caller scores the
+    current one (Pillow releases the GIL while it decodes and resizes), so decoding overlaps
+    inference; the queue of pending batches is bounded, so memory stays flat. ``prefetch=0``
+    decodes each batch when it is asked for.
+    """
+    chunks = [files[start : start + batch_size] for start in range(0, len(files), batch_size)]
+    with ThreadPoolExecutor(max_workers=max(prefetch, 1), thread_name_prefix="vitune-decode") as pool:
+        pending: deque[Future] = deque()
+        upcoming = iter(chunks)
+        for _ in progress(range(len(chunks)), total=len(chunks), desc="predicting", unit="batch"):
+            while len(pending) <= prefetch:
+                chunk = next(upcoming, None)
+                if chunk is None:
+                    break
+                pending.append(pool.submit(_decode_batch, chunk, image_size))
+            names, arrays, refused = pending.popleft().result()
+            skipped.extend(refused)
+            if arrays:
+                yield names, np.stack(arrays)

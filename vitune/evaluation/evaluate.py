@@ -24,6 +24,7 @@ from vitune.config import EvaluateConfig
 from vitune.data.dataset_dir import load_dataset_dir, require_split
 from vitune.errors import UserError
 from vitune.evaluation.plots import plot_task
+from vitune.inference.backend import LogitsBackend, TorchBackend, backend_device, open_backend
 from vitune.models.forward import pixel_batches
 from vitune.models.run import Run, load_run
 from vitune.runtime.progress import progress
@@ -73,11 +74,14 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) ->
 # --- evaluate --------------------------------------------------------------------------------
 
 
-def split_scores(run: Run, split_data, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Targets and the run's scores over one DATASET_DIR split."""
+def split_scores(run: Run, split_data, batch_size: int,
+                 backend: LogitsBackend | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and the run's scores over one DATASET_DIR split, its logits from ``backend`` (default: torch)."""
+    backend = backend or TorchBackend(run)
     batches = progress(pixel_batches(split_data, batch_size), total=math.ceil(len(split_data) / batch_size),
                        desc=f"scoring {split_data.split}", unit="batch")
-    scores = run.scores(batches)
+    logits = [backend.logits(batch) for batch in batches]
+    scores = run.logits_to_scores(np.concatenate(logits))
     y_true = np.asarray(split_data.with_format("numpy")["labels"])
     return y_true, scores
 
@@ -92,11 +96,12 @@ def _choose_split(ds, split: str, dataset_dir: Path) -> tuple[str, str | None]:
     return split, None
 
 
-def _tuned_thresholds(run: Run, ds, split: str, y_eval, scores_eval, batch_size: int) -> tuple[np.ndarray, dict]:
+def _tuned_thresholds(run: Run, ds, split: str, y_eval, scores_eval, batch_size: int,
+                      backend: LogitsBackend) -> tuple[np.ndarray, dict]:
     if split == TUNING_SPLIT:
         y_val, scores_val = y_eval, scores_eval
     else:
-        y_val, scores_val = split_scores(run, ds[TUNING_SPLIT], batch_size)
+        y_val, scores_val = split_scores(run, ds[TUNING_SPLIT], batch_size, backend)
     return tune_thresholds(np.asarray(y_val, dtype=np.float64), scores_val, run.labels)
 
 
@@ -130,13 +135,13 @@ class EvaluateResult:
         return document
 
 
-def _scored_split(run: Run, config: EvaluateConfig):
+def _scored_split(run: Run, config: EvaluateConfig, backend: LogitsBackend):
     """(dataset, the evaluated split, a note or None, its targets and scores)."""
     dataset_dir = run.dir.dataset_dir(config.data)
     ds, info = load_dataset_dir(dataset_dir)
     run.check_dataset(info, dataset_dir)
     split, note = _choose_split(ds, config.split, dataset_dir)
-    y_true, scores = split_scores(run, ds[split], config.batch_size)
+    y_true, scores = split_scores(run, ds[split], config.batch_size, backend)
     log.info("scored %d %s images", len(y_true), split)
     return ds, dataset_dir, split, note, y_true, scores
 
@@ -147,8 +152,9 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     Multi-label runs also get per-label thresholds tuned on validation (``RUN_DIR/thresholds.json``,
     used by ``vitune predict``) and F1 at those thresholds.
     """
-    run = load_run(config.run, config.device)
-    ds, dataset_dir, split, note, y_true, scores = _scored_split(run, config)
+    run = load_run(config.run, backend_device(config.backend, config.device))
+    backend = open_backend(run, config.backend)
+    ds, dataset_dir, split, note, y_true, scores = _scored_split(run, config, backend)
     task = run.task
     point = task.metrics(y_true, scores, run.labels)
     intervals = task.bootstrap_intervals(y_true, scores, run.labels, config.bootstrap, config.seed)
@@ -166,7 +172,7 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
             result.note = f"{note or 'evaluated on validation'}; thresholds were tuned on it too, so f1_macro_tuned is optimistic"
         thresholds, tuned_f1 = np.full(len(run.labels), 0.5), {}
         if TUNING_SPLIT in ds:
-            thresholds, tuned_f1 = _tuned_thresholds(run, ds, split, y_true, scores, config.batch_size)
+            thresholds, tuned_f1 = _tuned_thresholds(run, ds, split, y_true, scores, config.batch_size, backend)
         _add_tuned(result, run, y_true, scores, thresholds, tuned_f1)
     plots = plot_task(task, y_true, scores, run.labels, run.dir.eval_dir(split), split)
     result.plots = {k: str(p.relative_to(run.run_dir)) for k, p in plots.items()}

@@ -176,7 +176,8 @@ def _quantization_check(run: Run, float_path: Path, quant_path: Path, validation
     return result
 
 
-def _require_onnx_extra() -> None:
+def require_onnx_extra() -> None:
+    """Fail with the install line when ``onnx`` or ``onnxruntime`` is missing."""
     import importlib.util
 
     missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
@@ -224,7 +225,7 @@ def export_onnx(config: ExportConfig) -> ExportResult:
     "metric", "before", "after", "split"}`` measured on up to ``max_samples`` validation images.
     Raises :class:`UserError` when the ONNX output differs by more than ``tolerance``.
     """
-    _require_onnx_extra()
+    require_onnx_extra()
     run = load_run(config.run, device="cpu")
     validation = _validation_split(config.data, run)
     check = _check_pixels(validation, run.prep.image_size)

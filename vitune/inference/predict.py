@@ -30,6 +30,7 @@ from vitune.config import MODEL_HEAD, PredictConfig
 from vitune.data.inputs import decoded_batches, expand_inputs
 from vitune.data.sources.base import Skipped
 from vitune.errors import UserError
+from vitune.inference.backend import TORCH, backend_device, open_backend
 from vitune.models.run import load_run
 from vitune.storage.atomic import atomic_file
 from vitune.storage.layout import RunDir
@@ -79,11 +80,23 @@ class Scorer:
 
 
 def make_scorer(run_dir: Path | str, head: str = MODEL_HEAD, heads_dir: Path | str | None = None,
-                device: str | None = None) -> Scorer:
-    """The fine-tuned model (``head="model"``) or a saved frozen-backbone head of the run."""
-    run = load_run(run_dir, device)
+                device: str | None = None, backend: str = TORCH) -> Scorer:
+    """The fine-tuned model (``head="model"``) or a saved frozen-backbone head of the run.
+
+    ``backend`` (torch, onnx, onnx-int8) computes the model's logits; the scores are taken from
+    them the same way on each.
+    """
+    run = load_run(run_dir, backend_device(backend, device))
     if head == MODEL_HEAD:
-        return Scorer(run.task, run.labels, run.prep.image_size, lambda pixels: run.scores([pixels]), run.thresholds())
+        logits = open_backend(run, backend)
+
+        def scores(pixels: np.ndarray) -> np.ndarray:
+            return run.logits_to_scores(logits.logits(pixels))
+
+        return Scorer(run.task, run.labels, run.prep.image_size, scores, run.thresholds())
+    if backend != TORCH:
+        raise UserError(f"--backend {backend} scores with the fine-tuned model; the {head} head embeds with torch: "
+                        "drop --head or use --backend torch")
     from vitune.heads import heads_scorer, read_heads_config
 
     heads_dir = Path(heads_dir) if heads_dir is not None else RunDir(run_dir).heads
@@ -123,7 +136,7 @@ def predict(config: PredictConfig) -> Predictions:
     predicted.
     """
     files, skipped = expand_inputs(config.inputs)
-    scorer = make_scorer(config.run, config.head, config.heads_dir, config.device)
+    scorer = make_scorer(config.run, config.head, config.heads_dir, config.device, config.backend)
     columns = scorer.task.prediction_columns(scorer.labels)
     thresholds = None if scorer.thresholds is None else [float(t) for t in scorer.thresholds]
     names: list[str] = []

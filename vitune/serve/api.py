@@ -61,6 +61,7 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[str, bytes]:
     if declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"upload too large: {declared} bytes, at most {max_bytes} (see --max-upload-mb)")
     parser = MultiPartParser(request.headers, _capped(request.stream(), limit), max_files=1, max_fields=16)
+    parser.spool_max_size = limit  # the upload stays in memory: a patient's image is never spooled to disk
     try:
         form = await parser.parse()
     except MultiPartException as exc:

@@ -28,6 +28,7 @@ from vitune.evaluation.templating import template_environment
 from vitune.serve.card import metrics_html, model_card_text
 from vitune.serve.examples import write_examples
 from vitune.serve.explaining import ServedExplainer, overlay_pngs
+from vitune.serve.security import LOGIN_MESSAGE, page_login
 from vitune.serve.service import Prediction, ServedModel
 
 # the results of the "Predict" tab: macros of templates/results.html.j2, called from Python
@@ -83,10 +84,19 @@ def refusal_html(file: str, reason: str) -> Markup:
     return RESULTS.refusal(file=file, reason=reason)
 
 
+def _take_upload(path: Path) -> bytes:
+    """An upload's bytes, its copy in Gradio's cache removed at once: a patient's image stays on disk no longer
+    than its request."""
+    try:
+        return path.read_bytes()
+    finally:
+        path.unlink(missing_ok=True)
+
+
 async def _one_file(served: ServedModel, path: str, max_bytes: int, explainer: ServedExplainer | None) -> str:
     name = Path(path).name
     try:
-        data = await asyncio.to_thread(Path(path).read_bytes)
+        data = await asyncio.to_thread(_take_upload, Path(path))
         if len(data) > max_bytes:
             return refusal_html(name, f"upload too large: {len(data)} bytes, at most {max_bytes}")
         prediction = await served.predict(name, data)
@@ -143,8 +153,13 @@ def build_page(served: ServedModel, run_dir: Path | str, max_bytes: int, explain
     return page
 
 
-def mount_page(app, served: ServedModel, run_dir: Path | str, max_bytes: int, explainer: ServedExplainer):
-    """Mount the page at ``/`` of ``app`` (after the API routes, which keep their paths)."""
+def mount_page(app, served: ServedModel, run_dir: Path | str, max_bytes: int, explainer: ServedExplainer,
+               token: str | None = None):
+    """Mount the page at ``/`` of ``app`` (after the API routes, which keep their paths).
+
+    With a ``token`` the page opens on Gradio's login, the token being the password.
+    """
+    auth = None if token is None else page_login(token)
     return gr.mount_gradio_app(app, build_page(served, run_dir, max_bytes, explainer), path="/", footer_links=[],
                                run_history=False, max_file_size=max_bytes, css=CSS, ssr_mode=False,
-                               mcp_server=False)
+                               mcp_server=False, auth=auth, auth_message=LOGIN_MESSAGE)

@@ -58,7 +58,7 @@ class ServedModel:
     @classmethod
     def from_config(cls, config: ServeConfig) -> "ServedModel":
         """Load the run and head named by ``config`` (the weights are read now, not at the first request)."""
-        scorer = make_scorer(config.run, config.head, config.heads_dir, config.device)
+        scorer = make_scorer(config.run, config.head, config.heads_dir, config.device, config.backend)
         served = cls(scorer, config.max_batch, Path(config.run).resolve().name, config.head)
         served.warm_up()
         return served

@@ -38,6 +38,7 @@ class RunDir:
     report = property(lambda self: self.root / "report.html", doc="``report.html``.")
     adapter = property(lambda self: self.root / "adapter", doc="``adapter/``: the LoRA adapter alone (``--lora``).")
     card = property(lambda self: self.model / "README.md", doc="``model/README.md``: the Hub model card.")
+    export = property(lambda self: self.root / "export", doc="``export/``: the ONNX models ``--backend`` runs.")
     tensorboard = property(lambda self: self.root / "tensorboard", doc="``tensorboard/``: event files.")
     mlflow = property(lambda self: self.root / "mlruns", doc="``mlruns/``: the local MLflow file store.")
 

@@ -1,0 +1,181 @@
+"""``--backend torch|onnx|onnx-int8``: what turns a uint8 pixel batch into the run's logits.
+
+Every backend is a :class:`LogitsBackend`: ``logits(uint8 [B, C, S, S]) -> float32 [B, K]``. Whatever
+sits above it (sigmoid/softmax, calibration, thresholds, test-time augmentation) works on those
+logits, so it applies the same way on every backend.
+
+``torch`` is the run's PyTorch model. ``onnx`` and ``onnx-int8`` run ``RUN_DIR/export/model.onnx``
+and its dynamically quantised twin ``model.int8.onnx`` in ONNX Runtime on the CPU, with as many
+intra-op threads as this process may use cores. Both files come from :func:`export_onnx` (checked
+against torch on export) and are made on first use; ``export/export.json`` records the SHA-256
+of the weights they were made from and of each file, so a retrained model is exported again
+rather than served stale.
+
+Optimum's ``ORTModelForImageClassification`` was checked: it wraps the same InferenceSession but
+exports through its own pipeline and expects float ``pixel_values`` from a processor; the file that
+``vitune export`` already verifies is used here instead, with the preprocessing of
+:func:`vitune.models.forward.normalize`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from vitune.config import ExportConfig
+from vitune.errors import UserError
+from vitune.inference.export import export_onnx, require_onnx_extra
+from vitune.models.aliases import Preprocessing
+from vitune.models.run import Run
+from vitune.storage.atomic import replace_dir, staging_dir, write_atomic
+from vitune.storage.layout import RunDir
+from vitune.storage.lock import OutputLock
+
+log = logging.getLogger(__name__)
+
+TORCH = "torch"
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"  # the name export_onnx gives the quantised twin of model.onnx
+RECORD_FILE = "export.json"
+HASH_CHUNK = 1 << 20
+
+
+class LogitsBackend(Protocol):
+    """Anything that scores uint8 pixel batches: ``name`` and ``logits``."""
+
+    name: str
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 logits ``[B, K]`` of a uint8 ``[B, C, S, S]`` batch (C = 1 or 3)."""
+
+
+class TorchBackend:
+    """The run's PyTorch model on its ``--device``."""
+
+    name = TORCH
+
+    def __init__(self, run: Run):
+        self.run = run
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 logits ``[B, K]`` of a uint8 batch."""
+        return self.run.logits([pixels])
+
+
+class OnnxBackend:
+    """An exported model in ONNX Runtime on the CPU; ``digest`` is the SHA-256 of the file it runs."""
+
+    def __init__(self, name: str, path: Path, prep: Preprocessing, digest: str, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.name, self.path, self.digest = name, path, digest
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or available_cores()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        mean = np.asarray(prep.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(prep.std, dtype=np.float32).reshape(1, 3, 1, 1)
+        # (x / 255 - mean) / std as one multiply-add, the same arithmetic as forward.normalize
+        self.scale = (1.0 / (255.0 * std)).astype(np.float32)
+        self.shift = (-mean / std).astype(np.float32)
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 logits ``[B, K]`` of a uint8 batch (one channel broadcasts to RGB)."""
+        batch = np.broadcast_to(pixels, (pixels.shape[0], 3, *pixels.shape[2:]))
+        normalized = batch.astype(np.float32) * self.scale + self.shift
+        return self.session.run(["logits"], {"pixel_values": normalized})[0]
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which containers and ``taskset`` narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_digest(run: Run) -> str:
+    """SHA-256 over the model's config and safetensors weights: what an export is made from."""
+    digest = hashlib.sha256()
+    sources = [run.dir.model / "config.json", *sorted(run.dir.model.glob("*.safetensors"))]
+    for source in sources:
+        digest.update(source.name.encode())
+        digest.update(file_digest(source).encode())
+    return digest.hexdigest()
+
+
+def _read_record(export_dir: Path) -> dict | None:
+    try:
+        return json.loads((export_dir / RECORD_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _is_fresh(record: dict | None, export_dir: Path, source: str) -> bool:
+    if record is None or record.get("source_sha256") != source:
+        return False
+    return all((export_dir / name).is_file() for name in (ONNX_FILE, INT8_FILE))
+
+
+def exported_models(run: Run) -> dict:
+    """``RUN_DIR/export/export.json``: the ONNX files of the run's current weights, exported now when missing or stale.
+
+    The record is ``{"source_sha256", "files": {"onnx": {"file", "sha256"}, "onnx-int8": {...}},
+    "max_abs_diff", "quantized"}``. The export is written in a staging folder under the output
+    lock and renamed into place, so a reader never sees half of it.
+    """
+    export_dir = run.dir.export
+    source = weights_digest(run)
+    record = _read_record(export_dir)
+    if _is_fresh(record, export_dir, source):
+        return record
+    require_onnx_extra()
+    if not os.access(run.dir.root, os.W_OK):
+        raise UserError(f"{export_dir} is missing or older than the model, and {run.dir.root} is read-only: export it "
+                        f"once where the RUN_DIR is writable (vitune predict RUN_DIR IMAGE --backend onnx)")
+    with OutputLock(export_dir, flag="RUN_DIR"), staging_dir(export_dir) as staging:
+        log.warning("exporting %s to ONNX for --backend (once per trained model)", run.dir.root)
+        result = export_onnx(ExportConfig(run=str(run.dir.root), onnx=str(staging / ONNX_FILE), quantize=True))
+        record = {
+            "source_sha256": source,
+            "files": {
+                "onnx": {"file": ONNX_FILE, "sha256": file_digest(staging / ONNX_FILE)},
+                "onnx-int8": {"file": INT8_FILE, "sha256": file_digest(staging / INT8_FILE)},
+            },
+            "max_abs_diff": result.max_abs_diff,
+            "quantized": {key: result.quantized[key] for key in ("metric", "before", "after", "max_abs_diff")},
+        }
+        write_atomic(staging / RECORD_FILE, json.dumps(record, indent=2) + "\n")
+        replace_dir(staging, export_dir)
+    return record
+
+
+def backend_device(backend: str, device: str | None) -> str | None:
+    """The device to open the run on: the CPU for the ONNX backends unless ``--device`` says otherwise."""
+    return "cpu" if backend != TORCH and device is None else device
+
+
+def open_backend(run: Run, backend: str = TORCH) -> LogitsBackend:
+    """The backend named by ``--backend`` for ``run`` (``onnx`` and ``onnx-int8`` export first when needed)."""
+    if backend == TORCH:
+        return TorchBackend(run)
+    if run.device.type != "cpu":
+        raise UserError(f"--backend {backend} runs on the CPU: drop --device {run.device} or use --backend torch")
+    record = exported_models(run)
+    entry = record["files"].get(backend)
+    if entry is None:
+        raise UserError(f"--backend {backend!r} is not supported: use one of torch, onnx, onnx-int8")
+    path = RunDir(run.dir.root).export / entry["file"]
+    return OnnxBackend(backend, path, run.prep, entry["sha256"])
