@@ -16,7 +16,6 @@ from vitune.evaluation.report import SECTIONS, anchor, build_report
 from vitune.explain.overlay import MIN_WIDTH
 
 
-
 @pytest.fixture(scope="module")
 def printed(tmp_path_factory, tiny_vit):
     """A tiny multi-label run with `vitune report RUN_DIR --pdf` written: the RUN_DIR."""

@@ -258,12 +258,11 @@ def test_page_results_sorted_with_thresholds_marked_only_where_they_decide(task)
 
 
 def test_page_fragments_show_labels_and_file_names_that_look_like_markup_as_text(multi_label_run):
-    from vitune.tasks import get_task
-
     from vitune.inference.predict import Scorer
     from vitune.serve.card import metrics_html
     from vitune.serve.page import prediction_html, refusal_html
     from vitune.serve.service import ServedModel
+    from vitune.tasks import get_task
 
     script = "<script>alert(1)</script>"
     shown = "&lt;script&gt;alert(1)&lt;/script&gt;"

@@ -14,9 +14,8 @@ import time
 import httpx
 import numpy as np
 import pytest
-from chromium import CHROMIUM, CHROMIUM_ARGS, STARTUP_SECONDS
+from browser import ARTEFACTS, STARTUP_SECONDS, chromium_page, needs_chromium
 from PIL import Image
-from browser import ARTEFACTS, chromium_page, needs_chromium
 from tiny_run import tiny_run_copy
 
 THRESHOLDS = {"a": 0.3, "b": 0.5, "c": 0.7}

@@ -10,7 +10,7 @@ import sys
 import httpx
 import numpy as np
 import pytest
-from chromium import CHROMIUM, CHROMIUM_ARGS, STARTUP_SECONDS
+from browser import STARTUP_SECONDS, chromium_page, needs_chromium
 from fastapi.testclient import TestClient
 from PIL import Image
 from tiny_run import run_cli, tiny_run_copy
@@ -126,9 +126,8 @@ def self_signed_certificate(folder):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium executable found")
+@needs_chromium
 def test_https_server_refuses_without_token_and_chromium_logs_in(tmp_path, run_dir, image_bytes):
-    from playwright.sync_api import sync_playwright
 
     cert, key = self_signed_certificate(tmp_path)
     token_file = tmp_path / "token"
@@ -149,20 +148,15 @@ def test_https_server_refuses_without_token_and_chromium_logs_in(tmp_path, run_d
             assert https.post(base + "v1/predict", files=upload, headers=wrong).status_code == 401
             granted = https.post(base + "v1/predict", files=upload, headers={"Authorization": f"Bearer {TOKEN}"})
             assert granted.status_code == 200 and set(granted.json()["scores"]) == {"a", "b", "c"}
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            try:
-                page = browser.new_context(ignore_https_errors=True).new_page()
-                page.goto(base, timeout=STARTUP_SECONDS * 1000)
-                page.wait_for_selector("input[type=password]", timeout=60_000)
-                assert page.locator("#vitune-upload").count() == 0  # nothing of the app before the login
-                page.locator("input[type=text]").first.fill("clinician")
-                page.locator("input[type=password]").fill(TOKEN)
-                page.get_by_role("button", name=re.compile("login", re.IGNORECASE)).click()
-                page.wait_for_selector("#vitune-upload input[type=file]", state="attached", timeout=60_000)
-                assert page.title() == "vitune: run"
-            finally:
-                browser.close()
+        with chromium_page(ignore_https_errors=True) as page:
+            page.goto(base, timeout=STARTUP_SECONDS * 1000)
+            page.wait_for_selector("input[type=password]", timeout=60_000)
+            assert page.locator("#vitune-upload").count() == 0  # nothing of the app before the login
+            page.locator("input[type=text]").first.fill("clinician")
+            page.locator("input[type=password]").fill(TOKEN)
+            page.get_by_role("button", name=re.compile("login", re.IGNORECASE)).click()
+            page.wait_for_selector("#vitune-upload input[type=file]", state="attached", timeout=60_000)
+            assert page.title() == "vitune: run"
     finally:
         process.terminate()
         process.wait(timeout=30)
