@@ -25,6 +25,9 @@ from vitune.errors import UserError
 from vitune.storage.layout import SAMPLE_GRID, RunDir
 from vitune.tasks.labels import UNCERTAIN_POLICIES
 
+# DATASET_DIR columns a --meta-columns name may not take (config imports no data module: spelled here)
+RESERVED_COLUMNS = frozenset({"pixel_values", "labels", "file", "group", "sex", "age", "view"})
+
 
 @dataclass
 class PrepareConfig(CommandConfig):
@@ -49,6 +52,7 @@ class PrepareConfig(CommandConfig):
         workers: Decoding processes (default: all cores).
         views: Keep only these views, e.g. PA,AP (from a "View Position" column or the DICOM ViewPosition).
         uncertain: ignore|zeros|ones: uncertain (-1) findings become unknown (NaN, masked), negative or positive.
+        meta_columns: Other label-CSV columns to keep beside sex, age and view (e.g. site,scanner), for evaluate --by.
     """
 
     arguments: ClassVar[dict[str, str]] = {"source": "SOURCE"}
@@ -73,6 +77,7 @@ class PrepareConfig(CommandConfig):
     workers: int | None = None
     views: list[str] | None = None
     uncertain: str = "ignore"
+    meta_columns: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.source = str(self.source)
@@ -104,6 +109,11 @@ class PrepareConfig(CommandConfig):
         if self.label_column == [] or len(set(self.label_column or ())) < len(self.label_column or ()):
             raise UserError(f"--label-column {given_columns!r} names a column twice or none: give each finding once")
         check_choice("uncertain", self.uncertain, UNCERTAIN_POLICIES)
+        self.meta_columns = split_names(self.meta_columns)
+        reserved = sorted(set(self.meta_columns or ()) & RESERVED_COLUMNS)
+        if reserved:
+            raise UserError(f"--meta-columns {','.join(reserved)}: that name is a DATASET_DIR column already; "
+                            "sex, age and view are kept without asking")
 
     def view_set(self) -> frozenset[str] | None:
         """The views ``--views`` keeps (upper case), or None to keep every image."""
@@ -124,6 +134,8 @@ class PrepareConfig(CommandConfig):
             settings["label_column"] = ",".join(self.label_column)  # as 0.2 wrote it: those datasets stay cached
         if settings["uncertain"] == "ignore":
             settings.pop("uncertain")  # likewise for datasets prepared before --uncertain
+        if settings["meta_columns"] is None:
+            settings.pop("meta_columns")
         settings["image_size"] = image_size
         return settings
 

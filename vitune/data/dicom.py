@@ -6,7 +6,7 @@ else the full range its stored bit depth can hold; MONOCHROME1 (stored inverted)
 back, so dense tissue comes out bright. Compressed transfer syntaxes (RLE, JPEG lossless,
 JPEG 2000) decode through pydicom's pixel handlers (pylibjpeg and its plugins). A file without
 pixel data (a structured report), an unsupported or a damaged one is a :class:`BadImage` with its
-reason. :func:`dicom_tags` reads PatientID and ViewPosition without touching the pixels.
+reason. :func:`dicom_tags` reads PatientID, ViewPosition, PatientSex and PatientAge without touching the pixels.
 """
 
 from __future__ import annotations
@@ -148,14 +148,17 @@ def _dicom_to_image(data: bytes, max_pixels: int) -> Image.Image:
 
 @dataclass(frozen=True)
 class DicomTags:
-    """What a dataset takes from a DICOM header: the patient (group) and the view (PA, AP, LL...)."""
+    """What a dataset takes from a DICOM header: the patient (group), the view (PA, AP, LL...), and the
+    patient's sex and age as written (PatientSex, PatientAge such as ``045Y``)."""
 
     patient: str | None
     view: str | None
+    sex: str | None = None
+    age: str | None = None
 
 
 def dicom_tags(path: Path | str) -> DicomTags | None:
-    """PatientID and ViewPosition of the DICOM at ``path`` (header only), or None if it is not one.
+    """PatientID, ViewPosition, PatientSex and PatientAge of the DICOM at ``path`` (header only), or None if it is not one.
 
     Only the header is read from disk: a dataset of large DICOMs is not read twice.
     """
@@ -166,9 +169,10 @@ def dicom_tags(path: Path | str) -> DicomTags | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID", "ViewPosition"])
-        patient = str(dataset.get("PatientID", "") or "").strip() or None
-        view = str(dataset.get("ViewPosition", "") or "").strip().upper() or None
+            dataset = pydicom.dcmread(path, stop_before_pixels=True,
+                                      specific_tags=["PatientID", "ViewPosition", "PatientSex", "PatientAge"])
+        patient, view, sex, age = (str(dataset.get(keyword, "") or "").strip() or None
+                                   for keyword in ("PatientID", "ViewPosition", "PatientSex", "PatientAge"))
     except Exception:  # a damaged header: no tags (decoding the file reports the damage)
         return None
-    return DicomTags(patient, view)
+    return DicomTags(patient, view.upper() if view else None, sex, age)
