@@ -31,7 +31,7 @@ def normalise_sex(cell: str | None) -> str | None:
     return SEX_CODES.get(str(cell).strip().lower())
 
 
-def parse_age(cell: str | int | float | None) -> int | None:
+def parse_age(cell: str | float | None) -> int | None:
     """Whole years from "58", "58.0" or a DICOM age string ("045Y", "018M", "003W"); None when unreadable."""
     if cell is None:
         return None

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from vitune.data.dicom import DicomTags, dicom_tags
-from vitune.data.metadata import AGE, SEX, normalise_view, parse_age, normalise_sex
+from vitune.data.metadata import AGE, SEX, normalise_sex, normalise_view, parse_age
 from vitune.data.sources.base import Record
 from vitune.data.sources.files import is_image_name
 
