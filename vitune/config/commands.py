@@ -26,6 +26,7 @@ from vitune.storage.layout import SAMPLE_GRID, RunDir
 from vitune.tasks.labels import UNCERTAIN_POLICIES
 
 # DATASET_DIR columns a --meta-columns name may not take (config imports no data module: spelled here)
+DEFAULT_AGE_EDGES = (40, 60, 80)  # the age bins 0-39, 40-59, 60-79, 80+
 RESERVED_COLUMNS = frozenset({"pixel_values", "labels", "file", "group", "sex", "age", "view"})
 
 
@@ -214,6 +215,9 @@ class EvaluateConfig(CommandConfig):
         seed: Seed of the bootstrap.
         batch_size: Inference batch size.
         device: cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU).
+        by: Metadata columns to compare subgroups on, e.g. sex,age,view (and any --meta-columns of prepare).
+        age_bins: Lower edges of the age bins after the first (default 40,60,80: 0-39, 40-59, 60-79, 80+).
+        no_calibrate: Score without the run's fitted temperature (calibration.json).
     """
 
     arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR"}
@@ -226,10 +230,19 @@ class EvaluateConfig(CommandConfig):
     seed: int = 0
     batch_size: int = 64
     device: str | None = None
+    by: list[str] | None = None
+    age_bins: list[int] = field(default_factory=lambda: list(DEFAULT_AGE_EDGES))
+    no_calibrate: bool = False
 
     def __post_init__(self) -> None:
         self.run = str(self.run)
         check_count("batch_size", self.batch_size)
+        self.by = split_names(self.by)
+        if self.by is not None and not self.by:
+            raise UserError("--by names no column: give them comma-separated, e.g. sex,age,view")
+        self.age_bins = [int(edge) for edge in (split_names(self.age_bins) or [])]
+        if not self.age_bins or self.age_bins != sorted(set(self.age_bins)) or self.age_bins[0] <= 0:
+            raise UserError(f"--age-bins {self.age_bins} must be increasing ages above 0, e.g. 40,60,80")
         check_count("bootstrap", self.bootstrap, minimum=0)
 
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import re
 
+from vitune.config.commands import DEFAULT_AGE_EDGES
+from vitune.tasks.subgroups import UNKNOWN_GROUP
+
 SEX, AGE, VIEW = "sex", "age", "view"
 STANDARD_COLUMNS = (SEX, AGE, VIEW)
 # lower-cased source column names, per DATASET_DIR column (ChestX-ray14's, DICOM/MIMIC's, CheXpert's, plain)
@@ -84,10 +87,6 @@ def row_metadata(record, columns: list[str]) -> dict:
     return {column: _value(record, column) for column in columns}
 
 
-DEFAULT_AGE_BINS = (40, 60, 80)  # lower edges of the bins after the first: 0-39, 40-59, 60-79, 80+
-UNKNOWN = "unknown"
-
-
 def age_bin_names(edges: tuple[int, ...] | list[int]) -> list[str]:
     """The names of the age bins cut at ``edges``: ``(40, 60, 80)`` -> ``0-39``, ``40-59``, ``60-79``, ``80+``."""
     lows = [0, *edges]
@@ -103,14 +102,14 @@ def age_groups(ages, edges: tuple[int, ...] | list[int]) -> list[str]:
     groups = []
     for age in ages:
         if age is None:
-            groups.append(UNKNOWN)
+            groups.append(UNKNOWN_GROUP)
             continue
         groups.append(names[int(np.searchsorted(edges, age, side="right"))])
     return groups
 
 
-def metadata_groups(column: str, values, age_edges: tuple[int, ...] | list[int] = DEFAULT_AGE_BINS) -> list[str]:
+def metadata_groups(column: str, values, age_edges: tuple[int, ...] | list[int] = DEFAULT_AGE_EDGES) -> list[str]:
     """The group each image falls in for ``column``: its age bin, or its value (``unknown`` when missing)."""
     if column == AGE:
         return age_groups(values, age_edges)
-    return [UNKNOWN if value is None else str(value) for value in values]
+    return [UNKNOWN_GROUP if value is None else str(value) for value in values]

@@ -35,6 +35,7 @@ from vitune.storage.atomic import disk_full, remove_orphans, remove_stale_temp_f
 from vitune.storage.layout import RunDir
 from vitune.storage.lock import OutputLock
 from vitune.tasks import Task, get_task
+from vitune.tasks.calibration import fitted_calibration
 from vitune.tasks.metrics import MetricsResult
 from vitune.training.augment import device_inputs_for
 from vitune.training.ema import add_ema
@@ -271,11 +272,22 @@ def _throughput(log_history: list[dict]) -> tuple[float, float]:
     return seconds, (samples / seconds if seconds > 0 else 0.0)
 
 
-def validation_scores(trainer: VituneTrainer) -> tuple[np.ndarray, np.ndarray]:
-    """Targets (in target units) and scores of the trainer's model on the validation split."""
+def validation_logits(trainer: VituneTrainer) -> tuple[np.ndarray, np.ndarray]:
+    """Targets (in target units) and logits of the trainer's model on the validation split."""
     output = trainer.predict(trainer.eval_dataset)
-    scores = trainer.task.scores(output.predictions, trainer.model.config)
-    return split_labels(trainer.eval_dataset.split), scores
+    return split_labels(trainer.eval_dataset.split), np.asarray(output.predictions)
+
+
+def save_calibration(run: RunDir, trainer: VituneTrainer, y_true: np.ndarray, logits: np.ndarray) -> None:
+    """Fit the temperature on validation (classification) and write ``calibration.json``."""
+    fitted = fitted_calibration(trainer.task, logits, y_true, trainer.info.labels, trainer.model.config)
+    if fitted is None:
+        run.calibration.unlink(missing_ok=True)
+        return
+    temperature = fitted.pop("temperature")
+    run.save_temperature(temperature, fitted)
+    log.info("temperature fitted on validation: ECE %.4f -> %.4f", fitted["ece_macro_before"] or math.nan,
+             fitted["ece_macro_after"] or math.nan)
 
 
 def write_plots(run: RunDir, info: DatasetInfo, y_true, scores, log_history: list[dict]) -> None:
@@ -380,13 +392,15 @@ def _train(config: TrainConfig, run: RunDir) -> TrainResult:
     log.info("training %s on %s (%s, %d train / %d validation images) -> %s", config.model, config.data, info.task,
              len(trainer.train_dataset), len(trainer.eval_dataset), run.root)
     trainer.train(resume_from_checkpoint=resume_from)
-    y_true, scores = validation_scores(trainer)
+    y_true, logits = validation_logits(trainer)
+    scores = trainer.task.scores(logits, trainer.model.config)
     result = trainer.task.metrics(y_true, scores, info.labels)
     document = metrics_document(info, result, y_true, trainer.state.log_history, parameter_counts(trainer.model))
     _save_final_model(trainer, run, model_card(config, info, document))
     if trainer.is_world_process_zero():
         write_atomic(run.metrics, json.dumps(document, indent=2) + "\n")
         write_plots(run, info, y_true, scores, trainer.state.log_history)
+        save_calibration(run, trainer, y_true, logits)
         if config.push_to_hub:
             push_to_hub(run.model, config.push_to_hub)
     log.info("validation %s: %s", info.task, json.dumps(result.metrics))

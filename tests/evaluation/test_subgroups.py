@@ -1,0 +1,67 @@
+"""Subgroup evaluation and calibration on a generated ChestX-ray14 release with one harder age group."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import save_tiny_vit
+from tiny_run import make_tiny_run
+
+from vitune.config import EvaluateConfig, PrepareConfig
+from vitune.data.prepare import prepare
+from vitune.data.synthetic import make_chestxray_like
+from vitune.evaluation.evaluate import evaluate
+from vitune.errors import UserError
+from vitune.tasks import MULTI_LABEL
+from vitune.tasks.subgroups import subgroup_metrics
+
+FAINT = "60-79"
+
+
+@pytest.fixture(scope="module")
+def faint_run(tmp_path_factory):
+    """A tiny ViT trained on a release whose 60-79-year-olds' findings are drawn at 15 % contrast."""
+    root = tmp_path_factory.mktemp("faint")
+    source = make_chestxray_like(root / "src", n_patients=300, image_size=32, faint_ages=(60, 79), seed=1)
+    prepare(PrepareConfig(source=str(source), out=root / "ds", image_size=32, workers=2, val_fraction=0.2))
+    return make_tiny_run(root / "run", save_tiny_vit(root / "vit", 32), root / "ds", steps=60, batch_size=64)
+
+
+@pytest.mark.slow
+def test_the_faint_age_group_has_a_lower_auc_with_intervals_while_the_sexes_overlap(faint_run):
+    result = evaluate(EvaluateConfig(run=str(faint_run), by=["sex", "age"], bootstrap=400))
+    ages = result.subgroups["age"]
+    assert set(ages) == {"0-39", "40-59", "60-79", "80+"}
+    assert sum(entry["n"] for entry in ages.values()) == result.num_samples
+    faint_high = ages[FAINT]["roc_auc_macro_ci"][1]
+    for name, entry in ages.items():
+        if name != FAINT:
+            assert entry["roc_auc_macro"] > ages[FAINT]["roc_auc_macro"] + 0.05, (name, ages)
+    assert result.subgroup_gaps["age"]["between"][0] == FAINT
+    assert faint_high < max(entry["roc_auc_macro"] for entry in ages.values())
+    female, male = result.subgroups["sex"]["F"]["roc_auc_macro_ci"], result.subgroups["sex"]["M"]["roc_auc_macro_ci"]
+    assert female[0] < male[1] and male[0] < female[1]  # the sexes do not differ: their intervals overlap
+    assert result.subgroup_gaps["sex"]["ci"][0] < 0 < result.subgroup_gaps["sex"]["ci"][1]
+    document = json.loads(result.path.read_text())
+    assert document["subgroups"]["age"][FAINT]["positives"]["Infiltration"] > 0
+    assert 0.0 <= document["subgroups"]["sex"]["F"]["tpr_tuned"]["Infiltration"] <= 1.0
+    assert (faint_run / document["plots"]["subgroups"]).is_file()
+    with pytest.raises(UserError, match="no such metadata column"):
+        evaluate(EvaluateConfig(run=str(faint_run), by=["site"]))
+
+
+def test_a_subgroup_too_small_for_an_interval_says_so_and_stays_out_of_the_gap():
+    rng = np.random.default_rng(0)
+    y = (rng.random((120, 2)) < 0.4).astype(np.float64)
+    scores = y * 0.3 + rng.random((120, 2)) * 0.7
+    groups = ["big"] * 60 + ["other"] * 55 + ["tiny"] * 5
+    per_value, gap = subgroup_metrics(MULTI_LABEL, y, scores, ["a", "b"], groups, 300, 0)
+    assert per_value["tiny"]["roc_auc_macro_ci"] is None and "too small" in per_value["tiny"]["note"]
+    assert per_value["big"]["n"] == 60 and per_value["big"]["positives"]["a"] == int(y[:60, 0].sum())
+    low, high = per_value["big"]["roc_auc_macro_ci"]
+    assert low < per_value["big"]["roc_auc_macro"] < high
+    assert sorted(gap["between"]) == ["big", "other"]
+    expected = abs(per_value["big"]["roc_auc_macro"] - per_value["other"]["roc_auc_macro"])
+    assert gap["roc_auc_macro"] == pytest.approx(expected)
