@@ -65,3 +65,52 @@ def test_a_subgroup_too_small_for_an_interval_says_so_and_stays_out_of_the_gap()
     assert sorted(gap["between"]) == ["big", "other"]
     expected = abs(per_value["big"]["roc_auc_macro"] - per_value["other"]["roc_auc_macro"])
     assert gap["roc_auc_macro"] == pytest.approx(expected)
+
+
+def _binned_ece(outcome: np.ndarray, probability: np.ndarray, bins: int = 15) -> float:
+    """ECE written out plainly, bin by bin, to check the vectorised one against."""
+    total = 0.0
+    for index in range(bins):
+        low, high = index / bins, (index + 1) / bins
+        inside = (probability >= low) & ((probability < high) if index < bins - 1 else (probability <= high))
+        if inside.any():
+            total += inside.sum() / len(probability) * abs(outcome[inside].mean() - probability[inside].mean())
+    return total
+
+
+@pytest.mark.slow
+def test_reported_ece_matches_predicts_probabilities_and_temperature_does_not_raise_validation_ece(faint_run):
+    from vitune.data.dataset_dir import load_dataset_dir
+    from vitune.evaluation.evaluate import split_logits
+    from vitune.inference.predict import predict
+    from vitune.config import PredictConfig
+    from vitune.models.run import load_run
+    from vitune.storage.layout import RunDir
+    from vitune.tasks.calibration import fitted_calibration
+
+    run = load_run(faint_run, "cpu", calibrate=False)
+    ds, info = load_dataset_dir(RunDir(faint_run).dataset_dir())
+    y_val, logits = split_logits(run, ds["validation"], 64)
+    fitted = fitted_calibration(run.task, logits, y_val, run.labels)
+    assert fitted["ece_macro_after"] <= fitted["ece_macro_before"] + 1e-9
+    assert len(fitted["temperature"]) == len(run.labels)
+    RunDir(faint_run).save_temperature(fitted.pop("temperature"), fitted)
+    try:
+        result = evaluate(EvaluateConfig(run=str(faint_run), bootstrap=50))
+        calibration = result.calibration
+        assert calibration["bins"] == 15 and len(calibration["temperature"]) == len(run.labels)
+        test = ds["test"]
+        source = info.source
+        predicted = predict(PredictConfig(run=str(faint_run), inputs=[f"{source}/{file}" for file in test["file"]]))
+        order = {name.rsplit("/", 1)[-1]: row for row, name in enumerate(predicted.files)}
+        probabilities = predicted.scores[[order[file.rsplit("/", 1)[-1]] for file in test["file"]]]
+        y_test = np.asarray(test["labels"], dtype=np.float64)
+        scored = [j for j, name in enumerate(run.labels) if result.per_label[name]["roc_auc"] is not None]
+        recomputed = np.mean([_binned_ece(y_test[:, j], probabilities[:, j]) for j in scored])
+        assert calibration["ece_macro"] == pytest.approx(recomputed, abs=0.005)
+        uncalibrated = evaluate(EvaluateConfig(run=str(faint_run), bootstrap=50, no_calibrate=True)).calibration
+        assert uncalibrated["temperature"] is None
+        assert uncalibrated["ece_macro"] == pytest.approx(calibration["ece_macro_uncalibrated"])
+        assert (faint_run / result.plots["reliability"]).is_file()
+    finally:
+        RunDir(faint_run).calibration.unlink()

@@ -20,6 +20,7 @@ from vitune.tasks.base import Task
 
 BINS = 15
 LOG_T_BOUNDS = (-4.0, 4.0)  # temperatures between e^-4 and e^4
+TOP_LABEL = "top label"  # single-label calibration is of the top label's probability
 
 
 def expected_calibration_error(correct: np.ndarray, confidence: np.ndarray, bins: int = BINS) -> float:
@@ -48,7 +49,7 @@ def reliability_curve(correct: np.ndarray, confidence: np.ndarray, bins: int = B
 
 
 def label_outcomes(task: Task, y_true, probs: np.ndarray, labels: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """What calibration compares, per label (multi-label, known rows) or once (single-label, ``"top label"``):
+    """What calibration compares, per label (multi-label, known rows) or once (single-label, :data:`TOP_LABEL`):
     ``(outcome 0/1, predicted probability)``."""
     probs = np.asarray(probs, dtype=np.float64)
     if task.multi_output:
@@ -59,16 +60,17 @@ def label_outcomes(task: Task, y_true, probs: np.ndarray, labels: list[str]) -> 
             outcomes[name] = (y_true[known, j], probs[known, j])
         return outcomes
     top = probs.argmax(axis=1)
-    return {"top label": ((top == np.asarray(y_true)).astype(np.float64), probs.max(axis=1))}
+    return {TOP_LABEL: ((top == np.asarray(y_true)).astype(np.float64), probs.max(axis=1))}
 
 
 def brier_score(task: Task, y_true, probs: np.ndarray, labels: list[str]) -> dict[str, float]:
-    """Per label the mean squared error of its probability (multi-label), or the multi-class Brier score."""
+    """Per label the mean squared error of its probability (multi-label), or the multi-class Brier score
+    (single-label, under the one :data:`TOP_LABEL` entry)."""
     probs = np.asarray(probs, dtype=np.float64)
     if task.multi_output:
         return {name: float(np.mean((p - y) ** 2)) for name, (y, p) in label_outcomes(task, y_true, probs, labels).items()}
     onehot = task.indicator(y_true, probs.shape[1])
-    return {"all classes": float(np.mean(((probs - onehot) ** 2).sum(axis=1)))}
+    return {TOP_LABEL: float(np.mean(((probs - onehot) ** 2).sum(axis=1)))}
 
 
 def calibration_report(task: Task, y_true, probs: np.ndarray, labels: list[str], scored: list[str]) -> dict:
@@ -84,12 +86,12 @@ def calibration_report(task: Task, y_true, probs: np.ndarray, labels: list[str],
         per_label[name] = {"ece": expected_calibration_error(outcome, confidence)}
         curves[name] = reliability_curve(outcome, confidence)
     for name, brier in briers.items():
-        per_label.setdefault(name, {})["brier"] = brier
+        per_label[name]["brier"] = brier
     averaged = [name for name in outcomes if name in scored] if task.multi_output else list(outcomes)
     return {
         "bins": BINS,
         "ece_macro": _mean([per_label[name]["ece"] for name in averaged]),
-        "brier_macro": _mean([briers[name] for name in (averaged if task.multi_output else briers)]),
+        "brier_macro": _mean([briers[name] for name in averaged]),
         "per_label": per_label,
         "curves": curves,
     }
