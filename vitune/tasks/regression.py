@@ -69,7 +69,7 @@ class Regression(Task):
         scaled = (np.asarray(values, dtype=np.float32).reshape(-1) - low) / max(high - low, 1e-12)
         return torch.from_numpy(scaled)
 
-    def loss(self, logits, labels, regression_loss="mse", pos_weight=None):
+    def loss(self, logits, labels, regression_loss="mse", pos_weight=None, multi_label_loss=None):
         return scaled_regression_loss(logits, labels, regression_loss)
 
     def scores(self, logits, config=None):

@@ -45,7 +45,7 @@ class SingleLabel(Task):
 
         return torch.as_tensor(np.asarray(values), dtype=torch.long)
 
-    def loss(self, logits, labels, regression_loss="mse", pos_weight=None):
+    def loss(self, logits, labels, regression_loss="mse", pos_weight=None, multi_label_loss=None):
         return cross_entropy(logits, labels)
 
     def soft_targets(self, labels, n_outputs, smoothing=0.0):

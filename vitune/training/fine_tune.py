@@ -36,6 +36,7 @@ from vitune.storage.layout import RunDir
 from vitune.storage.lock import OutputLock
 from vitune.tasks import Task, get_task
 from vitune.tasks.calibration import fitted_calibration
+from vitune.tasks.losses import MultiLabelLoss
 from vitune.tasks.metrics import MetricsResult
 from vitune.training.augment import device_inputs_for
 from vitune.training.ema import add_ema
@@ -223,6 +224,7 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
         compute_metrics=_trainer_metrics(task, info.labels, model.config, label_range),
         info=info,
         regression_loss=config.regression_loss,
+        multi_label_loss=multi_label_loss(config, task),
         pos_weight=pos_weight,
         device_inputs=device_inputs_for(config, prep, task, len(task.output_names(info.labels))),
         layer_decay=config.layer_decay,
@@ -235,6 +237,16 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
     trainer.add_callback(StopRequestCallback)
     setup_tracking(trainer, config)
     return trainer
+
+
+def multi_label_loss(config: TrainConfig, task: Task) -> MultiLabelLoss:
+    """``--loss`` and its parameters; focal and asl are for multi-label runs only."""
+    if config.loss != "bce" and not task.multi_output:
+        raise UserError(f"--loss {config.loss} is for multi-label data; this dataset is {task.name}: drop --loss")
+    for name in ("focal_gamma", "asl_gamma_neg", "asl_gamma_pos", "asl_clip"):
+        if getattr(config, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(config, name)} must not be negative")
+    return MultiLabelLoss(config.loss, config.focal_gamma, config.asl_gamma_neg, config.asl_gamma_pos, config.asl_clip)
 
 
 def build_model(config: TrainConfig, task: Task, info: DatasetInfo, label_range) -> torch.nn.Module:
