@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -50,6 +52,42 @@ def test_the_faint_age_group_has_a_lower_auc_with_intervals_while_the_sexes_over
     assert (faint_run / document["plots"]["subgroups"]).is_file()
     with pytest.raises(UserError, match="no such metadata column"):
         evaluate(EvaluateConfig(run=str(faint_run), by=["site"]))
+    _check_report_in_chromium(faint_run, result)
+
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SCREENSHOT = "report-subgroups-calibration.png"  # kept beside report.html in the run, as the test's artefact
+
+
+def _check_report_in_chromium(run_dir, result) -> None:
+    """The report's Subgroups and Calibration sections, as chromium renders them, with a screenshot kept."""
+    from vitune.config import ReportConfig
+    from vitune.evaluation.report import build_report
+
+    report = build_report(ReportConfig(run=str(run_dir)))
+    if CHROMIUM is None:
+        pytest.skip("no chromium executable found")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(report.resolve().as_uri())
+            subgroups = page.locator("#subgroups")
+            assert subgroups.locator("img[alt='roc_auc_macro by subgroup']").evaluate("img => img.naturalWidth") > 200
+            text = subgroups.inner_text()
+            faint = result.subgroups["age"][FAINT]
+            assert f"{FAINT}\t{faint['n']}" in text and "Largest gap" in text and "True-positive rate" in text
+            calibration = page.locator("#calibration")
+            assert calibration.locator("img[alt='Reliability diagram']").evaluate("img => img.naturalWidth") > 200
+            assert "ece_macro" in calibration.inner_text()
+            subgroups.screenshot(path=str(run_dir / SCREENSHOT))
+        finally:
+            browser.close()
+    assert (run_dir / SCREENSHOT).stat().st_size > 10_000
 
 
 def test_a_subgroup_too_small_for_an_interval_says_so_and_stays_out_of_the_gap():
