@@ -16,13 +16,10 @@ def phantom(dense: float, background: float) -> np.ndarray:
     return values
 
 
-def write_dicom(path: Path, stored: np.ndarray, bits: int = 12, signed: bool = False, photometric="MONOCHROME2",
-                window: tuple[float, float] | None = None, rescale: tuple[float, float] | None = None,
-                patient: str = "P1", view: str = "PA", rle: bool = False, pixels: bool = True,
-                sex: str | None = None, age: str | None = None) -> Path:
-    """A minimal secondary-capture DICOM written with pydicom."""
+def secondary_capture():
+    """An empty secondary-capture pydicom ``Dataset`` with its file meta, in explicit VR little endian."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, RLELossless, SecondaryCaptureImageStorage, generate_uid
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
@@ -30,6 +27,17 @@ def write_dicom(path: Path, stored: np.ndarray, bits: int = 12, signed: bool = F
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    return ds
+
+
+def write_dicom(path: Path, stored: np.ndarray, bits: int = 12, signed: bool = False, photometric="MONOCHROME2",
+                window: tuple[float, float] | None = None, rescale: tuple[float, float] | None = None,
+                patient: str = "P1", view: str = "PA", rle: bool = False, pixels: bool = True,
+                sex: str | None = None, age: str | None = None) -> Path:
+    """A minimal secondary-capture DICOM written with pydicom."""
+    from pydicom.uid import RLELossless
+
+    ds = secondary_capture()
     ds.PatientID, ds.ViewPosition, ds.Modality = patient, view, "DX"
     if sex is not None:
         ds.PatientSex = sex
