@@ -216,7 +216,7 @@ class EvaluateConfig(CommandConfig):
         batch_size: Inference batch size.
         device: cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU).
         by: Metadata columns to compare subgroups on, e.g. sex,age,view (and any --meta-columns of prepare).
-        age_bins: Lower edges of the age bins after the first (default 40,60,80: 0-39, 40-59, 60-79, 80+).
+        age_bins: Lower edges of the age bins after the first; 40,60,80 gives 0-39, 40-59, 60-79, 80+.
         no_calibrate: Score without the run's fitted temperature (calibration.json).
     """
 
@@ -240,7 +240,10 @@ class EvaluateConfig(CommandConfig):
         self.by = split_names(self.by)
         if self.by is not None and not self.by:
             raise UserError("--by names no column: give them comma-separated, e.g. sex,age,view")
-        self.age_bins = [int(edge) for edge in (split_names(self.age_bins) or [])]
+        edges = split_names(self.age_bins) or []
+        if not all(str(edge).isdigit() for edge in edges):
+            raise UserError(f"--age-bins {','.join(map(str, edges))} must be whole ages, e.g. 40,60,80")
+        self.age_bins = [int(edge) for edge in edges]
         if not self.age_bins or self.age_bins != sorted(set(self.age_bins)) or self.age_bins[0] <= 0:
             raise UserError(f"--age-bins {self.age_bins} must be increasing ages above 0, e.g. 40,60,80")
         check_count("bootstrap", self.bootstrap, minimum=0)
