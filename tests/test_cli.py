@@ -84,7 +84,8 @@ def test_config_file_of_a_non_train_command_with_flags_over_it(monkeypatch, caps
     path.write_text("run: r\nlearning_rate: 1\n")
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--config", path)
     assert code == 2 and err.strip().splitlines() == [
-        "error: unknown setting(s) learning_rate: known ones are run, data, split, bootstrap, seed, batch_size, device, backend"]
+        "error: unknown setting(s) learning_rate: known ones are run, data, split, bootstrap, seed, batch_size, device, "
+        "backend, by, age_bins, no_calibrate"]
 
 
 def test_print_config_prints_yaml_that_config_reads_back(monkeypatch, capsys, tmp_path):

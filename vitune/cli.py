@@ -273,7 +273,7 @@ def default_hint(config_cls: type, spec: dataclasses.Field) -> str:
     if value is None:
         return ""
     if isinstance(value, list):
-        shown = ",".join(value) or "none"
+        shown = ",".join(str(item) for item in value) or "none"
     elif isinstance(value, float):
         shown = f"{value:g}"
     else:

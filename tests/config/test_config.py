@@ -215,3 +215,13 @@ def test_constructing_a_config_reads_no_file(config_cls, tmp_path, monkeypatch):
 def test_command_configs_check_themselves(config_cls, values, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         getattr(vitune.config, config_cls)(**values)
+
+
+def test_evaluate_by_and_age_bins_are_checked():
+    from vitune.config import EvaluateConfig
+
+    assert EvaluateConfig(run="r", by="sex,age", age_bins="18,65").age_bins == [18, 65]
+    assert EvaluateConfig(run="r").age_bins == [40, 60, 80]
+    for bad in ("60,40", "x", "0,40"):
+        with pytest.raises(UserError, match="--age-bins"):
+            EvaluateConfig(run="r", age_bins=bad)

@@ -9,52 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dicom_files import SIDE, phantom, write_dicom
 from PIL import Image
 
 from vitune.data.dicom import dicom_tags, is_dicom_file
 from vitune.data.images import BadImage, decode_image
 from vitune.data.sources.files import is_image_file
-
-SIDE = 64
-
-
-def phantom(dense: float, background: float) -> np.ndarray:
-    """A square of dense tissue (``dense``) in the middle of ``background``."""
-    values = np.full((SIDE, SIDE), background, dtype=np.float64)
-    values[16:48, 16:48] = dense
-    return values
-
-
-def write_dicom(path: Path, stored: np.ndarray, bits: int = 12, signed: bool = False, photometric="MONOCHROME2",
-                window: tuple[float, float] | None = None, rescale: tuple[float, float] | None = None,
-                patient: str = "P1", view: str = "PA", rle: bool = False, pixels: bool = True) -> Path:
-    """A minimal secondary-capture DICOM written with pydicom."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, RLELossless, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.PatientID, ds.ViewPosition, ds.Modality = patient, view, "DX"
-    if pixels:
-        ds.Rows, ds.Columns, ds.SamplesPerPixel = SIDE, SIDE, 1
-        ds.PhotometricInterpretation = photometric
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = (8, 8, 7) if bits == 8 else (16, bits, bits - 1)
-        ds.PixelRepresentation = int(signed)
-        dtype = np.uint8 if bits == 8 else (np.int16 if signed else np.uint16)
-        ds.PixelData = stored.astype(dtype).tobytes()
-        if window:
-            ds.WindowCenter, ds.WindowWidth = window
-        if rescale:
-            ds.RescaleSlope, ds.RescaleIntercept = rescale
-        if rle:
-            ds.compress(RLELossless)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def bright_dense(pixels: np.ndarray) -> None:
@@ -77,6 +37,18 @@ def test_every_encoding_shows_dense_tissue_bright_with_full_contrast(tmp_path):
         bright_dense(decode_image(write_dicom(tmp_path / name, **settings), SIDE))
 
 
+@pytest.mark.parametrize("signed, dense, background", [(True, 1500, -1500), (False, 2600, 1400)])
+def test_without_window_the_images_own_range_fills_0_to_255(tmp_path, signed, dense, background):
+    # 16-bit data filling a small part of what BitsStored holds: the stored range gave ~7 grey levels of contrast
+    stored = phantom(dense, background)
+    stored[0, 0] = background - 100  # one darker pixel: the minimum maps to 0, the background just above
+    gray = decode_image(write_dicom(tmp_path / "partial.dcm", stored, bits=16, signed=signed), SIDE)[0].astype(int)
+    assert gray[16:48, 16:48].min() == 255
+    expected_background = round(100 / (dense - background + 100) * 255)
+    assert abs(int(np.median(gray[:8, 8:])) - expected_background) <= 1
+    assert gray[16:48, 16:48].mean() - np.median(gray[:8, 8:]) > 200
+
+
 def test_dicom_without_pixels_or_truncated_is_refused_with_its_reason(tmp_path):
     report = write_dicom(tmp_path / "report.dcm", phantom(1, 0), pixels=False)
     with pytest.raises(BadImage, match="DICOM without pixel data"):
@@ -92,6 +64,8 @@ def test_files_without_extension_are_found_by_their_magic_and_tags_read(tmp_path
     (tmp_path / "README").write_text("not an image")
     assert is_dicom_file(path) and is_image_file(path) and not is_image_file(tmp_path / "README")
     assert dicom_tags(path).patient == "P42" and dicom_tags(path).view == "AP"
+    tagged = dicom_tags(write_dicom(tmp_path / "tagged.dcm", phantom(3000, 1000), sex="F", age="045Y"))
+    assert (tagged.sex, tagged.age) == ("F", "045Y")
     assert dicom_tags(tmp_path / "README") is None
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
+from dicom_files import secondary_capture
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -135,15 +136,7 @@ def _jsonl_rows(path: Path) -> tuple[int, int]:
 
 
 def _dicom() -> bytes:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds = secondary_capture()
     ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 32, 48, 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     ds.WindowCenter, ds.WindowWidth = 2048, 4096

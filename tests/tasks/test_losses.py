@@ -37,3 +37,21 @@ def test_the_loss_averages_the_known_cells_and_gives_unknown_ones_no_gradient():
     assert torch.all(logits.grad[~known] == 0) and torch.all(logits.grad[known] != 0)
     full = torch.nan_to_num(labels)
     assert MULTI_LABEL.loss(logits, full).item() == pytest.approx(F.binary_cross_entropy_with_logits(logits, full).item())
+
+
+def test_focal_and_asl_reduce_to_bce_without_focusing_and_mask_unknown_cells():
+    from vitune.tasks.losses import MultiLabelLoss
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 1.5, 0.0]], requires_grad=True)
+    labels = torch.tensor([[1.0, 0.0, float("nan")], [0.0, 1.0, 1.0]])
+    bce = MultiLabelLoss("bce")(logits, labels)
+    assert MultiLabelLoss("focal", focal_gamma=0.0)(logits, labels).item() == pytest.approx(bce.item(), rel=1e-5)
+    assert MultiLabelLoss("asl", asl_gamma_neg=0.0, asl_gamma_pos=0.0, asl_clip=0.0)(logits, labels).item() == (
+        pytest.approx(bce.item(), rel=1e-5))
+    asl = MultiLabelLoss("asl")(logits, labels)
+    asl.backward()
+    assert logits.grad[0, 2].item() == 0.0 and torch.isfinite(asl)
+    easy_negative = torch.tensor([[-4.0]])
+    assert MultiLabelLoss("asl")(easy_negative, torch.zeros(1, 1)).item() == 0.0  # clipped: below the 0.05 margin
+    assert MultiLabelLoss("focal")(easy_negative, torch.zeros(1, 1)).item() < 1e-3 * MultiLabelLoss("bce")(
+        easy_negative, torch.zeros(1, 1)).item()

@@ -26,6 +26,10 @@ from vitune.errors import UserError
 from vitune.storage.layout import SAMPLE_GRID, RunDir
 from vitune.tasks.labels import UNCERTAIN_POLICIES
 
+# DATASET_DIR columns a --meta-columns name may not take (config imports no data module: spelled here)
+DEFAULT_AGE_EDGES = (40, 60, 80)  # the age bins 0-39, 40-59, 60-79, 80+
+RESERVED_COLUMNS = frozenset({"pixel_values", "labels", "file", "group", "sex", "age", "view"})
+
 
 @dataclass
 class PrepareConfig(CommandConfig):
@@ -50,6 +54,7 @@ class PrepareConfig(CommandConfig):
         workers: Decoding processes (default: all cores).
         views: Keep only these views, e.g. PA,AP (from a "View Position" column or the DICOM ViewPosition).
         uncertain: ignore|zeros|ones: uncertain (-1) findings become unknown (NaN, masked), negative or positive.
+        meta_columns: Other label-CSV columns to keep beside sex, age and view (e.g. site,scanner), for evaluate --by.
     """
 
     arguments: ClassVar[dict[str, str]] = {"source": "SOURCE"}
@@ -74,6 +79,7 @@ class PrepareConfig(CommandConfig):
     workers: int | None = None
     views: list[str] | None = None
     uncertain: str = "ignore"
+    meta_columns: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.source = str(self.source)
@@ -105,6 +111,11 @@ class PrepareConfig(CommandConfig):
         if self.label_column == [] or len(set(self.label_column or ())) < len(self.label_column or ()):
             raise UserError(f"--label-column {given_columns!r} names a column twice or none: give each finding once")
         check_choice("uncertain", self.uncertain, UNCERTAIN_POLICIES)
+        self.meta_columns = split_names(self.meta_columns)
+        reserved = sorted(set(self.meta_columns or ()) & RESERVED_COLUMNS)
+        if reserved:
+            raise UserError(f"--meta-columns {','.join(reserved)}: that name is a DATASET_DIR column already; "
+                            "sex, age and view are kept without asking")
 
     def view_set(self) -> frozenset[str] | None:
         """The views ``--views`` keeps (upper case), or None to keep every image."""
@@ -125,6 +136,8 @@ class PrepareConfig(CommandConfig):
             settings["label_column"] = ",".join(self.label_column)  # as 0.2 wrote it: those datasets stay cached
         if settings["uncertain"] == "ignore":
             settings.pop("uncertain")  # likewise for datasets prepared before --uncertain
+        if settings["meta_columns"] is None:
+            settings.pop("meta_columns")
         settings["image_size"] = image_size
         return settings
 
@@ -204,6 +217,9 @@ class EvaluateConfig(CommandConfig):
         batch_size: Inference batch size.
         device: cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU).
         backend: torch, onnx or onnx-int8 (ONNX Runtime on the CPU, on RUN_DIR/export/, exported when missing or stale).
+        by: Metadata columns to compare subgroups on, e.g. sex,age,view (and any --meta-columns of prepare).
+        age_bins: Lower edges of the age bins after the first; 40,60,80 gives 0-39, 40-59, 60-79, 80+.
+        no_calibrate: Score without the run's fitted temperature (calibration.json).
     """
 
     arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR"}
@@ -217,10 +233,22 @@ class EvaluateConfig(CommandConfig):
     batch_size: int = 64
     device: str | None = None
     backend: str = "torch"
+    by: list[str] | None = None
+    age_bins: list[int] = field(default_factory=lambda: list(DEFAULT_AGE_EDGES))
+    no_calibrate: bool = False
 
     def __post_init__(self) -> None:
         self.run = str(self.run)
         check_count("batch_size", self.batch_size)
+        self.by = split_names(self.by)
+        if self.by is not None and not self.by:
+            raise UserError("--by names no column: give them comma-separated, e.g. sex,age,view")
+        edges = split_names(self.age_bins) or []
+        if not all(str(edge).isdigit() for edge in edges):
+            raise UserError(f"--age-bins {','.join(map(str, edges))} must be whole ages, e.g. 40,60,80")
+        self.age_bins = [int(edge) for edge in edges]
+        if not self.age_bins or self.age_bins != sorted(set(self.age_bins)) or self.age_bins[0] <= 0:
+            raise UserError(f"--age-bins {self.age_bins} must be increasing ages above 0, e.g. 40,60,80")
         check_count("bootstrap", self.bootstrap, minimum=0)
         check_choice("backend", self.backend, BACKENDS)
 

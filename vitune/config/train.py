@@ -15,6 +15,7 @@ import yaml
 
 from vitune.config.base import CommandConfig, check_choice, check_positive, split_names
 from vitune.errors import UserError
+from vitune.tasks.losses import MULTI_LABEL_LOSSES
 from vitune.storage.atomic import write_atomic
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -78,6 +79,11 @@ class TrainConfig(CommandConfig):
         resume: Continue from the last checkpoint in RUN_DIR/checkpoints.
         regression_loss: mse|bce on the [0, 1]-scaled target.
         pos_weight: off|auto: auto weighs each label's positives by neg/pos (multi-label).
+        loss: bce|focal|asl: multi-label loss; focal (Lin et al.) or the asymmetric loss of Ridnik et al. (timm's).
+        focal_gamma: Focusing exponent of --loss focal.
+        asl_gamma_neg: Focusing exponent of the negatives under --loss asl.
+        asl_gamma_pos: Focusing exponent of the positives under --loss asl.
+        asl_clip: Probability margin shifted off easy negatives under --loss asl.
         augment: none|light|strong: light = crop (area 0.85-1) + shift; strong = crop + RandAugment m6 + erasing.
         augment_hflip: Random horizontal flips (off: X-ray laterality matters).
         max_steps: Stop after this many optimizer steps.
@@ -122,6 +128,11 @@ class TrainConfig(CommandConfig):
     resume: bool = False
     regression_loss: str = "mse"
     pos_weight: str = "off"
+    loss: str = "bce"
+    focal_gamma: float = 2.0
+    asl_gamma_neg: float = 4.0
+    asl_gamma_pos: float = 0.0
+    asl_clip: float = 0.05
     augment: str = "none"
     augment_hflip: bool = False
     max_steps: int | None = None
@@ -152,7 +163,7 @@ class TrainConfig(CommandConfig):
             setattr(self, name, str(getattr(self, name)))
         for name, choices in (("precision", PRECISIONS), ("scheduler", SCHEDULERS),
                               ("regression_loss", REGRESSION_LOSSES), ("pos_weight", POS_WEIGHTS),
-                              ("augment", AUGMENTS)):
+                              ("augment", AUGMENTS), ("loss", MULTI_LABEL_LOSSES)):
             check_choice(name, getattr(self, name), choices)
         for name in ("epochs", "lr", "batch_size", "grad_accum", "save_total_limit"):
             check_positive(name, getattr(self, name))

@@ -47,6 +47,7 @@ class CacheItem:
     split: str
     path: str | None = None  # the image file to decode, when ``pixels`` is None
     pixels: Any = None  # an in-memory image: PIL image, HxWx3 uint8 array or encoded bytes
+    meta: dict = field(default_factory=dict)  # the metadata columns' values (sex, age, view, ...)
 
 
 @dataclass
@@ -118,12 +119,13 @@ def build_cache(
     task: str,
     image_size: int,
     workers: int | None = None,
+    metadata_columns: Sequence[str] = (),
 ) -> CacheResult:
     """Decode ``items`` over ``workers`` processes (default: all cores) into ``staging/dataset``.
 
     That folder becomes a ``DatasetDict`` (``save_to_disk``) with one split per split name present,
     in train/validation/test order; rows keep the order of ``items``. The Arrow files written while
-    decoding stay in ``staging/arrow``. Undecodable images are returned as skipped with their reason.
+    decoding stay in ``staging/arrow``. Each row also holds its item's ``metadata_columns``. Undecodable images are returned as skipped with their reason.
     """
     import datasets
 
@@ -133,7 +135,7 @@ def build_cache(
     counts = {split: 0 for split in SPLITS}
     arrow = staging / "arrow"
     arrow.mkdir(parents=True, exist_ok=True)
-    writers = SplitWriters(arrow, task, image_size)
+    writers = SplitWriters(arrow, task, image_size, metadata_columns)
     with deferred_interrupts():  # Ctrl-C stops the loop at its next image, never inside the pool's machinery
         decoded = _decode_all(ordered, image_size, workers)
         for item, (pixels, reason) in zip(ordered, progress(decoded, len(ordered), "decoding images", "image")):
@@ -142,7 +144,7 @@ def build_cache(
                 skipped.append(Skipped(item.file, reason))
                 continue
             writers.write(item.split, {"pixel_values": pixels, "labels": item.label, "file": item.file,
-                                       "group": item.group})
+                                       "group": item.group, **item.meta})
             counts[item.split] += 1
     writers.finalize()
     if not any(counts.values()):
@@ -165,8 +167,9 @@ class SplitWriters:
     usually shows one among its first images), and every later gray row is expanded.
     """
 
-    def __init__(self, folder: Path, task: str, image_size: int) -> None:
+    def __init__(self, folder: Path, task: str, image_size: int, metadata_columns: Sequence[str] = ()) -> None:
         self.folder, self.task, self.image_size = folder, task, image_size
+        self.metadata_columns = list(metadata_columns)
         self.channels = 1
         self.writers = self._open()
 
@@ -176,7 +179,7 @@ class SplitWriters:
     def _open(self) -> dict:
         from datasets.arrow_writer import ArrowWriter
 
-        features = features_for(self.task, self.image_size, self.channels)
+        features = features_for(self.task, self.image_size, self.channels, self.metadata_columns)
         return {split: ArrowWriter(features=features, path=str(self._path(split)), writer_batch_size=_WRITER_BATCH)
                 for split in SPLITS}
 

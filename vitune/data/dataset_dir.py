@@ -9,11 +9,13 @@ RGB on the device), ``labels``, ``file`` (path relative to SOURCE) and ``group``
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datasets
 
+from vitune.data.metadata import AGE
 from vitune.errors import UserError
 from vitune.storage.atomic import write_atomic
 from vitune.tasks import Task, get_task
@@ -40,6 +42,8 @@ class DatasetInfo:
     views: dict | None = None  # --views: {"kept": [...], "dropped": {view: images}}
     # one column per finding: {"uncertain": policy, "missing": "ignore", "counts": {label: {state: n}}}
     label_states: dict | None = None
+    # the patient metadata columns beside each image (sex, age, view, --meta-columns); None before 0.3
+    metadata_columns: list[str] | None = None
     version: int = INFO_VERSION
 
     def __post_init__(self) -> None:
@@ -70,16 +74,19 @@ class DatasetInfo:
             raise UserError(f"{path} is damaged ({exc}): prepare the dataset again") from exc
 
 
-def features_for(task: str | Task, image_size: int, channels: int = 3) -> datasets.Features:
-    """The Arrow schema of a DATASET_DIR split for ``task`` at ``image_size`` with ``channels`` (1 or 3)."""
-    return datasets.Features(
-        {
-            "pixel_values": datasets.Array3D(shape=(channels, image_size, image_size), dtype="uint8"),
-            "labels": get_task(task).label_feature(),
-            "file": datasets.Value("string"),
-            "group": datasets.Value("string"),
-        }
-    )
+def features_for(task: str | Task, image_size: int, channels: int = 3,
+                 metadata_columns: Sequence[str] = ()) -> datasets.Features:
+    """The Arrow schema of a DATASET_DIR split for ``task`` at ``image_size`` with ``channels`` (1 or 3),
+    with ``metadata_columns`` (``age`` an integer, the others text; any may be null)."""
+    columns = {
+        "pixel_values": datasets.Array3D(shape=(channels, image_size, image_size), dtype="uint8"),
+        "labels": get_task(task).label_feature(),
+        "file": datasets.Value("string"),
+        "group": datasets.Value("string"),
+    }
+    for column in metadata_columns:
+        columns[column] = datasets.Value("int32" if column == AGE else "string")
+    return datasets.Features(columns)
 
 
 def load_dataset_dir(dataset_dir: Path | str) -> tuple[datasets.DatasetDict, DatasetInfo]:

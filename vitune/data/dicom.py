@@ -2,11 +2,11 @@
 
 Decoding follows the standard's display pipeline, on pydicom: the modality LUT (RescaleSlope /
 RescaleIntercept), then the VOI LUT or window (WindowCenter / WindowWidth) when the file has one,
-else the full range its stored bit depth can hold; MONOCHROME1 (stored inverted) is inverted
+else the image's own value range (min to max), as viewers do; MONOCHROME1 (stored inverted) is inverted
 back, so dense tissue comes out bright. Compressed transfer syntaxes (RLE, JPEG lossless,
 JPEG 2000) decode through pydicom's pixel handlers (pylibjpeg and its plugins). A file without
 pixel data (a structured report), an unsupported or a damaged one is a :class:`BadImage` with its
-reason. :func:`dicom_tags` reads PatientID and ViewPosition without touching the pixels.
+reason. :func:`dicom_tags` reads PatientID, ViewPosition, PatientSex and PatientAge without touching the pixels.
 """
 
 from __future__ import annotations
@@ -67,17 +67,6 @@ def _pixels(dataset) -> np.ndarray:
     return array
 
 
-def _stored_range(dataset) -> tuple[float, float]:
-    """The values the stored bits can hold, after the modality LUT (rescale)."""
-    bits = int(dataset.get("BitsStored", 8) or 8)
-    signed = int(dataset.get("PixelRepresentation", 0) or 0) == 1
-    low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
-    slope = float(dataset.get("RescaleSlope", 1) or 1)
-    intercept = float(dataset.get("RescaleIntercept", 0) or 0)
-    ends = sorted((low * slope + intercept, high * slope + intercept))
-    return ends[0], ends[1]
-
-
 def _first(value) -> float:
     """A window value, which may be multi-valued (one per alternative window): the first."""
     from pydicom.multival import MultiValue
@@ -104,15 +93,26 @@ def _window(values: np.ndarray, dataset) -> np.ndarray | None:
     return np.clip((values - (center - 0.5)) / max(width - 1, 1e-12) + 0.5, 0.0, 1.0)
 
 
+def _own_range(values: np.ndarray) -> np.ndarray:
+    """The image's own value range mapped to [0, 1], as viewers show a file with no VOI LUT and no window.
+
+    The range BitsStored could hold would leave a film that fills part of it nearly flat (a signed
+    16-bit film spanning +-1500 got 7 grey levels between tissue and background). A constant image is 0.
+    """
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros_like(values)
+    return (values - low) / (high - low)
+
+
 def _to_8bit_gray(dataset, array: np.ndarray) -> np.ndarray:
-    """Modality LUT, then the VOI LUT / window or the stored range, to 0-255; MONOCHROME1 inverted."""
+    """Modality LUT, then the VOI LUT / window or the image's own range, to 0-255; MONOCHROME1 inverted."""
     from pydicom.pixels import apply_modality_lut
 
     values = apply_modality_lut(array, dataset).astype(np.float64)
     unit = _window(values, dataset)
     if unit is None:
-        low, high = _stored_range(dataset)
-        unit = np.clip((values - low) / max(high - low, 1e-12), 0.0, 1.0)
+        unit = _own_range(values)
     if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         unit = 1.0 - unit
     return (unit * 255.0 + 0.5).astype(np.uint8)
@@ -148,14 +148,17 @@ def _dicom_to_image(data: bytes, max_pixels: int) -> Image.Image:
 
 @dataclass(frozen=True)
 class DicomTags:
-    """What a dataset takes from a DICOM header: the patient (group) and the view (PA, AP, LL...)."""
+    """What a dataset takes from a DICOM header: the patient (group), the view (PA, AP, LL...), and the
+    patient's sex and age as written (PatientSex, PatientAge such as ``045Y``)."""
 
     patient: str | None
     view: str | None
+    sex: str | None = None
+    age: str | None = None
 
 
 def dicom_tags(path: Path | str) -> DicomTags | None:
-    """PatientID and ViewPosition of the DICOM at ``path`` (header only), or None if it is not one.
+    """PatientID, ViewPosition, PatientSex and PatientAge of the DICOM at ``path`` (header only), or None if it is not one.
 
     Only the header is read from disk: a dataset of large DICOMs is not read twice.
     """
@@ -166,9 +169,10 @@ def dicom_tags(path: Path | str) -> DicomTags | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID", "ViewPosition"])
-        patient = str(dataset.get("PatientID", "") or "").strip() or None
-        view = str(dataset.get("ViewPosition", "") or "").strip().upper() or None
+            dataset = pydicom.dcmread(path, stop_before_pixels=True,
+                                      specific_tags=["PatientID", "ViewPosition", "PatientSex", "PatientAge"])
+        patient, view, sex, age = (str(dataset.get(keyword, "") or "").strip() or None
+                                   for keyword in ("PatientID", "ViewPosition", "PatientSex", "PatientAge"))
     except Exception:  # a damaged header: no tags (decoding the file reports the damage)
         return None
-    return DicomTags(patient, view)
+    return DicomTags(patient, view.upper() if view else None, sex, age)

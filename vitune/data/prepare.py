@@ -15,6 +15,7 @@ from typing import Any
 from vitune.config import PrepareConfig
 from vitune.data.cache import CacheItem, build_cache, cached_info, check_out_dir, source_fingerprint
 from vitune.data.dataset_dir import DatasetInfo
+from vitune.data.metadata import metadata_columns, row_metadata
 from vitune.data.sources import require_source
 from vitune.data.sources.base import Record, Skipped, SourceOptions, SourceRows
 from vitune.data.splits import assign_splits
@@ -77,6 +78,7 @@ def source_options(config: PrepareConfig) -> SourceOptions:
         label_separator=config.label_separator,
         group_column=config.group_column,
         no_finding_as_label=config.no_finding_as_label,
+        meta_columns=config.meta_columns,
     )
 
 
@@ -94,8 +96,9 @@ def _prepare_into(config: PrepareConfig, size: int, fingerprint: str, staging: P
         seed=config.seed,
         official=read.rows.official_split,
     )
-    items = _cache_items(config.source, read.records, read.labels, assignment.splits)
-    cache = build_cache(items, staging, read.space.task, size, workers=config.workers)
+    columns = metadata_columns(read.records, config.meta_columns)
+    items = _cache_items(config.source, read.records, read.labels, assignment.splits, columns)
+    cache = build_cache(items, staging, read.space.task, size, workers=config.workers, metadata_columns=columns)
     log.info("decoded: %s; %d bad images", ", ".join(f"{k} {v}" for k, v in cache.splits.items()), len(cache.skipped))
     if not cache.splits.get("validation"):
         log.warning("no validation split: raise --val-fraction above 0 to evaluate during training")
@@ -114,6 +117,7 @@ def _prepare_into(config: PrepareConfig, size: int, fingerprint: str, staging: P
         seed=config.seed,
         views=read.views,
         label_states=_label_states(read, config.uncertain),
+        metadata_columns=columns,
     )
     info.save(staging / "dataset")
     return info
@@ -165,8 +169,10 @@ def _label_states(read: _Labelled, uncertain: str) -> dict | None:
     return {"uncertain": uncertain, "missing": "ignore", "counts": state_counts(raws, read.space.labels)}
 
 
-def _cache_items(source: str, records: list[Record], labels: list[Any], splits: list[str]) -> list[CacheItem]:
-    """What the cache decodes: in-memory pixels, or the file under SOURCE, with the row's columns."""
+def _cache_items(source: str, records: list[Record], labels: list[Any], splits: list[str],
+                 columns: list[str]) -> list[CacheItem]:
+    """What the cache decodes: in-memory pixels, or the file under SOURCE, with the row's columns
+    (the metadata ``columns`` included)."""
     root = _source_root(source)
     return [
         CacheItem(
@@ -176,6 +182,7 @@ def _cache_items(source: str, records: list[Record], labels: list[Any], splits: 
             split=split,
             path=None if record.pixels is not None else str(root / record.file),
             pixels=record.pixels,
+            meta=row_metadata(record, columns),
         )
         for record, label, split in zip(records, labels, splits)
     ]

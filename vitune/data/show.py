@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import textwrap
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 
 from vitune.config import ShowConfig
 from vitune.data.dataset_dir import SPLITS, DatasetInfo, load_dataset_dir
+from vitune.data.metadata import metadata_groups
 from vitune.storage.atomic import atomic_file
 from vitune.tasks import get_task
 
@@ -23,12 +25,14 @@ class DatasetSummary:
 
     ``rows``: the first rows as ``{"split", "file", "labels", "group"}`` with label names.
     ``frequencies``: per split, per label name, the number of images with it (regression:
-    ``n``, ``mean``, ``min``, ``max`` of the target). ``grid``: the sample grid PNG.
+    ``n``, ``mean``, ``min``, ``max`` of the target). ``metadata``: per metadata column (sex, age, view,
+    ``--meta-columns``), per split, the number of images of each value (ages by bin). ``grid``: the sample grid PNG.
     """
 
     info: DatasetInfo
     rows: list[dict[str, Any]]
     frequencies: dict[str, dict[str, float]]
+    metadata: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     grid: Path | None = None
 
 
@@ -49,7 +53,17 @@ def summarize(dataset_dir: Path | str, rows: int = 10) -> DatasetSummary:
                           "group": row["group"]})
         labels = np.asarray(table.with_format("numpy")["labels"])
         frequencies[split] = get_task(info.task).frequencies(labels, info.labels)
-    return DatasetSummary(info=info, rows=first, frequencies=frequencies)
+    metadata = {column: _value_counts(ds, column) for column in info.metadata_columns or ()}
+    return DatasetSummary(info=info, rows=first, frequencies=frequencies, metadata=metadata)
+
+
+def _value_counts(ds, column: str) -> dict[str, dict[str, int]]:
+    """Per split, the images of each value of a metadata column (ages by their default bin)."""
+    return {
+        split: dict(sorted(Counter(metadata_groups(column, ds[split][column])).items()))
+        for split in SPLITS
+        if split in ds
+    }
 
 
 def write_sample_grid(dataset_dir: Path | str, out_png: Path | str, side: int = GRID_SIDE) -> Path:
@@ -88,6 +102,8 @@ def show(config: ShowConfig, console=None) -> DatasetSummary:
     console = console or Console()
     console.print(_rows_table(summary))
     console.print(_frequency_table(summary))
+    for column, counts in summary.metadata.items():
+        console.print(_metadata_table(column, counts))
     console.print(f"sample grid: {summary.grid}")
     return summary
 
@@ -101,6 +117,19 @@ def _rows_table(summary: DatasetSummary):
         table.add_column(column)
     for row in summary.rows:
         table.add_row(row["split"], row["file"], row["labels"], row["group"] or "")
+    return table
+
+
+def _metadata_table(column: str, counts: dict[str, dict[str, int]]):
+    from rich.table import Table
+
+    table = Table(title=f"{column} (images per value)")
+    table.add_column(column)
+    for split in counts:
+        table.add_column(split, justify="right")
+    values = sorted({value for per_split in counts.values() for value in per_split})
+    for value in values:
+        table.add_row(value, *(str(per_split.get(value, 0)) for per_split in counts.values()))
     return table
 
 

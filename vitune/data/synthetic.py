@@ -53,13 +53,17 @@ BOX_SIGMAS = 2.0  # a lesion's box reaches this many blob sigmas from its centre
 
 
 def make_chestxray_like(out: Path | str, n_patients: int = 300, seed: int = 0, image_size: int = 128,
-                        boxes: bool = False) -> Path:
+                        boxes: bool = False, faint_ages: tuple[int, int] | None = None,
+                        faint_contrast: float = 0.15) -> Path:
     """Write a synthetic ChestX-ray14 release into ``out`` and return ``out``.
 
     Deterministic for a given ``seed``. The defaults give about 900 grayscale PNGs of
     ``image_size`` px from ``n_patients`` patients (1-5 follow-ups each), 20% of patients in
     ``test_list.txt``. ``boxes`` also writes ``out/lesion_boxes.json``: ``{file: {finding: [x0, y0,
     x1, y1]}}`` in pixels (x right, y down), each box :data:`BOX_SIGMAS` blob sigmas around its centre.
+    ``faint_ages=(low, high)`` draws the findings of patients aged ``low`` to ``high`` (inclusive) at
+    ``faint_contrast`` of their brightness: a subgroup whose findings are harder to see, for the
+    subgroup evaluation (``vitune evaluate --by age``).
     """
     if n_patients < 2:
         raise UserError(f"n_patients {n_patients} is too small: use at least 2 (train and test patients)")
@@ -80,7 +84,8 @@ def make_chestxray_like(out: Path | str, n_patients: int = 300, seed: int = 0, i
         for follow_up in range(int(rng.integers(1, 6))):
             name = f"{patient:08d}_{follow_up:03d}.png"
             findings = _draw_findings(rng)
-            pixels, lesion_boxes[name] = _render(background, findings, rng)
+            faint = faint_ages is not None and faint_ages[0] <= age <= faint_ages[1]
+            pixels, lesion_boxes[name] = _render(background, findings, rng, faint_contrast if faint else 1.0)
             Image.fromarray(pixels).save(images / name)
             rows.append([
                 name, "|".join(findings) or NO_FINDING, str(follow_up), str(patient), str(age), gender,
@@ -137,9 +142,10 @@ def _chest_background(size: int) -> np.ndarray:
     return body - 70.0 * lungs + ribs
 
 
-def _render(background: np.ndarray, findings: list[str],
-            rng: np.random.Generator) -> tuple[np.ndarray, dict[str, list[float]]]:
-    """One grayscale image (the background, noise, a jittered blob per finding in its grid cell) and its boxes."""
+def _render(background: np.ndarray, findings: list[str], rng: np.random.Generator,
+            contrast: float = 1.0) -> tuple[np.ndarray, dict[str, list[float]]]:
+    """One grayscale image (the background, noise, a jittered blob per finding in its grid cell, its
+    brightness times ``contrast``) and its boxes."""
     size = background.shape[0]
     cell = size / GRID
     y, x = np.mgrid[0:size, 0:size].astype(np.float64)
@@ -149,7 +155,7 @@ def _render(background: np.ndarray, findings: list[str],
         row, col = divmod(FINDINGS.index(name), GRID)
         cy, cx = (row + 0.5 + rng.uniform(-0.15, 0.15)) * cell, (col + 0.5 + rng.uniform(-0.15, 0.15)) * cell
         sigma = cell * rng.uniform(0.18, 0.28)
-        image += rng.uniform(90.0, 130.0) * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2.0 * sigma**2))
+        image += contrast * rng.uniform(90.0, 130.0) * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2.0 * sigma**2))
         boxes[name] = _box(cx, cy, BOX_SIGMAS * sigma, size)
     return np.clip(image, 0, 255).astype(np.uint8), boxes
 

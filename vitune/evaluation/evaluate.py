@@ -22,14 +22,17 @@ import numpy as np
 
 from vitune.config import EvaluateConfig
 from vitune.data.dataset_dir import load_dataset_dir, require_split
+from vitune.data.metadata import metadata_groups
 from vitune.errors import UserError
-from vitune.evaluation.plots import plot_task
+from vitune.evaluation.plots import plot_reliability, plot_subgroups, plot_task
 from vitune.inference.backend import LogitsBackend, TorchBackend, backend_device, open_backend
 from vitune.models.forward import pixel_batches
 from vitune.models.run import Run, load_run
 from vitune.runtime.progress import progress
 from vitune.storage.atomic import write_atomic
-from vitune.tasks.bootstrap import CONFIDENCE
+from vitune.tasks.bootstrap import CONFIDENCE, scored_columns
+from vitune.tasks.calibration import calibration_report
+from vitune.tasks.subgroups import subgroup_metrics
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +77,22 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) ->
 # --- evaluate --------------------------------------------------------------------------------
 
 
-def split_scores(run: Run, split_data, batch_size: int,
+def split_logits(run: Run, split_data, batch_size: int,
                  backend: LogitsBackend | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Targets and the run's scores over one DATASET_DIR split, its logits from ``backend`` (default: torch)."""
+    """Targets and the run's logits over one DATASET_DIR split, from ``backend`` (default: torch)."""
     backend = backend or TorchBackend(run)
     batches = progress(pixel_batches(split_data, batch_size), total=math.ceil(len(split_data) / batch_size),
                        desc=f"scoring {split_data.split}", unit="batch")
-    logits = [backend.logits(batch) for batch in batches]
-    scores = run.logits_to_scores(np.concatenate(logits))
+    logits = np.concatenate([backend.logits(batch) for batch in batches])
     y_true = np.asarray(split_data.with_format("numpy")["labels"])
-    return y_true, scores
+    return y_true, logits
+
+
+def split_scores(run: Run, split_data, batch_size: int,
+                 backend: LogitsBackend | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and the run's scores (temperature-scaled when the run is calibrated) over one DATASET_DIR split."""
+    y_true, logits = split_logits(run, split_data, batch_size, backend)
+    return y_true, run.logits_to_scores(logits)
 
 
 def _choose_split(ds, split: str, dataset_dir: Path) -> tuple[str, str | None]:
@@ -126,24 +135,52 @@ class EvaluateResult:
     note: str | None = None
     thresholds: dict | None = None
     plots: dict = field(default_factory=dict)
+    calibration: dict | None = None
+    subgroups: dict | None = None
+    subgroup_gaps: dict | None = None
 
     def to_json(self) -> dict:
         """The document written to ``RUN_DIR/eval/<split>/metrics_<split>.json``."""
-        document = {k: v for k, v in asdict(self).items() if k not in ("path", "note", "thresholds", "plots")}
-        document.update({k: getattr(self, k) for k in ("note", "thresholds") if getattr(self, k) is not None})
+        optional = ("note", "thresholds", "calibration", "subgroups", "subgroup_gaps")
+        document = {k: v for k, v in asdict(self).items() if k not in ("path", "plots", *optional)}
+        document.update({k: getattr(self, k) for k in optional if getattr(self, k) is not None})
         document["plots"] = self.plots
         return document
 
 
-def _scored_split(run: Run, config: EvaluateConfig, backend: LogitsBackend):
-    """(dataset, the evaluated split, a note or None, its targets and scores)."""
+@dataclass
+class _ScoredSplit:
+    """The evaluated split: the dataset, its name, a note or None, targets, logits and scores."""
+
+    ds: object
+    info: object
+    dataset_dir: Path
+    split: str
+    note: str | None
+    y_true: np.ndarray
+    logits: np.ndarray
+    scores: np.ndarray
+
+
+def _scored_split(run: Run, config: EvaluateConfig, backend: LogitsBackend) -> _ScoredSplit:
+    """Score the evaluated split (temperature-scaled unless ``--no-calibrate``)."""
     dataset_dir = run.dir.dataset_dir(config.data)
     ds, info = load_dataset_dir(dataset_dir)
     run.check_dataset(info, dataset_dir)
     split, note = _choose_split(ds, config.split, dataset_dir)
-    y_true, scores = split_scores(run, ds[split], config.batch_size, backend)
+    _check_by(config.by, info, dataset_dir)
+    y_true, logits = split_logits(run, ds[split], config.batch_size, backend)
     log.info("scored %d %s images", len(y_true), split)
-    return ds, dataset_dir, split, note, y_true, scores
+    return _ScoredSplit(ds, info, dataset_dir, split, note, y_true, logits, run.logits_to_scores(logits))
+
+
+def _check_by(by: list[str] | None, info, dataset_dir: Path) -> None:
+    """``--by`` columns must be metadata the DATASET_DIR kept."""
+    kept = info.metadata_columns or []
+    missing = [column for column in by or () if column not in kept]
+    if missing:
+        raise UserError(f"--by {','.join(missing)}: {dataset_dir} has no such metadata column (it has "
+                        f"{', '.join(kept) or 'none'}): prepare the dataset again with vitune 0.3, or --meta-columns")
 
 
 def evaluate(config: EvaluateConfig) -> EvaluateResult:
@@ -152,9 +189,11 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     Multi-label runs also get per-label thresholds tuned on validation (``RUN_DIR/thresholds.json``,
     used by ``vitune predict``) and F1 at those thresholds.
     """
-    run = load_run(config.run, backend_device(config.backend, config.device))
+    run = load_run(config.run, backend_device(config.backend, config.device), calibrate=not config.no_calibrate)
     backend = open_backend(run, config.backend)
-    ds, dataset_dir, split, note, y_true, scores = _scored_split(run, config, backend)
+    scored = _scored_split(run, config, backend)
+    ds, dataset_dir, split, note, y_true, scores = (scored.ds, scored.dataset_dir, scored.split, scored.note,
+                                                    scored.y_true, scored.scores)
     task = run.task
     point = task.metrics(y_true, scores, run.labels)
     intervals = task.bootstrap_intervals(y_true, scores, run.labels, config.bootstrap, config.seed)
@@ -175,9 +214,54 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
             thresholds, tuned_f1 = _tuned_thresholds(run, ds, split, y_true, scores, config.batch_size, backend)
         _add_tuned(result, run, y_true, scores, thresholds, tuned_f1)
     plots = plot_task(task, y_true, scores, run.labels, run.dir.eval_dir(split), split)
+    if task.is_classification:
+        result.calibration = _calibration(run, scored, point)
+        plots["reliability"] = plot_reliability(result.calibration["curves"], run.dir.eval_dir(split) / "reliability.png")
+    if config.by:
+        _add_subgroups(result, run, config, scored)
+        plots["subgroups"] = plot_subgroups(result.subgroups, task.main_metric, run.dir.eval_dir(split) / "subgroups.png")
     result.plots = {k: str(p.relative_to(run.run_dir)) for k, p in plots.items()}
     write_atomic(result.path, json.dumps(result.to_json(), indent=2) + "\n")
     return result
+
+
+def _calibration(run: Run, scored: _ScoredSplit, point) -> dict:
+    """ECE and Brier of the scores, the uncalibrated ECE beside them, and the temperature used."""
+    scored_labels = [run.labels[j] for j in scored_columns(point, run.labels)]
+    report = calibration_report(run.task, scored.y_true, scored.scores, run.labels, scored_labels)
+    uncalibrated = run.task.scores(scored.logits, run.config)
+    before = calibration_report(run.task, scored.y_true, uncalibrated, run.labels, scored_labels)
+    return {"bins": report["bins"], "ece_macro": report["ece_macro"], "ece_macro_uncalibrated": before["ece_macro"],
+            "brier_macro": report["brier_macro"], "temperature": run.temperature, "per_label": report["per_label"],
+            "curves": report["curves"]}
+
+
+def _add_subgroups(result: EvaluateResult, run: Run, config: EvaluateConfig, scored: _ScoredSplit) -> None:
+    """Per ``--by`` column each value's main metric with its interval, the largest gap, and (multi-label)
+    each value's true-positive rate per label at the tuned thresholds."""
+    thresholds = np.asarray(list(result.thresholds["values"].values())) if result.thresholds else 0.5
+    data = scored.ds[scored.split]
+    result.subgroups, result.subgroup_gaps = {}, {}
+    for column in config.by:
+        groups = metadata_groups(column, data[column], config.age_bins)
+        per_value, gap = subgroup_metrics(run.task, scored.y_true, scored.scores, run.labels, groups,
+                                          config.bootstrap, config.seed, thresholds)
+        if run.task.tunes_thresholds:
+            for value, entry in per_value.items():
+                rows = np.asarray(groups) == value
+                entry["tpr_tuned"] = true_positive_rates(scored.y_true[rows], scored.scores[rows], run.labels, thresholds)
+        result.subgroups[column] = per_value
+        result.subgroup_gaps[column] = gap
+
+
+def true_positive_rates(y_true: np.ndarray, probs: np.ndarray, labels: list[str], thresholds) -> dict:
+    """Per label the share of known positives called positive at ``thresholds`` (None without a positive)."""
+    thresholds = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (len(labels),))
+    rates = {}
+    for j, name in enumerate(labels):
+        positive = np.asarray(y_true[:, j], dtype=np.float64) == 1.0
+        rates[name] = float(np.mean(probs[positive, j] >= thresholds[j])) if positive.any() else None
+    return rates
 
 
 def _add_tuned(result: EvaluateResult, run: Run, y_true, scores, thresholds: np.ndarray, tuned_f1: dict) -> None:

@@ -236,3 +236,41 @@ def plot_trials(trials: Sequence[dict], metric: str, maximize: bool, out: Path |
     ax.grid(alpha=0.3)
     ax.legend()
     return _save(fig, out)
+
+
+def plot_reliability(curves: dict[str, dict], out: Path | str) -> Path:
+    """Reliability diagram: per label, each bin's observed frequency against its mean predicted probability.
+
+    ``curves`` is :func:`vitune.tasks.calibration.reliability_curve` per label; a perfectly calibrated
+    model lies on the diagonal. Marker area follows the bin's row count.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="calibrated")
+    for name, curve in list(curves.items())[:MAX_ROC_CURVES]:
+        counts = np.asarray(curve["count"], dtype=np.float64)
+        sizes = 12 + 120 * counts / max(counts.max(initial=1.0), 1.0)
+        ax.plot(curve["confidence"], curve["frequency"], lw=1, alpha=0.7)
+        ax.scatter(curve["confidence"], curve["frequency"], s=sizes, alpha=0.7, label=name)
+    _unit_square(ax, "mean predicted probability", "observed frequency", "Reliability", "upper left")
+    return _save(fig, out)
+
+
+def plot_subgroups(subgroups: dict[str, dict], metric: str, out: Path | str) -> Path:
+    """Forest plot: each attribute's values with their metric and 95 % interval (no bar: too small for one)."""
+    plt = _pyplot()
+    rows = [(column, value, entry) for column, values in subgroups.items() for value, entry in values.items()]
+    fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.38 * len(rows)))
+    for position, (column, value, entry) in enumerate(rows):
+        if entry[metric] is None:
+            continue
+        interval = entry[metric + "_ci"]
+        if interval is not None:
+            ax.plot(interval, [position, position], color="tab:blue", lw=2)
+        ax.plot(entry[metric], position, "o", color="tab:blue" if interval is not None else "tab:grey")
+    ax.set_yticks(range(len(rows)), [f"{column}: {value} (n={entry['n']})" for column, value, entry in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric} (95% bootstrap interval)")
+    ax.set_title("Subgroups")
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, out)

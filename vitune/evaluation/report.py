@@ -34,7 +34,8 @@ from vitune.storage.layout import SAMPLE_GRID, HeadsDir, RunDir
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("Data", "Training", "Metrics", "Per-label results", "Where the model looks", "Heads", "Configuration")
+SECTIONS = ("Data", "Training", "Metrics", "Per-label results", "Subgroups", "Calibration", "Where the model looks",
+            "Heads", "Configuration")
 MAX_SKIPPED_SHOWN = 10
 PER_LABEL_ORDER = ("roc_auc", "roc_auc_ci", "average_precision", "f1", "f1_tuned", "threshold_tuned",
                    "positives", "support", "unknown")
@@ -166,6 +167,46 @@ def per_label_section(metrics: dict | None, evaluations: list[dict]) -> Markup:
     return render("per_label.html.j2", split=source.get("split", ""), headers=["label", *keys], rows=rows)
 
 
+def subgroups_section(run_dir: Path, evaluations: list[dict]) -> Markup:
+    """The first evaluation's subgroups (``vitune evaluate --by``): forest plot, intervals, gaps, TPR per label."""
+    source = next((result for result in evaluations if result.get("subgroups")), None)
+    if source is None:
+        return missing("no subgroup evaluation yet: run `vitune evaluate RUN_DIR --by sex,age,view`")
+    metric = next(iter(source.get("metrics") or {"metric": None}))
+    labels = list(source.get("per_label") or {})
+    attributes = []
+    for name, values in source["subgroups"].items():
+        rows = [[value, entry.get("n"), entry.get(metric), entry.get(metric + "_ci") or entry.get("note")]
+                for value, entry in values.items()]
+        tpr_rows = [[value, *((entry.get("tpr_tuned") or {}).get(label) for label in labels)]
+                    for value, entry in values.items() if entry.get("tpr_tuned")]
+        gap = (source.get("subgroup_gaps") or {}).get(name)
+        shown_gap = None if gap is None else {"value": gap.get(metric), "ci": gap.get("ci"), "between": gap["between"]}
+        attributes.append({"name": name, "rows": rows, "tpr_rows": tpr_rows, "tpr_headers": [name, *labels],
+                           "gap": shown_gap})
+    plots = source.get("plots") or {}
+    forest = _figures([(run_dir / plots["subgroups"], f"{metric} by subgroup")] if "subgroups" in plots else [])
+    return render("subgroups.html.j2", split=source.get("split", ""), metric=metric, attributes=attributes,
+                  forest=forest)
+
+
+def calibration_section(run_dir: Path, evaluations: list[dict]) -> Markup:
+    """The first evaluation's calibration: ECE before and after the temperature, Brier, reliability diagram."""
+    source = next((result for result in evaluations if result.get("calibration")), None)
+    if source is None:
+        return missing("no calibration yet: run `vitune evaluate RUN_DIR` (classification runs)")
+    calibration = source["calibration"]
+    summary = [[key, calibration.get(key)] for key in ("ece_macro", "ece_macro_uncalibrated", "brier_macro")]
+    temperature = calibration.get("temperature")
+    summary.append(["temperature", "none (uncalibrated)" if temperature is None else ", ".join(f"{t:.3g}" for t in temperature)])
+    per_label = [[name, values.get("ece"), values.get("brier")]
+                 for name, values in (calibration.get("per_label") or {}).items()]
+    plots = source.get("plots") or {}
+    reliability = _figures([(run_dir / plots["reliability"], "Reliability diagram")] if "reliability" in plots else [])
+    return render("calibration.html.j2", split=source.get("split", ""), bins=calibration.get("bins"), summary=summary,
+                  per_label=per_label, reliability=reliability)
+
+
 def _relative_message(exc: UserError, run_dir: Path) -> str:
     """``exc``'s message with the run's recorded dataset path shown relative to the RUN_DIR."""
     recorded = str(RunDir(run_dir).read_config().get("data") or "")
@@ -276,6 +317,8 @@ def build_report(config: ReportConfig) -> Path:
         "Training": training_section(run.root, metrics),
         "Metrics": metrics_section(run.root, metrics, evaluations),
         "Per-label results": per_label_section(metrics, evaluations),
+        "Subgroups": subgroups_section(run.root, evaluations),
+        "Calibration": calibration_section(run.root, evaluations),
         "Where the model looks": explanations_section(run.root),
         "Heads": heads_section(run.root),
         "Configuration": config_section(run.root),

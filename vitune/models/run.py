@@ -24,6 +24,7 @@ from vitune.models.encoder import Encoder
 from vitune.models.forward import batched_logits
 from vitune.storage.layout import RunDir
 from vitune.tasks import Task, task_of_config
+from vitune.tasks.calibration import apply_temperature
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,9 @@ class Run(Encoder):
 
     is_run = True
 
-    def __init__(self, run_dir: Path | str, device: torch.device | str | None = None):
+    def __init__(self, run_dir: Path | str, device: torch.device | str | None = None, calibrate: bool = True):
         self.dir = RunDir(run_dir).require()
+        self.calibrate = calibrate
         super().__init__(self.dir.model, name=str(run_dir), device=device)
         try:
             self.config  # a damaged config is reported now, not at first use
@@ -84,9 +86,17 @@ class Run(Encoder):
         """Probabilities (classification) or target-unit predictions (regression) over uint8 batches."""
         return self.logits_to_scores(self.logits(batches))
 
+    @cached_property
+    def temperature(self) -> list[float] | None:
+        """The temperatures fitted on validation (``calibration.json``), None when absent or ``calibrate`` is off."""
+        if not self.calibrate:
+            return None
+        return self.dir.load_temperature(len(self.labels))
+
     def logits_to_scores(self, logits: np.ndarray) -> np.ndarray:
-        """This run's logits -> scores (sigmoid, softmax or unscaled regression output)."""
-        return self.task.scores(logits, self.config)
+        """This run's logits -> scores (sigmoid, softmax or unscaled regression output), temperature-scaled
+        when the run has a fitted temperature and ``calibrate`` is on."""
+        return self.task.scores(apply_temperature(logits, self.temperature), self.config)
 
     def thresholds(self) -> np.ndarray | None:
         """Tuned multi-label decision thresholds, when the task has them and evaluate wrote them."""
@@ -102,9 +112,10 @@ class Run(Encoder):
         require_image_size(info, dataset_dir, self.prep.image_size, self.name)
 
 
-def load_run(run_dir: Path | str, device: torch.device | str | None = None) -> Run:
-    """Open ``RUN_DIR/model`` with the preprocessing it was trained with (weights load on first use)."""
-    return Run(run_dir, device)
+def load_run(run_dir: Path | str, device: torch.device | str | None = None, calibrate: bool = True) -> Run:
+    """Open ``RUN_DIR/model`` with the preprocessing it was trained with (weights load on first use);
+    ``calibrate`` applies its fitted temperature (``calibration.json``) to the scores."""
+    return Run(run_dir, device, calibrate)
 
 
 def open_model(model: str | Path, device: torch.device | str | None = None, trust_remote_code: bool = False) -> Encoder:

@@ -34,6 +34,9 @@ class RunDir:
     plots = property(lambda self: self.root / "plots", doc="``plots/``: loss, lr, roc, confusion.")
     checkpoints = property(lambda self: self.root / "checkpoints", doc="``checkpoints/`` for ``--resume``.")
     thresholds = property(lambda self: self.root / "thresholds.json", doc="``thresholds.json`` from evaluate.")
+    calibration = property(lambda self: self.root / "calibration.json",
+                           doc="``calibration.json``: the temperatures fitted on validation (train, heads).")
+    cv = property(lambda self: self.root / "cv.json", doc="``cv.json``: the folds of ``--folds K``.")
     heads = property(lambda self: self.root / "heads", doc="``heads/``: the default heads directory.")
     report = property(lambda self: self.root / "report.html", doc="``report.html``.")
     adapter = property(lambda self: self.root / "adapter", doc="``adapter/``: the LoRA adapter alone (``--lora``).")
@@ -89,6 +92,29 @@ class RunDir:
     def save_thresholds(self, thresholds: dict[str, float], details: dict) -> Path:
         """Write ``thresholds.json``: ``{"thresholds": {label: t}, ...details}``."""
         return write_atomic(self.thresholds, json.dumps({"thresholds": thresholds, **details}, indent=2) + "\n")
+
+    def fold(self, index: int) -> Path:
+        """``fold-<index>/``: one fold's RUN_DIR under ``--folds K``."""
+        return self.root / f"fold-{index}"
+
+    def folds(self) -> list[Path]:
+        """The fold RUN_DIRs of a cross-validation parent, in fold order (empty for a plain run)."""
+        found = [path for path in self.root.glob("fold-*") if RunDir(path).is_run()]
+        return sorted(found, key=lambda path: int(path.name.removeprefix("fold-")))
+
+    def save_temperature(self, temperature: list[float], details: dict) -> Path:
+        """Write ``calibration.json``: ``{"temperature": [...], ...details}``."""
+        return write_atomic(self.calibration, json.dumps({"temperature": temperature, **details}, indent=2) + "\n")
+
+    def load_temperature(self, outputs: int) -> list[float] | None:
+        """The fitted temperatures (``outputs`` of them, or one), or None when no ``calibration.json`` is there."""
+        if not self.calibration.is_file():
+            return None
+        temperature = json.loads(self.calibration.read_text()).get("temperature")
+        if not isinstance(temperature, list) or len(temperature) not in (1, outputs):
+            raise UserError(f"{self.calibration} does not hold 1 or {outputs} temperatures: train the run again "
+                            "or delete the file (evaluate then runs uncalibrated)")
+        return [float(value) for value in temperature]
 
     def load_thresholds(self, labels: list[str]):
         """Per-label thresholds from ``thresholds.json`` in ``labels`` order (numpy), or None when absent."""

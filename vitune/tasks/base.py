@@ -88,8 +88,9 @@ class Task(ABC):
         """The label tensor of one batch, as the loss takes it."""
 
     @abstractmethod
-    def loss(self, logits, labels, regression_loss: str = "mse", pos_weight=None):
-        """Mean loss of a batch, in float32 whatever the autocast dtype (see :mod:`vitune.tasks.losses`)."""
+    def loss(self, logits, labels, regression_loss: str = "mse", pos_weight=None, multi_label_loss=None):
+        """Mean loss of a batch, in float32 whatever the autocast dtype (see :mod:`vitune.tasks.losses`);
+        ``multi_label_loss`` (a :class:`vitune.tasks.losses.MultiLabelLoss`) is ``--loss`` of multi-label runs."""
 
     def soft_targets(self, labels, n_outputs: int, smoothing: float = 0.0):
         """Batch labels as float targets that mixup can blend, label smoothing ``smoothing`` applied."""

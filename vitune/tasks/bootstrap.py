@@ -120,7 +120,7 @@ def auc_replicates(counts: np.ndarray, targets: np.ndarray, scores: np.ndarray, 
     return Replicates({macro_key: macro}, {name: aucs[:, j] for j, name in enumerate(labels)})
 
 
-def _interval(values: list[np.ndarray]) -> tuple[list[float] | None, int]:
+def interval_of(values: list[np.ndarray]) -> tuple[list[float] | None, int]:
     """The percentile interval of the finite values, and how many there were (None below the minimum)."""
     samples = np.concatenate(values) if values else np.zeros(0)
     samples = samples[np.isfinite(samples)]
@@ -136,9 +136,9 @@ def percentile_intervals(chunks: list[Replicates]) -> dict:
     "valid_resamples": {key: n}}`` from every chunk of resamples."""
     result: dict = {"metrics": {}, "per_label": {}, "valid_resamples": {}}
     for key in chunks[0].metrics:
-        interval, valid = _interval([chunk.metrics[key] for chunk in chunks])
+        interval, valid = interval_of([chunk.metrics[key] for chunk in chunks])
         result["metrics"][key] = interval
         result["valid_resamples"][key] = valid
     for name in chunks[0].per_label:
-        result["per_label"][name], _ = _interval([chunk.per_label[name] for chunk in chunks])
+        result["per_label"][name], _ = interval_of([chunk.per_label[name] for chunk in chunks])
     return result

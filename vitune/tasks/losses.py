@@ -1,9 +1,19 @@
 """The tasks' losses, each computed in float32 whatever the autocast dtype.
 
 ``torch.nn.functional`` is imported inside each loss: see :mod:`vitune.tasks.base`.
+
+Multi-label training takes ``--loss bce|focal|asl`` (:class:`MultiLabelLoss`): focal loss (Lin et
+al. 2017) and the asymmetric loss of Ridnik et al. (2021) come from timm's
+``AsymmetricLossMultiLabel`` with ``reduction="none"`` (focal is its symmetric case, ``gamma_neg =
+gamma_pos``, no clipping); timm sums over every cell, so the unknown (NaN) cells are masked here,
+as with BCE.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+MULTI_LABEL_LOSSES = ("bce", "focal", "asl")
 
 
 def masked_binary_cross_entropy(logits, labels, pos_weight=None):
@@ -17,6 +27,33 @@ def masked_binary_cross_entropy(logits, labels, pos_weight=None):
     cells = F.binary_cross_entropy_with_logits(logits.float(), labels.nan_to_num().float(), pos_weight=pos_weight,
                                                reduction="none")
     return (cells * known).sum() / known.sum().clamp(min=1)
+
+
+@dataclass(frozen=True)
+class MultiLabelLoss:
+    """``--loss`` of a multi-label run and its parameters; called as ``loss(logits, labels, pos_weight)``."""
+
+    kind: str = "bce"
+    focal_gamma: float = 2.0
+    asl_gamma_neg: float = 4.0
+    asl_gamma_pos: float = 0.0
+    asl_clip: float = 0.05
+
+    def __call__(self, logits, labels, pos_weight=None):
+        """Mean loss over the known cells (an unknown target adds no loss and no gradient)."""
+        if self.kind == "bce":
+            return masked_binary_cross_entropy(logits, labels, pos_weight)
+        from timm.loss import AsymmetricLossMultiLabel
+
+        if self.kind == "focal":
+            cell_loss = AsymmetricLossMultiLabel(gamma_neg=self.focal_gamma, gamma_pos=self.focal_gamma, clip=0.0,
+                                                 reduction="none", pos_weight=pos_weight)
+        else:
+            cell_loss = AsymmetricLossMultiLabel(gamma_neg=self.asl_gamma_neg, gamma_pos=self.asl_gamma_pos,
+                                                 clip=self.asl_clip, reduction="none", pos_weight=pos_weight)
+        known = ~labels.isnan()
+        cells = cell_loss(logits.float(), labels.nan_to_num().float())
+        return (cells * known).sum() / known.sum().clamp(min=1)
 
 
 def cross_entropy(logits, labels):

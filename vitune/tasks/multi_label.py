@@ -11,7 +11,7 @@ import numpy as np
 from vitune.tasks.base import Task
 from vitune.tasks.bootstrap import auc_replicates, macro_statistic, scored_columns, weighted_f1
 from vitune.tasks.labels import LABEL_SEPARATOR, names_of, position
-from vitune.tasks.losses import masked_binary_cross_entropy
+from vitune.tasks.losses import MultiLabelLoss
 from vitune.tasks.metrics import MetricsResult, binary_auc, mean_of_known
 
 
@@ -68,8 +68,8 @@ class MultiLabel(Task):
         rows = np.asarray([np.asarray(value) for value in values], dtype=np.float32)
         return torch.from_numpy(rows)
 
-    def loss(self, logits, labels, regression_loss="mse", pos_weight=None):
-        return masked_binary_cross_entropy(logits, labels, pos_weight)
+    def loss(self, logits, labels, regression_loss="mse", pos_weight=None, multi_label_loss=None):
+        return (multi_label_loss or MultiLabelLoss())(logits, labels, pos_weight)
 
     def soft_targets(self, labels, n_outputs, smoothing=0.0):
         return labels.float() * (1.0 - smoothing) + smoothing / 2  # NaN (unknown) stays NaN

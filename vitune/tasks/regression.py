@@ -69,7 +69,7 @@ class Regression(Task):
         scaled = (np.asarray(values, dtype=np.float32).reshape(-1) - low) / max(high - low, 1e-12)
         return torch.from_numpy(scaled)
 
-    def loss(self, logits, labels, regression_loss="mse", pos_weight=None):
+    def loss(self, logits, labels, regression_loss="mse", pos_weight=None, multi_label_loss=None):
         return scaled_regression_loss(logits, labels, regression_loss)
 
     def scores(self, logits, config=None):
@@ -103,12 +103,12 @@ class Regression(Task):
         """``rmse``, ``mae`` and ``r2`` under each resample (R^2 NaN where the drawn targets are constant)."""
         y = np.asarray(y_true, dtype=np.float64)
         predictions = np.asarray(scores, dtype=np.float64).reshape(-1)
-        n = len(y)
+        n = counts.sum(axis=1)  # len(y) for the whole split; a subgroup's columns draw fewer or more
         residual = counts @ (y - predictions) ** 2
-        total = counts @ y**2 - (counts @ y) ** 2 / n
         with np.errstate(invalid="ignore", divide="ignore"):
+            total = counts @ y**2 - (counts @ y) ** 2 / n
             r2 = np.where(total > 0, 1 - residual / total, np.nan)
-        return Replicates({"rmse": np.sqrt(residual / n), "mae": counts @ np.abs(y - predictions) / n, "r2": r2})
+            return Replicates({"rmse": np.sqrt(residual / n), "mae": counts @ np.abs(y - predictions) / n, "r2": r2})
 
     def indicator(self, y, n_outputs):
         raise ValueError("regression targets have no 0/1 indicator")

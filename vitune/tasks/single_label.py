@@ -45,7 +45,7 @@ class SingleLabel(Task):
 
         return torch.as_tensor(np.asarray(values), dtype=torch.long)
 
-    def loss(self, logits, labels, regression_loss="mse", pos_weight=None):
+    def loss(self, logits, labels, regression_loss="mse", pos_weight=None, multi_label_loss=None):
         return cross_entropy(logits, labels)
 
     def soft_targets(self, labels, n_outputs, smoothing=0.0):
@@ -84,7 +84,9 @@ class SingleLabel(Task):
         targets = self.indicator(y_true, scores.shape[1])
         replicates = auc_replicates(counts, targets, scores, labels, point, self.macro_auc)
         correct = (scores.argmax(axis=1) == np.asarray(y_true)).astype(np.float64)
-        replicates.metrics["accuracy"] = counts @ correct / len(correct)
+        drawn = counts.sum(axis=1)  # n for the whole split; fewer or more for a subgroup's columns of it
+        with np.errstate(invalid="ignore", divide="ignore"):
+            replicates.metrics["accuracy"] = np.where(drawn > 0, counts @ correct / drawn, np.nan)
         return replicates
 
     def indicator(self, y, n_outputs):

@@ -36,6 +36,8 @@ from vitune.storage.atomic import disk_full, remove_orphans, remove_stale_temp_f
 from vitune.storage.layout import RunDir
 from vitune.storage.lock import OutputLock
 from vitune.tasks import Task, get_task
+from vitune.tasks.calibration import fitted_calibration
+from vitune.tasks.losses import MultiLabelLoss
 from vitune.tasks.metrics import MetricsResult
 from vitune.training.augment import device_inputs_for
 from vitune.training.ema import add_ema
@@ -223,6 +225,7 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
         compute_metrics=_trainer_metrics(task, info.labels, model.config, label_range),
         info=info,
         regression_loss=config.regression_loss,
+        multi_label_loss=multi_label_loss(config, task),
         pos_weight=pos_weight,
         device_inputs=device_inputs_for(config, prep, task, len(task.output_names(info.labels))),
         layer_decay=config.layer_decay,
@@ -235,6 +238,16 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
     trainer.add_callback(StopRequestCallback)
     setup_tracking(trainer, config)
     return trainer
+
+
+def multi_label_loss(config: TrainConfig, task: Task) -> MultiLabelLoss:
+    """``--loss`` and its parameters; focal and asl are for multi-label runs only."""
+    if config.loss != "bce" and not task.multi_output:
+        raise UserError(f"--loss {config.loss} is for multi-label data; this dataset is {task.name}: drop --loss")
+    for name in ("focal_gamma", "asl_gamma_neg", "asl_gamma_pos", "asl_clip"):
+        if getattr(config, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(config, name)} must not be negative")
+    return MultiLabelLoss(config.loss, config.focal_gamma, config.asl_gamma_neg, config.asl_gamma_pos, config.asl_clip)
 
 
 def build_model(config: TrainConfig, task: Task, info: DatasetInfo, label_range) -> torch.nn.Module:
@@ -272,11 +285,22 @@ def _throughput(log_history: list[dict]) -> tuple[float, float]:
     return seconds, (samples / seconds if seconds > 0 else 0.0)
 
 
-def validation_scores(trainer: VituneTrainer) -> tuple[np.ndarray, np.ndarray]:
-    """Targets (in target units) and scores of the trainer's model on the validation split."""
+def validation_logits(trainer: VituneTrainer) -> tuple[np.ndarray, np.ndarray]:
+    """Targets (in target units) and logits of the trainer's model on the validation split."""
     output = trainer.predict(trainer.eval_dataset)
-    scores = trainer.task.scores(output.predictions, trainer.model.config)
-    return split_labels(trainer.eval_dataset.split), scores
+    return split_labels(trainer.eval_dataset.split), np.asarray(output.predictions)
+
+
+def save_calibration(run: RunDir, trainer: VituneTrainer, y_true: np.ndarray, logits: np.ndarray) -> None:
+    """Fit the temperature on validation (classification) and write ``calibration.json``."""
+    fitted = fitted_calibration(trainer.task, logits, y_true, trainer.info.labels, trainer.model.config)
+    if fitted is None:
+        run.calibration.unlink(missing_ok=True)
+        return
+    temperature = fitted.pop("temperature")
+    run.save_temperature(temperature, fitted)
+    log.info("temperature fitted on validation: ECE %.4f -> %.4f", fitted["ece_macro_before"] or math.nan,
+             fitted["ece_macro_after"] or math.nan)
 
 
 def write_plots(run: RunDir, info: DatasetInfo, y_true, scores, log_history: list[dict]) -> None:
@@ -382,13 +406,15 @@ def _train(config: TrainConfig, run: RunDir) -> TrainResult:
     log.info("training %s on %s (%s, %d train / %d validation images) -> %s", config.model, config.data, info.task,
              len(trainer.train_dataset), len(trainer.eval_dataset), run.root)
     trainer.train(resume_from_checkpoint=resume_from)
-    y_true, scores = validation_scores(trainer)
+    y_true, logits = validation_logits(trainer)
+    scores = trainer.task.scores(logits, trainer.model.config)
     result = trainer.task.metrics(y_true, scores, info.labels)
     document = metrics_document(info, result, y_true, trainer.state.log_history, parameter_counts(trainer.model))
     _save_final_model(trainer, run, model_card(config, info, document))
     if trainer.is_world_process_zero():
         write_atomic(run.metrics, json.dumps(document, indent=2) + "\n")
         write_plots(run, info, y_true, scores, trainer.state.log_history)
+        save_calibration(run, trainer, y_true, logits)
         if config.push_to_hub:
             push_to_hub(run.model, config.push_to_hub)
     log.info("validation %s: %s", info.task, json.dumps(result.metrics))

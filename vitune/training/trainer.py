@@ -104,13 +104,14 @@ class VituneTrainer(Trainer):
     loss_is_scaled_for_ga = False
 
     def __init__(self, *args, info: DatasetInfo, regression_loss: str, pos_weight, device_inputs: DeviceInputs,
-                 layer_decay: float | None = None, **kwargs):
+                 layer_decay: float | None = None, multi_label_loss=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.layer_decay = layer_decay
         self.ema: WeightEma | None = None  # set by vitune.training.fine_tune for --ema
         self.info = info
         self.task: Task = get_task(info.task)
         self.regression_loss = regression_loss
+        self.multi_label_loss = multi_label_loss  # --loss (vitune.tasks.losses.MultiLabelLoss); None: masked BCE
         self.pos_weight = pos_weight
         self.device_inputs = device_inputs
         self.loss_tracker = LossTracker()
@@ -197,7 +198,7 @@ class VituneTrainer(Trainer):
         pixels, labels = self.device_inputs(inputs["pixel_values"], inputs["labels"], train=model.training)
         outputs = model(pixel_values=pixels)
         pos_weight = None if self.pos_weight is None else self.pos_weight.to(outputs.logits.device)
-        loss = self.task.loss(outputs.logits, labels, self.regression_loss, pos_weight)
+        loss = self.task.loss(outputs.logits, labels, self.regression_loss, pos_weight, self.multi_label_loss)
         if model.training:
             self.loss_tracker.add(loss, len(labels))
         return (loss, outputs) if return_outputs else loss

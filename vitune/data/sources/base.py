@@ -31,7 +31,8 @@ class Record:
     (a class name, a list of names, a number) before encoding. ``pixels`` is set only for sources
     whose images are not files (CIFAR arrays, Hub datasets): a PIL image or encoded bytes.
     ``split`` is the split the source assigns (a split folder, an official list), else None.
-    ``view`` is the projection (PA, AP, LL...) from a "View Position" column or the DICOM header.
+    ``view`` is the projection (PA, AP, LL...) from a "View Position" column or the DICOM header;
+    ``meta`` the patient's ``sex`` and ``age`` and any ``--meta-columns`` (:mod:`vitune.data.metadata`).
     """
 
     file: str
@@ -40,6 +41,7 @@ class Record:
     split: str | None = None
     pixels: Any = None
     view: str | None = None
+    meta: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -92,6 +94,7 @@ class SourceOptions:
     label_separator: str | None = None
     group_column: str | None = None
     no_finding_as_label: bool = False
+    meta_columns: list[str] | None = None  # --meta-columns: other label-CSV columns kept as text
 
     def single_label_column(self, source: str) -> str | None:
         """The one ``--label-column`` of a metadata file or a Hub dataset (None: not given)."""

@@ -20,6 +20,7 @@ import logging
 import os
 from pathlib import Path
 
+from vitune.data.metadata import normalise_view, record_metadata
 from vitune.data.sources.base import ListingTracker, Record, Skipped, SourceOptions, SourceRows
 from vitune.data.sources.csv_source import read_table, require_column
 from vitune.data.sources.files import ListedFileError, SourceFiles
@@ -50,6 +51,8 @@ IMAGE_COLUMN = "Image Index"
 FINDINGS_COLUMN = "Finding Labels"
 PATIENT_COLUMN = "Patient ID"
 VIEW_COLUMN = "View Position"
+SEX_COLUMN = "Patient Gender"
+AGE_COLUMN = "Patient Age"
 TRAIN_LIST = "train_val_list.txt"
 TEST_LIST = "test_list.txt"
 
@@ -102,9 +105,11 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
     records: list[Record] = []
     skipped: list[Skipped] = []
     listings = ListingTracker(name)
-    views = table.column(VIEW_COLUMN if VIEW_COLUMN in table.columns else None)
-    rows = zip(table.lines, table.column(IMAGE_COLUMN), table.column(FINDINGS_COLUMN), table.column(group_column), views)
-    for line, listed, findings, group, view in rows:
+    views, sexes, ages = (table.column(column if column in table.columns else None)
+                          for column in (VIEW_COLUMN, SEX_COLUMN, AGE_COLUMN))
+    rows = zip(table.lines, table.column(IMAGE_COLUMN), table.column(FINDINGS_COLUMN), table.column(group_column), views,
+               sexes, ages)
+    for line, listed, findings, group, view, sex, age in rows:
         try:
             file = locator.locate(listed)
             labels = parse_findings(findings, options.no_finding_as_label)
@@ -118,7 +123,8 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
             skipped.append(repeat)
             continue
         split = splits.get(posix_name(listed)) if splits else None
-        records.append(Record(file=file, raw_label=labels, group=group or None, split=split, view=view.upper() or None))
+        records.append(Record(file=file, raw_label=labels, group=group or None, split=split, view=normalise_view(view),
+                              meta=record_metadata(sex, age)))
     label_order = [*FINDINGS, NO_FINDING] if options.no_finding_as_label else list(FINDINGS)
     log.info("ChestX-ray14 %s: %d rows, %d images found, %d skipped; %s", name, len(table.rows), len(records),
              len(skipped), "official train/test lists" if splits else "no official lists")

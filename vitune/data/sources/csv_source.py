@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vitune.data.metadata import AGE_COLUMN_NAMES, SEX_COLUMN_NAMES, normalise_view, record_metadata
 from vitune.data.sources.base import ListingTracker, Record, Skipped, SourceOptions, SourceRows
 from vitune.data.sources.files import ListedFileError, SourceFiles
 from vitune.errors import UserError
@@ -150,8 +151,12 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
     skipped: list[Skipped] = []
     listings = ListingTracker(name)
     views = table.column(find_column(table.columns, VIEW_COLUMN_NAMES))
-    rows = zip(table.lines, table.column(image_column), labels, table.column(options.group_column), views)
-    for line, listed, raw_label, group, view in rows:
+    sexes = table.column(find_column(table.columns, SEX_COLUMN_NAMES))
+    ages = table.column(find_column(table.columns, AGE_COLUMN_NAMES))
+    extras = _meta_cells(table, options.meta_columns)
+    rows = zip(table.lines, table.column(image_column), labels, table.column(options.group_column), views, sexes, ages,
+               extras)
+    for line, listed, raw_label, group, view, sex, age, extra in rows:
         try:
             file = files.locate(listed)
         except ListedFileError as exc:
@@ -163,12 +168,21 @@ def read(root: Path | str, options: SourceOptions) -> SourceRows:
         if raw_label is None or isinstance(raw_label, BadLabel):
             skipped.append(Skipped(file, raw_label.reason if raw_label is not None else "missing label"))
             continue
-        records.append(Record(file=file, raw_label=raw_label, group=group or None, view=view.upper() or None))
+        records.append(Record(file=file, raw_label=raw_label, group=group or None, view=normalise_view(view),
+                              meta=record_metadata(sex, age, extra)))
     described = f"{len(label_columns)} finding columns" if findings else f"label column {label_columns[0]!r}"
     log.info("%s: %d rows, %d usable, %d skipped; %s%s", name, len(table.rows), len(records),
              len(skipped), described, " (multi-label)" if multi else "")
     return SourceRows(format="csv", records=records, skipped=skipped, task=MULTI_LABEL.name if multi else None,
                       label_name=label_columns[0], label_order=label_columns if findings else None)
+
+
+def _meta_cells(table: Table, meta_columns: list[str] | None) -> list[dict[str, str]]:
+    """Per row the cells of the ``--meta-columns`` (each checked to exist)."""
+    for column in meta_columns or ():
+        require_column(table.path.name, table.columns, column, "--meta-columns")
+    columns = {column: table.column(column) for column in meta_columns or ()}
+    return [{column: cells[index] for column, cells in columns.items()} for index in range(len(table.rows))]
 
 
 def _label_columns(table: Table, image_column: str, options: SourceOptions) -> list[str]:
@@ -178,7 +192,8 @@ def _label_columns(table: Table, image_column: str, options: SourceOptions) -> l
         for column in options.label_columns:
             require_column(name, table.columns, column, "--label-column")
         return list(options.label_columns)
-    taken = {image_column, options.group_column, find_column(table.columns, VIEW_COLUMN_NAMES)}
+    taken = {image_column, options.group_column, *(options.meta_columns or ()),
+             *(find_column(table.columns, names) for names in (VIEW_COLUMN_NAMES, SEX_COLUMN_NAMES, AGE_COLUMN_NAMES))}
     named = find_column(table.columns, LABEL_COLUMN_NAMES)
     if named is not None:
         return [named]
