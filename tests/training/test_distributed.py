@@ -125,10 +125,10 @@ def test_the_trainer_gets_the_engine_with_the_rest_of_its_arguments(tmp_path):
 
 def test_deepspeed_is_pointed_at_its_cpu_accelerator_only_without_a_gpu(monkeypatch):
     monkeypatch.delenv(DEEPSPEED_ACCELERATOR, raising=False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
     use_cpu_accelerator_without_gpu()
     assert DEEPSPEED_ACCELERATOR not in os.environ
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
     use_cpu_accelerator_without_gpu()
     assert os.environ[DEEPSPEED_ACCELERATOR] == "cpu"
     monkeypatch.setenv(DEEPSPEED_ACCELERATOR, "xpu")  # the user's choice is kept

@@ -1,7 +1,8 @@
 """The model families vitune knows, keyed by ``model_type``: one row says everything vitune needs of a family.
 
 Every other module asks this table (:func:`family_of`) instead of naming model types: layer decay
-and drop path (:mod:`vitune.training.layer_decay`), LoRA (:mod:`vitune.training.lora`), the
+and drop path (:mod:`vitune.training.layer_decay`), LoRA (:mod:`vitune.training.lora`), FSDP's
+auto-wrap policy (:mod:`vitune.training.distributed`), the
 explanation methods (:mod:`vitune.explain`), pooling in the encoder and loading a classifier
 (:mod:`vitune.models`). A model type outside the table still loads, trains, embeds and predicts;
 a feature that needs to know its layout refuses it with a :class:`~vitune.errors.UserError` that

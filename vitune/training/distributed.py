@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import warnings
 
 import torch
 
@@ -40,6 +41,7 @@ def engine_arguments(config: TrainConfig, model_config) -> dict:
 
     ``model_config`` is the checkpoint's config: FSDP wraps the encoder layers of its family.
     """
+    use_cpu_accelerator_without_gpu()  # accelerate imports DeepSpeed, when installed, even for other engines
     if config.deepspeed is not None:
         return {"deepspeed": deepspeed_settings(config)}
     if config.fsdp is not None:
@@ -72,6 +74,9 @@ def deepspeed_settings(config: TrainConfig) -> dict:
                             "partitions: use --deepspeed zero2 or DDP (torchrun) with --lora")
         settings["zero_optimization"] = {**zero, GATHER_ON_SAVE: True}
     use_cpu_accelerator_without_gpu()
+    # DeepSpeed 0.19 still calls the collectives torch 2.x renamed: one warning per call site and process
+    warnings.filterwarnings("ignore", r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated",
+                            FutureWarning)
     return settings
 
 
@@ -95,11 +100,12 @@ def fsdp_settings(mode: str, model_config) -> dict:
 
 
 def use_cpu_accelerator_without_gpu() -> None:
-    """Point DeepSpeed at its CPU accelerator (gloo between processes) when there is no CUDA GPU.
+    """Point DeepSpeed at its CPU accelerator (gloo between processes) when torch sees no GPU or other accelerator.
 
-    Set before DeepSpeed first looks for an accelerator; a value the user set is kept.
+    Set before DeepSpeed first looks for an accelerator (else it guesses, and warns on every process);
+    a value the user set is kept.
     """
-    if not torch.cuda.is_available():
+    if not torch.accelerator.is_available():
         os.environ.setdefault(DEEPSPEED_ACCELERATOR, "cpu")
 
 
