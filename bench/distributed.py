@@ -5,8 +5,9 @@ per rank, 12 steps of which the first 4 warm up). For each engine (DDP, ZeRO-2, 
 ``full_shard`` and ``shard_grad_op``) it launches ``torchrun --nproc-per-node 2`` on this very script,
 whose workers build the run with :func:`vitune.training.fine_tune.build_trainer` (the code
 ``vitune train`` runs) and train without evaluating or saving. Each rank reports its steps per second
-after the warm-up, its resident memory before the model is built and its peak resident memory
-(``ru_maxrss``). At 32 px a ViT-S step is light, so the model's states, which the engines shard,
+after the warm-up and its resident memory: before the model is built, the most while training
+(sampled after each step past the warm-up) and the peak of the whole process (``ru_maxrss``, which
+counts loading the checkpoint whole on every rank before any engine shards it). At 32 px a ViT-S step is light, so the model's states, which the engines shard,
 are a visible part of the memory.
 
 Then the GPU expectation on paper: bytes per rank of the model states (weights, gradients, AdamW) of
@@ -91,14 +92,18 @@ def work(args) -> None:
     from vitune.config import TrainConfig
     from vitune.training.fine_tune import build_trainer
 
+    process = psutil.Process()
+
     class StepClock(TrainerCallback):
         def __init__(self) -> None:
             self.ends: list[float] = []
+            self.resident: list[int] = []
 
         def on_step_end(self, train_args, state, control, **kwargs):
             self.ends.append(time.perf_counter())
+            self.resident.append(process.memory_info().rss)
 
-    resident_before = psutil.Process().memory_info().rss
+    resident_before = process.memory_info().rss
     config = TrainConfig(data=args.data, model=args.model, out=args.out, batch_size=args.batch_size,
                          max_steps=args.steps, lr=1e-4, **ENGINES[args.worker])
     trainer = build_trainer(config)
@@ -112,6 +117,7 @@ def work(args) -> None:
     figures = {
         "steps_per_second": (len(timed) - 1) / (timed[-1] - timed[0]),
         "resident_before_gib": resident_before / GIB,
+        "resident_training_gib": max(clock.resident[args.warmup - 1:]) / GIB,
         "peak_resident_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB,
     }
     Path(args.report, f"rank{os.environ['RANK']}.json").write_text(json.dumps(figures))
@@ -149,13 +155,15 @@ def measure(args) -> None:
         parameters = checkpoint_parameters(model)
         print(f"ViT hidden {args.hidden}, {args.layers} layers ({parameters / 1e6:.1f} M parameters), {IMAGE_SIZE} px, "
               f"{args.batch_size} images per rank, 2 CPU processes (gloo), {torch.get_num_threads()} cores here\n")
-        print("| engine | steps/s | resident before (GiB, rank 0 / 1) | peak resident (GiB, rank 0 / 1) |")
-        print("|---|---:|---:|---:|")
+        print("| engine | steps/s | before the model | while training | peak |")
+        print("|---|---:|---:|---:|---:|")
         for engine in ENGINES:
             ranks = launch(engine, data, model, work_dir, args)
-            before = " / ".join(f"{rank['resident_before_gib']:.2f}" for rank in ranks)
-            peak = " / ".join(f"{rank['peak_resident_gib']:.2f}" for rank in ranks)
-            print(f"| {engine} | {ranks[0]['steps_per_second']:.2f} | {before} | {peak} |", flush=True)
+            cells = [" / ".join(f"{rank[key]:.2f}" for rank in ranks)
+                     for key in ("resident_before_gib", "resident_training_gib", "peak_resident_gib")]
+            print(f"| {engine} | {ranks[0]['steps_per_second']:.2f} | {' | '.join(cells)} |", flush=True)
+        print("\nResident memory per rank in GiB (rank 0 / rank 1): before the model is built, the most while training "
+              "(after the warm-up), and the peak of the whole process (loading the checkpoint included).")
 
 
 def vit_sizes() -> list[tuple[str, int, object]]:
