@@ -64,6 +64,7 @@ bench: setup
 	$(PY) bench/serve.py
 	$(PY) bench/lora_parameters.py
 	$(PY) bench/explain.py
+	$(PY) bench/distributed.py
 
 clean:
 	rm -rf $(VENV) runs build site *.egg-info

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import datasets
 import numpy as np
@@ -30,6 +29,7 @@ from tiny_run import run_cli
 
 from vitune.config import TrainConfig
 from vitune.errors import UserError
+from vitune.models.families import SWIN, TIMM_WRAPPER
 from vitune.tasks import get_task
 from vitune.training.distributed import (
     DEEPSPEED_ACCELERATOR,
@@ -101,22 +101,20 @@ def test_a_deepspeed_config_that_cannot_be_used_is_a_user_error(tmp_path, monkey
 
 
 def test_fsdp_wraps_each_encoder_layer_of_the_family_and_saves_whole_weights():
-    from transformers import ViTConfig, ViTMAEConfig
-
-    assert fsdp_settings("full_shard", ViTConfig()) == {
+    assert fsdp_settings("full_shard", SWIN) == {
         "version": 2, "reshard_after_forward": True, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-        "transformer_layer_cls_to_wrap": ["ViTLayer"], "state_dict_type": "FULL_STATE_DICT"}
-    mae = fsdp_settings("shard_grad_op", ViTMAEConfig())  # an MAE checkpoint fine-tunes as a ViT classifier
-    assert (mae["transformer_layer_cls_to_wrap"], mae["reshard_after_forward"]) == (["ViTLayer"], False)
+        "transformer_layer_cls_to_wrap": ["SwinLayer"], "state_dict_type": "FULL_STATE_DICT"}
     with pytest.raises(UserError, match="--fsdp wraps each encoder layer of the model, which vitune knows for vit, "
                                         "deit, .* not 'timm_wrapper': use --deepspeed or DDP"):
-        fsdp_settings("full_shard", SimpleNamespace(model_type="timm_wrapper"))
+        fsdp_settings("full_shard", TIMM_WRAPPER)
 
 
 def test_the_trainer_gets_the_engine_with_the_rest_of_its_arguments(tmp_path):
-    from transformers import ViTConfig
+    from transformers import ViTConfig, ViTMAEConfig
 
-    arguments = training_arguments(settings_for(tmp_path, fsdp="shard_grad_op"), get_task("multi_label"), ViTConfig())
+    # an MAE checkpoint fine-tunes as a ViT classifier: its ViT layers are wrapped
+    arguments = training_arguments(settings_for(tmp_path, fsdp="shard_grad_op"), get_task("multi_label"),
+                                   ViTMAEConfig())
     plugin = arguments.fsdp_plugin_args
     assert (plugin["fsdp_version"], plugin["reshard_after_forward"]) == (2, False)
     assert (plugin["transformer_cls_names_to_wrap"], plugin["state_dict_type"]) == ("ViTLayer", "FULL_STATE_DICT")

@@ -29,7 +29,7 @@ import torch
 from vitune.config import TrainConfig
 from vitune.config.train import deepspeed_config_path
 from vitune.errors import UserError
-from vitune.models.families import family_of, model_types_with
+from vitune.models.families import Family, family_of, model_types_with
 
 # DeepSpeed's switch for its accelerator; without it, DeepSpeed guesses (and says so on every process)
 DEEPSPEED_ACCELERATOR = "DS_ACCELERATOR"
@@ -39,13 +39,13 @@ GATHER_ON_SAVE = "stage3_gather_16bit_weights_on_model_save"
 def engine_arguments(config: TrainConfig, model_config) -> dict:
     """The ``TrainingArguments`` values of ``config``'s engine (none for one process or DDP).
 
-    ``model_config`` is the checkpoint's config: FSDP wraps the encoder layers of its family.
+    ``model_config`` is the checkpoint's config: FSDP wraps the encoder layers of the classifier it fine-tunes as.
     """
-    use_cpu_accelerator_without_gpu()  # accelerate imports DeepSpeed, when installed, even for other engines
+    use_cpu_accelerator_without_gpu()  # before DeepSpeed's import, which accelerate does for every engine
     if config.deepspeed is not None:
         return {"deepspeed": deepspeed_settings(config)}
     if config.fsdp is not None:
-        return {"fsdp": True, "fsdp_config": fsdp_settings(config.fsdp, model_config)}
+        return {"fsdp": True, "fsdp_config": fsdp_settings(config.fsdp, family_of(model_config).classifier_family)}
     return {}
 
 
@@ -73,20 +73,19 @@ def deepspeed_settings(config: TrainConfig) -> dict:
             raise UserError("--lora trains adapters small enough to keep whole on each process, which ZeRO-3 "
                             "partitions: use --deepspeed zero2 or DDP (torchrun) with --lora")
         settings["zero_optimization"] = {**zero, GATHER_ON_SAVE: True}
-    use_cpu_accelerator_without_gpu()
     # DeepSpeed 0.19 still calls the collectives torch 2.x renamed: one warning per call site and process
     warnings.filterwarnings("ignore", r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated",
                             FutureWarning)
     return settings
 
 
-def fsdp_settings(mode: str, model_config) -> dict:
-    """The Trainer's ``fsdp_config`` for ``--fsdp mode``: FSDP2, each encoder layer of the family wrapped alone.
+def fsdp_settings(mode: str, family: Family) -> dict:
+    """The Trainer's ``fsdp_config`` for ``--fsdp mode``: FSDP2, each encoder layer of ``family`` wrapped alone.
 
+    ``family`` is that of the model trained (a classifier's, or ViT-MAE's for its pre-training).
     ``full_shard`` reshards the weights after each layer's forward pass (ZeRO-3-like), ``shard_grad_op``
     keeps them gathered until the backward pass (ZeRO-2-like: more memory, less communication).
     """
-    family = family_of(model_config).classifier_family
     if not family.supports_fsdp:
         raise UserError(f"--fsdp wraps each encoder layer of the model, which vitune knows for "
                         f"{model_types_with('supports_fsdp')}, not {family.model_type!r}: use --deepspeed or DDP")
