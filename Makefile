@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check uv || echo "uv unavailable: installing with pip alone"
 	# torch and torchvision through pip, which takes the wheels a machine keeps on disk (its pip config);
 	# uv reads no pip config and would download a CUDA build of several GB. uv then resolves the rest in seconds.
-	$(PY) -m pip install --quiet --disable-pip-version-check "torch>=2.4" torchvision
+	$(PY) -m pip install --quiet --disable-pip-version-check "torch>=2.6" torchvision
 	if $(VENV)/bin/uv --version >/dev/null 2>&1; then \
 	  $(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[dev]"; \
 	else $(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"; fi
@@ -64,6 +64,7 @@ bench: setup
 	$(PY) bench/serve.py
 	$(PY) bench/lora_parameters.py
 	$(PY) bench/explain.py
+	$(PY) bench/distributed.py
 
 clean:
 	rm -rf $(VENV) runs build site *.egg-info

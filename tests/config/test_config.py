@@ -31,6 +31,13 @@ def test_defaults_are_the_seed_recipe():
         ({"regression_loss": "l1"}, "use one of mse, bce"),
         ({"augment": "heavy"}, "use one of none, light"),
         ({"out": ""}, "missing --out"),
+        ({"fsdp": "hybrid_shard"}, "--fsdp 'hybrid_shard' is not supported: use one of full_shard, shard_grad_op"),
+        ({"fsdp": "full_shard", "deepspeed": "zero2"}, "--deepspeed and --fsdp are two ways to shard a run: choose one"),
+        ({"deepspeed": "zero3", "ema": 0.999}, "--ema keeps a full copy of the weights on each process, which "
+                                               "--deepspeed shards: drop --ema or --deepspeed"),
+        ({"fsdp": "shard_grad_op", "ema": 0.999}, "which --fsdp shards: drop --ema or --fsdp"),
+        ({"fsdp": "full_shard", "lora": 8}, "--lora trains adapters small enough to keep whole on each process, "
+                                            "which --fsdp shards"),
     ],
 )
 def test_invalid_settings_say_what_to_do(override, message):
@@ -81,6 +88,15 @@ def test_every_shipped_config_loads(path):
 def test_shipped_configs_exist():
     assert {"chestxray14.yaml", "cifar100.yaml", "regression.yaml"} <= {p.name for p in CONFIGS.glob("*.yaml")}
     assert TrainConfig.from_yaml(CONFIGS / "chestxray14.yaml").augment_hflip is False
+
+
+def test_deepspeed_presets_are_shipped_and_a_path_is_taken_as_given():
+    from vitune.config.train import DEEPSPEED_PRESETS, deepspeed_config_path
+
+    assert [deepspeed_config_path(name) for name in DEEPSPEED_PRESETS] == [CONFIGS / "ds_zero2.json",
+                                                                          CONFIGS / "ds_zero3.json"]
+    assert all(deepspeed_config_path(name).is_file() for name in DEEPSPEED_PRESETS)
+    assert deepspeed_config_path("my/ds.json") == Path("my/ds.json")
 
 
 def test_saved_config_holds_absolute_local_paths(tmp_path, monkeypatch):

@@ -69,6 +69,22 @@ def test_every_family_vitune_fine_tunes_is_in_the_table():
     assert model_types_with("supports_lora") == FINE_TUNED
     assert model_types_with("supports_rollout") == "vit, deit, beit, dinov2, dinov2_with_registers"
     assert model_types_with("supports_gradcam") == FINE_TUNED
+    assert model_types_with("supports_fsdp") == FINE_TUNED + ", vit_mae"
+
+
+@pytest.mark.parametrize("model_type", sorted(TINY))
+def test_fsdp_wraps_blocks_the_family_has(model_type):
+    model = tiny_classifier(model_type)
+    layer = FAMILIES[model_type].encoder_layer
+    blocks = [module for module in model.modules() if type(module).__name__ == layer]
+    assert len(blocks) == (3 if FAMILIES[model_type].layout is BlockLayout.STAGES else 2)  # depths [1, 2], or 2 layers
+
+
+def test_fsdp_wraps_the_encoder_and_decoder_blocks_of_an_mae():
+    config = transformers.ViTMAEConfig(**PLAIN, decoder_hidden_size=16, decoder_num_hidden_layers=1,
+                                       decoder_num_attention_heads=2, decoder_intermediate_size=32)
+    model = transformers.ViTMAEForPreTraining(config)
+    assert sum(type(module).__name__ == VIT_MAE.encoder_layer for module in model.modules()) == 3
 
 
 @pytest.mark.parametrize("model_type", sorted(TINY))

@@ -8,8 +8,8 @@ import datasets
 import numpy as np
 import yaml
 import pytest
+from interrupted_train import interrupted
 from tiny_run import run_cli
-from transformers import TrainerCallback
 from transformers.utils import logging as hf_logging
 
 import vitune.training.fine_tune as train_module
@@ -138,13 +138,6 @@ def test_label_with_one_class_has_null_auc(tiny_vit, dataset_dir_factory, tmp_pa
     assert doc["metrics"]["roc_auc_macro"] == pytest.approx(np.mean(known))
 
 
-class StopAfterFirstEpoch(TrainerCallback):
-    """Simulates an interrupted run: stops once epoch 1 is evaluated and checkpointed."""
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        control.should_training_stop = True
-
-
 @pytest.mark.slow
 def test_resume_ends_like_an_uninterrupted_run(tiny_vit, dataset_dir_factory, tmp_path, monkeypatch):
     data = dataset_dir_factory(task="multi_label")
@@ -152,13 +145,7 @@ def test_resume_ends_like_an_uninterrupted_run(tiny_vit, dataset_dir_factory, tm
     full = train(config_for(data, tiny_vit, tmp_path / "full", **settings)).metrics
 
     build = train_module.build_trainer
-
-    def interrupted(*args, **kwargs):
-        trainer = build(*args, **kwargs)
-        trainer.add_callback(StopAfterFirstEpoch())
-        return trainer
-
-    monkeypatch.setattr(train_module, "build_trainer", interrupted)
+    monkeypatch.setattr(train_module, "build_trainer", interrupted(build))
     first = train(config_for(data, tiny_vit, tmp_path / "split", **settings)).metrics
     assert len(first["history"]) == 1
     monkeypatch.setattr(train_module, "build_trainer", build)
@@ -277,7 +264,7 @@ def test_pos_weight_counts_known_cells_only():
 
 def test_a_missing_deepspeed_file_is_said_before_any_work(tmp_path):
     config = TrainConfig(data=str(tmp_path / "none"), model="m", out=str(tmp_path / "run"), deepspeed="/nope/ds.json")
-    with pytest.raises(UserError, match="--deepspeed /nope/ds.json does not exist"):
+    with pytest.raises(UserError, match="--deepspeed /nope/ds.json does not exist: give zero2, zero3 or a DeepSpeed"):
         train(config)
     assert not (tmp_path / "run").exists()
 
@@ -287,7 +274,7 @@ def test_training_arguments_take_the_settings_through_the_one_mapping(tmp_path):
 
     config = TrainConfig(data="d", model="m", out=str(tmp_path / "run"), epochs=2, lr=1e-3, batch_size=4, grad_accum=3,
                          warmup=0.1, scheduler="linear", weight_decay=0.05, seed=7, save_total_limit=1)
-    arguments = train_module.training_arguments(config, get_task("multi_label"))
+    arguments = train_module.training_arguments(config, get_task("multi_label"), None)
     for setting, field in TRAINING_ARGUMENTS.items():
         assert getattr(arguments, field) == getattr(config, setting), field
     assert arguments.per_device_eval_batch_size == 8 and arguments.max_steps == -1

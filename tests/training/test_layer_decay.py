@@ -144,8 +144,8 @@ def test_recipe_settings_out_of_range_are_user_errors(flag, value):
 
 def test_compile_and_gradient_checkpointing_run_a_training_step_on_the_cpu(tiny_vit, dataset_dir_factory, tmp_path,
                                                                           monkeypatch):
-    def aot_eager(config, task):  # dynamo traces and AOTAutograd splits the graph; inductor's C++ build takes minutes
-        args = training_arguments(config, task)
+    def aot_eager(config, task, model_config):  # dynamo traces and AOTAutograd splits the graph; inductor's C++ build takes minutes
+        args = training_arguments(config, task, model_config)
         args.torch_compile_backend = "aot_eager"
         return args
 

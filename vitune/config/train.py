@@ -36,6 +36,8 @@ POS_WEIGHTS = ("off", "auto")
 # "strong" = the published fine-tuning recipe's RandAugment-class augmentation (vitune/augment.py).
 AUGMENTS = ("none", "light", "strong")
 RECIPES = ("seed", "strong")  # presets: vitune/config/presets/recipes/<name>.yaml
+DEEPSPEED_PRESETS = ("zero2", "zero3")  # shipped DeepSpeed configs: vitune/config/presets/ds_<name>.json
+FSDP_MODES = ("full_shard", "shard_grad_op")  # what FSDP shards: weights, gradients and optimizer state, or the last two
 REPORT_TO = ("none", "tensorboard", "mlflow", "wandb")
 HUB_REPO_ID = re.compile(r"([\w.-]+/)?[\w.-]+")
 REQUIRED = ("data", "model", "out")
@@ -52,7 +54,6 @@ TRAINING_ARGUMENTS = {
     "weight_decay": "weight_decay",
     "seed": "seed",
     "save_total_limit": "save_total_limit",
-    "deepspeed": "deepspeed",
     "compile": "torch_compile",
     "gradient_checkpointing": "activation_checkpointing",
 }
@@ -90,7 +91,8 @@ class TrainConfig(CommandConfig):
         num_workers: Data-loader workers (default: 0 on CPU, half the cores on GPU).
         logging_steps: Log every N steps (default: about 50 points per run).
         save_total_limit: Checkpoints kept, best included.
-        deepspeed: DeepSpeed JSON config (e.g. vitune/config/presets/ds_zero2.json).
+        deepspeed: DeepSpeed ZeRO: zero2|zero3 (the shipped configs) or a DeepSpeed JSON config file.
+        fsdp: PyTorch FSDP: full_shard (weights, gradients, optimizer state) or shard_grad_op (the last two).
         trust_remote_code: Allow Hub model code.
         report_to: none|tensorboard|mlflow|wandb, several as A,B: logs go inside RUN_DIR
           (MLflow: RUN_DIR/mlruns unless MLFLOW_TRACKING_URI is set).
@@ -140,6 +142,7 @@ class TrainConfig(CommandConfig):
     logging_steps: int | None = None
     save_total_limit: int = 2
     deepspeed: str | None = None
+    fsdp: str | None = None
     trust_remote_code: bool = False
     report_to: list[str] = field(default_factory=list)
     push_to_hub: str | None = None
@@ -180,6 +183,7 @@ class TrainConfig(CommandConfig):
         self.lora_targets = lora_target_names(self.lora_targets)
         _check_tracking_and_lora(self)
         self._check_recipe_settings()
+        self._check_engine()
 
     def _check_recipe_settings(self) -> None:
         if self.recipe is not None:
@@ -193,6 +197,20 @@ class TrainConfig(CommandConfig):
         for name in ("mixup", "cutmix"):
             if getattr(self, name) < 0:
                 raise UserError(f"{self.flag(name)} {getattr(self, name)} is a Beta alpha: use 0 (off) or more")
+
+    def _check_engine(self) -> None:
+        """One engine at a time, and none that shards the weights under the settings that need them whole."""
+        if self.fsdp is not None:
+            check_choice("fsdp", self.fsdp, FSDP_MODES)
+        if self.deepspeed is not None and self.fsdp is not None:
+            raise UserError("--deepspeed and --fsdp are two ways to shard a run: choose one")
+        sharded = "--fsdp" if self.fsdp else "--deepspeed"
+        if self.ema is not None and (self.deepspeed or self.fsdp):
+            raise UserError(f"--ema keeps a full copy of the weights on each process, which {sharded} shards: "
+                            f"drop --ema or {sharded}")
+        if self.lora and self.fsdp:
+            raise UserError("--lora trains adapters small enough to keep whole on each process, which --fsdp shards: "
+                            "drop --fsdp (DDP through torchrun, or --deepspeed zero2, fits LoRA)")
 
     def save(self, path: Path | str) -> None:
         """Write the YAML file that repeats this run from any working directory.
@@ -220,6 +238,13 @@ class TrainConfig(CommandConfig):
 def recipe_path(name: str) -> Path:
     """The YAML preset of ``--recipe name`` shipped in ``vitune/config/presets``."""
     return Path(__file__).resolve().parent / "presets" / "recipes" / f"{name}.yaml"
+
+
+def deepspeed_config_path(deepspeed: str) -> Path:
+    """The DeepSpeed JSON file of ``--deepspeed``: a shipped preset (:data:`DEEPSPEED_PRESETS`) or the path given."""
+    if deepspeed in DEEPSPEED_PRESETS:
+        return Path(__file__).resolve().parent / "presets" / f"ds_{deepspeed}.json"
+    return Path(deepspeed)
 
 
 def with_recipe(values: dict) -> dict:

@@ -1,7 +1,8 @@
 """The model families vitune knows, keyed by ``model_type``: one row says everything vitune needs of a family.
 
 Every other module asks this table (:func:`family_of`) instead of naming model types: layer decay
-and drop path (:mod:`vitune.training.layer_decay`), LoRA (:mod:`vitune.training.lora`), the
+and drop path (:mod:`vitune.training.layer_decay`), LoRA (:mod:`vitune.training.lora`), FSDP's
+auto-wrap policy (:mod:`vitune.training.distributed`), the
 explanation methods (:mod:`vitune.explain`), pooling in the encoder and loading a classifier
 (:mod:`vitune.models`). A model type outside the table still loads, trains, embeds and predicts;
 a feature that needs to know its layout refuses it with a :class:`~vitune.errors.UserError` that
@@ -52,7 +53,7 @@ class Family:
     """Everything vitune needs to know of one model family (one ``model_type``).
 
     A field left at its default means the family lacks that feature: no ``layout`` (no layer decay,
-    no explanation), no ``drop_path``, no ``lora_targets``.
+    no explanation), no ``drop_path``, no ``lora_targets``, no ``encoder_layer`` (no ``--fsdp``).
     """
 
     model_type: str
@@ -65,6 +66,7 @@ class Family:
     special_tokens: tuple[str, ...] = ()  # embedding attributes holding the leading non-patch tokens
     fine_tunes_as: Family | None = None  # the family whose classifier loads this one's pre-trained encoder
     encoder_config: tuple[tuple[str, Any], ...] = ()  # config values for embedding whole images
+    encoder_layer: str | None = None  # the class of one transformer block: the unit FSDP shards and gathers
 
     @property
     def classifier_family(self) -> Family:
@@ -85,6 +87,11 @@ class Family:
     def supports_lora(self) -> bool:
         """Whether ``--lora`` knows this family's attention projections."""
         return bool(self.lora_targets)
+
+    @property
+    def supports_fsdp(self) -> bool:
+        """Whether ``--fsdp`` knows the blocks to wrap (its auto-wrap policy shards each one on its own)."""
+        return self.encoder_layer is not None
 
     @property
     def supports_rollout(self) -> bool:
@@ -113,35 +120,37 @@ class Family:
 
 VIT = Family(
     "vit", "ViT", layout=BlockLayout.PLAIN, drop_path=DropPath.BRANCH, lora_targets=QUERY_VALUE,
-    special_tokens=("cls_token",),
+    special_tokens=("cls_token",), encoder_layer="ViTLayer",
 )
 DEIT = Family(
     "deit", "DeiT", layout=BlockLayout.PLAIN, drop_path=DropPath.BRANCH, lora_targets=QUERY_VALUE,
-    special_tokens=("cls_token", "distillation_token"),
+    special_tokens=("cls_token", "distillation_token"), encoder_layer="DeiTLayer",
 )
 BEIT = Family(
     "beit", "BEiT", layout=BlockLayout.PLAIN, drop_path=DropPath.CONFIG, lora_targets=QUERY_VALUE,
-    mean_pooling_switch=True, special_tokens=("cls_token",),
+    mean_pooling_switch=True, special_tokens=("cls_token",), encoder_layer="BeitLayer",
 )
 DINOV2 = Family(
     "dinov2", "DINOv2", layout=BlockLayout.PLAIN, drop_path=DropPath.CONFIG, lora_targets=QUERY_VALUE,
-    classifier_reads=CLS_AND_MEAN, special_tokens=("cls_token",),
+    classifier_reads=CLS_AND_MEAN, special_tokens=("cls_token",), encoder_layer="Dinov2Layer",
 )
 DINOV2_WITH_REGISTERS = Family(
     "dinov2_with_registers", "DINOv2 with registers", layout=BlockLayout.PLAIN, drop_path=DropPath.CONFIG,
     lora_targets=QUERY_VALUE, classifier_reads=CLS_AND_MEAN, special_tokens=("cls_token", "register_tokens"),
+    encoder_layer="Dinov2WithRegistersLayer",
 )
 SWIN = Family(
     "swin", "Swin", layout=BlockLayout.STAGES, drop_path=DropPath.CONFIG, lora_targets=QUERY_VALUE,
-    classifier_reads=MEAN,
+    classifier_reads=MEAN, encoder_layer="SwinLayer",
 )
 SWINV2 = Family(
     "swinv2", "Swin V2", layout=BlockLayout.STAGES, drop_path=DropPath.CONFIG, lora_targets=QUERY_VALUE_UNRENAMED,
-    classifier_reads=MEAN,
+    classifier_reads=MEAN, encoder_layer="Swinv2Layer",
 )
 VIT_MAE = Family(
     "vit_mae", "ViT-MAE", special_tokens=("cls_token",), fine_tunes_as=VIT,
     encoder_config=(("mask_ratio", 0.0),),  # pre-training masks 75 % of the patches at random
+    encoder_layer="ViTMAELayer",  # the MAE's encoder and decoder blocks (pre-training); fine-tuning wraps ViTLayer
 )
 # timm checkpoints through transformers' TimmWrapper (vitune.models.timm): a timm model inside, whose
 # blocks and attention transformers does not name, so none of the features above.

@@ -76,12 +76,10 @@ class EmaCallback(TrainerCallback):
         self.ema.update(self.unwrap(model))
 
 
-def add_ema(trainer, decay: float, deepspeed: str | None = None) -> None:
-    """``--ema``: the EMA of the trainer's model (on its device, where the Trainer placed it) and its updates."""
-    from vitune.errors import UserError
+def add_ema(trainer, decay: float) -> None:
+    """``--ema``: the EMA of the trainer's model (on its device, where the Trainer placed it) and its updates.
 
-    if deepspeed:
-        raise UserError("--ema keeps a full copy of the weights on each process, which DeepSpeed shards: "
-                        "drop --ema or --deepspeed")
+    Whole weights on each process: :class:`~vitune.config.TrainConfig` refuses it with ``--deepspeed`` or ``--fsdp``.
+    """
     trainer.ema = WeightEma(trainer.model, decay)
     trainer.add_callback(EmaCallback(trainer.ema, trainer.accelerator.unwrap_model))

@@ -40,6 +40,7 @@ from vitune.tasks.calibration import fitted_calibration
 from vitune.tasks.losses import MultiLabelLoss
 from vitune.tasks.metrics import MetricsResult
 from vitune.training.augment import device_inputs_for
+from vitune.training.distributed import deepspeed_settings, engine_arguments
 from vitune.training.ema import add_ema
 from vitune.training.layer_decay import add_branch_drop_path, drop_path_overrides, require_layer_decay
 from vitune.training.lora import add_lora, is_lora, parameter_counts, save_lora
@@ -115,17 +116,19 @@ def loader_workers(config: TrainConfig) -> int:
     return min(8, (os.cpu_count() or 2) // 2) if torch.cuda.is_available() else 0
 
 
-def training_arguments(config: TrainConfig, task: Task):
+def training_arguments(config: TrainConfig, task: Task, model_config):
     """``TrainingArguments`` for ``config`` (epoch evaluation/checkpoints, best model kept).
 
     The settings passed as they are come from :meth:`TrainConfig.training_argument_values` (the one mapping,
-    which ``vitune tune`` also uses); the rest are derived here.
+    which ``vitune tune`` also uses); the engine's (DeepSpeed, FSDP for ``model_config``'s family) from
+    :func:`vitune.training.distributed.engine_arguments`; the rest are derived here.
     """
     from transformers import TrainingArguments
 
     precision = resolve_precision(config.precision)
     return TrainingArguments(
         **config.training_argument_values(),
+        **engine_arguments(config, model_config),
         output_dir=str(RunDir(config.out).checkpoints),
         max_steps=config.max_steps or -1,
         per_device_eval_batch_size=config.eval_batch_size or config.batch_size * 2,
@@ -146,12 +149,6 @@ def training_arguments(config: TrainConfig, task: Task):
         disable_tqdm=not interactive(),
         use_cpu=not torch.cuda.is_available(),  # also what makes torchrun on CPU real DDP (gloo)
     )
-
-
-def require_deepspeed_file(config: TrainConfig) -> None:
-    """``--deepspeed`` must name a DeepSpeed JSON config file that exists."""
-    if config.deepspeed is not None and not Path(config.deepspeed).is_file():
-        raise UserError(f"--deepspeed {config.deepspeed} does not exist: give a DeepSpeed JSON config file")
 
 
 def _trainer_metrics(task: Task, labels: list[str], model_config, label_range):
@@ -200,7 +197,6 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
     """
     from transformers import set_seed
 
-    require_deepspeed_file(config)
     ds, info = load_dataset_dir(config.data)
     task = get_task(info.task)
     prep = resolve_preprocessing(config.model, config.trust_remote_code)
@@ -217,7 +213,7 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
     model = build_model(config, task, info, label_range)
     trainer = VituneTrainer(
         model=model,
-        args=training_arguments(config, task),
+        args=training_arguments(config, task, model.config),
         train_dataset=uint8_rows(train_split),
         eval_dataset=uint8_rows(val_split),
         data_collator=Uint8Collator(task, label_range),
@@ -231,7 +227,7 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
         layer_decay=config.layer_decay,
     )
     if config.ema is not None:
-        add_ema(trainer, config.ema, config.deepspeed)
+        add_ema(trainer, config.ema)
     _show_progress(trainer)
     trainer.add_callback(EpochHistoryCallback(trainer.loss_tracker))
     trainer.add_callback(NonFiniteLossCallback)
@@ -380,7 +376,8 @@ def train(config: TrainConfig) -> TrainResult:
     process at a time trains into a RUN_DIR; checkpoints and ``model/`` are renamed into place whole.
     """
     resolve_precision(config.precision)  # a precision this machine lacks fails before any work
-    require_deepspeed_file(config)
+    if config.deepspeed is not None:
+        deepspeed_settings(config)  # so does a DeepSpeed config that cannot be read
     if config.push_to_hub and _main_process():
         check_can_push(config.push_to_hub)  # offline or without a token: said now, not after the training
     run = RunDir(config.out)

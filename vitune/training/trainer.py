@@ -33,6 +33,7 @@ from vitune.runtime.signals import raise_if_stopped
 from vitune.storage.atomic import replace_dir
 from vitune.tasks import Task, get_task
 from vitune.training.augment import DeviceInputs
+from vitune.training.distributed import shard_on_cpu_processes
 from vitune.training.ema import WeightEma, save_raw_weights
 from vitune.training.layer_decay import layer_decay_groups
 from vitune.training.lora import is_lora
@@ -116,6 +117,12 @@ class VituneTrainer(Trainer):
         self.device_inputs = device_inputs
         self.loss_tracker = LossTracker()
         self.model_accepts_loss_kwargs = False  # no per-step label counting: our loss is a plain mean
+
+    def create_accelerator_and_postprocess(self) -> None:
+        """The Trainer's accelerator, sharding with FSDP on CPU processes too (:func:`shard_on_cpu_processes`)."""
+        super().create_accelerator_and_postprocess()
+        if shard_on_cpu_processes(self.accelerator, self.args.fsdp_plugin_args):
+            self.is_fsdp_enabled = True
 
     def create_optimizer(self, model=None):
         """The Trainer's optimizer; with ``layer_decay``, one parameter group per (depth, weight decay) with its LR."""
