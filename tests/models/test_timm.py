@@ -13,9 +13,11 @@ from tiny_run import run_cli
 from transformers.utils import logging as hf_logging
 
 from vitune.config import PredictConfig, TrainConfig
+from vitune.data.images import decode_image
 from vitune.errors import UserError
 from vitune.inference.predict import predict
 from vitune.models.aliases import Preprocessing, load_classifier, resolve_preprocessing
+from vitune.models.run import load_run
 from vitune.training.fine_tune import build_trainer, train
 
 hf_logging.disable_progress_bar()
@@ -73,7 +75,9 @@ def test_timm_run_trains_predicts_and_loads_in_pipeline(tiny_timm, dataset_dir_f
     assert predicted.scores.shape == (3, 3) and np.allclose(predicted.scores.sum(axis=1), 1, atol=1e-5)
     classify = pipeline("image-classification", model=str(tmp_path / "run" / "model"), device="cpu")
     scores = {p["label"]: p["score"] for p in classify(str(images / "0.png"), top_k=None)}
-    assert [scores[name] for name in ("a", "b", "c")] == pytest.approx(list(predicted.scores[0]), abs=1e-5)
+    raw = load_run(tmp_path / "run", "cpu", calibrate=False)  # pipeline() applies no fitted temperature
+    uncalibrated = raw.scores([decode_image(images / "0.png", raw.prep.image_size)[None]])
+    assert [scores[name] for name in ("a", "b", "c")] == pytest.approx(list(uncalibrated[0]), abs=1e-5)
 
 
 def test_lora_on_a_timm_checkpoint_is_refused(tiny_timm, dataset_dir_factory, tmp_path):
