@@ -10,7 +10,8 @@ not escape it twice.
 from __future__ import annotations
 
 import base64
-from functools import cache
+from collections.abc import Callable
+from functools import cache, wraps
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
@@ -29,34 +30,39 @@ def fmt(value) -> str:
     return str(value)
 
 
+def number_filter(format_number: Callable[[float], str]) -> Callable[[object], str]:
+    """A filter that formats numbers with ``format_number``; None is ``n/a``, anything else its text."""
+
+    @wraps(format_number)
+    def filter_value(value) -> str:
+        if value is None:
+            return "n/a"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return str(value)
+        return format_number(value)
+
+    return filter_value
+
+
+@number_filter
 def integer(value) -> str:
     """A count or an epoch: a whole number (``1.0`` -> ``1``, thousands grouped); a fraction keeps 2 decimals."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
     if float(value).is_integer():
         return f"{int(value):,}"
     return f"{value:.2f}"
 
 
+@number_filter
 def significant(value) -> str:
     """A duration or a rate: 3 significant digits, whole numbers from 100 up (``108.289`` -> ``108``, ``0.01234`` -> ``0.0123``)."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:.3g}"
 
 
+@number_filter
 def scientific(value) -> str:
     """A learning rate: scientific notation with 3 significant digits (``0.0002`` -> ``2.00e-04``)."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
     return f"{value:.2e}"
 
 
