@@ -46,3 +46,36 @@ def write_known_images(root: Path) -> dict[str, Path]:
     files["truncated"].write_bytes(full[: len(full) // 2])
     files["bomb"] = bomb_png(root / "bomb.png")
     return files
+
+
+def write_dicom(path: Path, stored: np.ndarray, bits: int = 12, signed: bool = False, photometric="MONOCHROME2",
+                window: tuple[float, float] | None = None, rescale: tuple[float, float] | None = None,
+                patient: str = "P1", view: str = "PA", rle: bool = False, pixels: bool = True) -> Path:
+    """A minimal secondary-capture DICOM written with pydicom."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, RLELossless, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientID, ds.ViewPosition, ds.Modality = patient, view, "DX"
+    if pixels:
+        ds.Rows, ds.Columns = stored.shape
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = photometric
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = (8, 8, 7) if bits == 8 else (16, bits, bits - 1)
+        ds.PixelRepresentation = int(signed)
+        dtype = np.uint8 if bits == 8 else (np.int16 if signed else np.uint16)
+        ds.PixelData = stored.astype(dtype).tobytes()
+        if window:
+            ds.WindowCenter, ds.WindowWidth = window
+        if rescale:
+            ds.RescaleSlope, ds.RescaleIntercept = rescale
+        if rle:
+            ds.compress(RLELossless)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path

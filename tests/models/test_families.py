@@ -8,7 +8,7 @@ import transformers
 
 from vitune.errors import UserError
 from vitune.explain import pick_method
-from vitune.models.aliases import REGISTRY, load_classifier
+from vitune.models.aliases import REGISTRY, load_classifier, register_vitune_models
 from vitune.models.encoder import Encoder
 from vitune.models.families import (
     CLS,
@@ -37,25 +37,26 @@ from vitune.training.layer_decay import (
 PLAIN = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
          "image_size": 32, "patch_size": 8}
 STAGES = {"image_size": 32, "patch_size": 4, "embed_dim": 16, "depths": [1, 2], "num_heads": [1, 2], "window_size": 4}
-# model_type -> (classifier class, config arguments) of a tiny model of every family vitune fine-tunes
+# model_type -> the config arguments of a tiny model of every family vitune fine-tunes
 TINY = {
-    "vit": ("ViTForImageClassification", PLAIN),
-    "deit": ("DeiTForImageClassification", PLAIN),
-    "beit": ("BeitForImageClassification", {**PLAIN, "use_mean_pooling": True}),
-    "dinov2": ("Dinov2ForImageClassification", PLAIN),
-    "dinov2_with_registers": ("Dinov2WithRegistersForImageClassification", {**PLAIN, "num_register_tokens": 2}),
-    "swin": ("SwinForImageClassification", STAGES),
-    "swinv2": ("Swinv2ForImageClassification", STAGES),
+    "vit": PLAIN,
+    "vit_mean_pool": PLAIN,
+    "deit": PLAIN,
+    "beit": {**PLAIN, "use_mean_pooling": True},
+    "dinov2": PLAIN,
+    "dinov2_with_registers": {**PLAIN, "num_register_tokens": 2},
+    "swin": STAGES,
+    "swinv2": STAGES,
 }
-FINE_TUNED = "vit, deit, beit, dinov2, dinov2_with_registers, swin, swinv2"
+FINE_TUNED = "vit, vit_mean_pool, deit, beit, dinov2, dinov2_with_registers, swin, swinv2"
 
 
 def tiny_classifier(model_type: str, **overrides) -> torch.nn.Module:
     """A random two-output classifier of ``model_type``, built from its config (no download)."""
-    class_name, arguments = TINY[model_type]
-    config = transformers.AutoConfig.for_model(model_type, num_labels=2, **{**arguments, **overrides})
+    register_vitune_models()
+    config = transformers.AutoConfig.for_model(model_type, num_labels=2, **{**TINY[model_type], **overrides})
     torch.manual_seed(0)
-    return getattr(transformers, class_name)(config).eval()
+    return transformers.AutoModelForImageClassification.from_config(config).eval()
 
 
 def module_leaves(model: torch.nn.Module) -> set[str]:
@@ -67,7 +68,9 @@ def test_every_family_vitune_fine_tunes_is_in_the_table():
     assert model_types_with("supports_layer_decay") == FINE_TUNED
     assert model_types_with("supports_drop_path") == FINE_TUNED
     assert model_types_with("supports_lora") == FINE_TUNED
-    assert model_types_with("supports_rollout") == "vit, deit, beit, dinov2, dinov2_with_registers"
+    assert model_types_with("supports_rollout") == "vit, vit_mean_pool, deit, beit, dinov2, dinov2_with_registers"
+    assert model_types_with("supports_mean_pooling") == "vit, vit_mean_pool, beit, swin, swinv2, vit_mae"
+    assert model_types_with("supports_pretraining") == "vit, vit_mae"
     assert model_types_with("supports_gradcam") == FINE_TUNED
 
 
