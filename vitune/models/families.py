@@ -20,8 +20,8 @@ family in tests/models/test_families.py:
   (:mod:`vitune.models.pooling`, ``pooled_as``), which a mean-pooled run turns back from with ``--pooling cls``.
 - Weight decay spares what MAE's ``param_groups_lrd``, BEiT, medical_mae and timm's ``no_weight_decay()``
   spare (``no_weight_decay``): the [CLS], distillation, register and mask tokens, the position embeddings
-  (MAE's decoder's included) and the relative position bias tables (Swin, BEiT; Swin V2's continuous
-  position bias and attention scale).
+  (MAE's decoder's included) and Swin V2's attention scale. The relative position biases (BEiT, Swin,
+  Swin V2's continuous one) the Trainer spares already: it spares every parameter named ``bias``.
 - ``vitune pretrain`` starts an MAE (``pretrains_as``) from a ViT's encoder or continues an MAE.
 """
 
@@ -141,11 +141,10 @@ class Family:
         return list(self.lora_targets[0])  # PEFT reports the missing module by name
 
 
-# What weight decay spares, by family: tokens and absolute positions ...
+# What weight decay spares, by family: tokens and absolute positions (Swin V2 also its attention scale, as timm)
 VIT_NO_DECAY = ("cls_token", "mask_token", "position_embeddings")
-# ... and Swin's relative position bias (Swin V2: its continuous position bias and attention scale, as timm)
-SWIN_NO_DECAY = ("position_embeddings", "mask_token", "relative_position_bias_table")
-SWINV2_NO_DECAY = ("position_embeddings", "mask_token", "continuous_position_bias_mlp", "logit_scale")
+SWIN_NO_DECAY = ("position_embeddings", "mask_token")
+SWINV2_NO_DECAY = (*SWIN_NO_DECAY, "logit_scale")
 
 VIT = Family(
     "vit", "ViT", layout=BlockLayout.PLAIN, drop_path=DropPath.BRANCH, lora_targets=QUERY_VALUE,
@@ -163,8 +162,7 @@ DEIT = Family(
 )
 BEIT = Family(
     "beit", "BEiT", layout=BlockLayout.PLAIN, drop_path=DropPath.CONFIG, lora_targets=QUERY_VALUE,
-    mean_pooling_switch=True, special_tokens=("cls_token",),
-    no_weight_decay=(*VIT_NO_DECAY, "relative_position_bias_table"),
+    mean_pooling_switch=True, special_tokens=("cls_token",), no_weight_decay=VIT_NO_DECAY,
 )
 DINOV2 = Family(
     "dinov2", "DINOv2", layout=BlockLayout.PLAIN, drop_path=DropPath.CONFIG, lora_targets=QUERY_VALUE,
