@@ -80,11 +80,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labeled-patients", type=int, default=100, help="patients of the labeled set (~3 images each)")
     parser.add_argument("--unlabeled-patients", type=int, default=1000, help="patients of the unlabeled folder")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--hidden", type=int, default=96, help="the small ViT's width")
+    parser.add_argument("--image-size", type=int, default=32, help="32: one 8 px patch per cell of the findings' grid")
+    parser.add_argument("--hidden", type=int, default=64, help="the small ViT's width")
     parser.add_argument("--layers", type=int, default=4, help="the small ViT's depth")
-    parser.add_argument("--pretrain-epochs", type=float, default=20)
+    parser.add_argument("--pretrain-epochs", type=float, default=10)
     parser.add_argument("--mask-ratio", type=float, default=0.75)
+    parser.add_argument("--norm-pix-loss", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--pretrain-lr", type=float, default=1.5e-3)
     parser.add_argument("--decoder-width", type=int, default=64)
     parser.add_argument("--decoder-depth", type=int, default=2)
@@ -111,7 +112,7 @@ def main() -> None:
         started = time.perf_counter()
         pretrained = pretrain(PretrainConfig(
             data=str(unlabeled), model=str(checkpoint), out=str(work / "pretrain"), epochs=args.pretrain_epochs,
-            batch_size=args.batch_size, lr=args.pretrain_lr, mask_ratio=args.mask_ratio,
+            batch_size=args.batch_size, lr=args.pretrain_lr, mask_ratio=args.mask_ratio, norm_pix_loss=args.norm_pix_loss,
             decoder_width=args.decoder_width, decoder_depth=args.decoder_depth, seed=args.seed)).metrics
         pretrain_seconds = time.perf_counter() - started
         scratch = fine_tune(data, str(checkpoint), work / "from-random", args)
@@ -128,11 +129,12 @@ def main() -> None:
           f"wide x {args.layers} deep, patch 8; torch threads {torch.get_num_threads()}\n")
     print("| start | pre-training | test roc_auc_macro | test average_precision_macro |")
     print("|---|---|---|---|")
-    budget = (f"{args.pretrain_epochs:g} epochs x {images} images, mask {args.mask_ratio:g}: "
+    target = "normalised" if args.norm_pix_loss else "raw"
+    budget = (f"{args.pretrain_epochs:g} epochs x {images} images, mask {args.mask_ratio:g}, {target} pixels: "
               f"{pretrain_seconds / 60:.1f} min, {pretrained['samples_per_second']:.0f} img/s")
     for name, metrics, spent in (("random", scratch, "none"), ("vitune pretrain", from_mae, budget)):
         print(f"| {name} | {spent} | {metrics['roc_auc_macro']:.4f} | {metrics['average_precision_macro']:.4f} |")
-    print(f"\nreconstruction loss (normalised pixels): train {history[0]['train_loss']:.4f} -> "
+    print(f"\nreconstruction loss ({target} pixels): train {history[0]['train_loss']:.4f} -> "
           f"{history[-1]['train_loss']:.4f}, held back {history[0].get('eval_loss', float('nan')):.4f} -> "
           f"{pretrained['metrics']['reconstruction_loss']:.4f}")
     print(f"\nViT-B/16 MAE step (224 px, 75 % masked, decoder 512x8): {flops / 1e9:.1f} GFLOPs per image "
