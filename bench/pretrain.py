@@ -32,11 +32,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from vitune import EvaluateConfig, PrepareConfig, PretrainConfig, TrainConfig, evaluate, prepare, pretrain, train  # noqa: E402
-from vitune.data.synthetic import make_chestxray_like  # noqa: E402
-from vitune.runtime.progress import quiet_library_bars  # noqa: E402
+from vitune import EvaluateConfig, PrepareConfig, PretrainConfig, TrainConfig, evaluate, prepare, pretrain, train
+from vitune.data.synthetic import make_chestxray_like
+from vitune.runtime.progress import quiet_library_bars
 
 # GPU peaks (dense bf16, TFLOP/s) from the vendors' data sheets, for the cost estimate
 GPU_PEAK_TFLOPS = {"A100": 312.0, "H100 SXM": 989.0}

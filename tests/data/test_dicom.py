@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sample_images import write_dicom
 
 from vitune.data.dicom import dicom_tags, is_dicom_file
 from vitune.data.images import BadImage, decode_image
 from vitune.data.sources.files import is_image_file
-
-from sample_images import write_dicom
 
 SIDE = 64
 

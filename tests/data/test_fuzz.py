@@ -20,6 +20,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from sample_images import write_dicom
 
 from vitune.data.images import BadImage, decode_image
 from vitune.data.sources import read_source
@@ -135,22 +136,9 @@ def _jsonl_rows(path: Path) -> tuple[int, int]:
 
 
 def _dicom() -> bytes:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 32, 48, 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.WindowCenter, ds.WindowWidth = 2048, 4096
-    ds.PixelData = (np.arange(32 * 48, dtype=np.uint16).reshape(32, 48) * 2).tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    stored = np.arange(32 * 48, dtype=np.uint16).reshape(32, 48) * 2
+    with tempfile.TemporaryDirectory() as folder:
+        return write_dicom(Path(folder) / "image.dcm", stored, window=(2048, 4096)).read_bytes()
 
 
 def _encoded(kind: str) -> bytes:

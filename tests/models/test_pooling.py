@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from conftest import TINY_SIZE, write_dataset_dir
 from PIL import Image
+from tiny_run import make_tiny_run
 
 from vitune.config import TrainConfig
 from vitune.data.dataset_dir import DatasetInfo
@@ -15,9 +17,6 @@ from vitune.models.aliases import load_classifier, register_vitune_models
 from vitune.models.families import BEIT, CLS, MEAN, VIT, VIT_MEAN_POOL, family_of, pooled_classifier
 from vitune.models.run import load_run
 from vitune.training.model_card import model_card
-
-from conftest import TINY_SIZE, write_dataset_dir
-from tiny_run import make_tiny_run
 
 LABELS = ["a", "b", "c"]
 

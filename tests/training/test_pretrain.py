@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from conftest import TINY_SIZE
 from PIL import Image
+from sample_images import bomb_png, write_dicom
+from tiny_run import run_cli
 
 from vitune.config import PretrainConfig, TrainConfig
 from vitune.data.dataset_dir import UNLABELED, DatasetInfo
@@ -18,24 +21,21 @@ from vitune.data.synthetic import make_chestxray_like
 from vitune.errors import UserError
 from vitune.models.aliases import resolve_preprocessing
 from vitune.models.families import VIT, family_of
+from vitune.models.run import load_run
 from vitune.storage.layout import RunDir
 from vitune.training.fine_tune import build_trainer
 from vitune.training.pretrain import build_mae, mae_start, pretrain, reconstructions
-
-from conftest import TINY_SIZE
-from sample_images import bomb_png, write_dicom
-from tiny_run import run_cli
 
 DICOMS = 4
 DAMAGED = {"empty.png": "empty", "truncated.png": "truncated", "bomb.png": "bomb", "scans/broken.dcm": "dicom"}
 # a run that learns within seconds: pixel loss (not normalised), half the patches masked, a one-block decoder
 FAST = {"epochs": 3, "batch_size": 16, "lr": 2e-3, "mask_ratio": 0.5, "norm_pix_loss": False, "decoder_width": 32,
-        "decoder_depth": 1, "val_fraction": 0.1}
+        "decoder_depth": 1, "val_fraction": 0.1, "workers": 1}
 
 
 def write_archive(root: Path) -> int:
     """A plain folder of unlabeled X-ray-like PNGs and DICOMs in sub-folders, and damaged files; returns the good ones."""
-    release = make_chestxray_like(root.parent / "release", n_patients=40, image_size=TINY_SIZE)
+    release = make_chestxray_like(root.parent / "release", n_patients=25, image_size=TINY_SIZE)
     shutil.copytree(release / "images", root / "pngs")
     rng = np.random.default_rng(0)
     for index in range(DICOMS):
@@ -76,6 +76,8 @@ def test_pretraining_on_a_plain_folder_lowers_the_reconstruction_loss(pretrained
     assert {path.name for path in run.plots.iterdir()} == {"loss.png", "lr.png", "reconstructions.png"}
     assert transformers.AutoConfig.from_pretrained(run.mae).mask_ratio == 0.5
     assert family_of(transformers.AutoConfig.from_pretrained(run.model)) is VIT
+    with pytest.raises(UserError, match="holds a pre-trained encoder .* fine-tune it first with `vitune train --model"):
+        load_run(pretrained)  # predict, evaluate, serve: a classifier is needed
 
 
 def test_the_damaged_files_are_skipped_with_their_reason_and_dicoms_kept(pretrained, archive):

@@ -157,7 +157,7 @@ class CommandConfig:
         for klass in cls.__mro__:
             for param in docstring_parser.parse(klass.__doc__ or "").params:
                 if param.arg_name == name:
-                    return param.description
+                    return " ".join((param.description or "").split())  # continuation lines joined
         return None
 
     @classmethod

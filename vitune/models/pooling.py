@@ -88,7 +88,10 @@ def register_auto_classes() -> None:
 
     Its encoder also takes ViT's checkpoint weight names (transformers keys that renaming by class name).
     """
-    from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+    from transformers.conversion_mapping import (
+        get_checkpoint_conversion_mapping,
+        register_checkpoint_conversion_mapping,
+    )
 
     vit_names = get_checkpoint_conversion_mapping(ViTModel.__name__)
     register_checkpoint_conversion_mapping(MeanPooledViTModel.__name__, vit_names, overwrite=True)

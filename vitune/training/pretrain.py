@@ -59,7 +59,6 @@ from vitune.training.fine_tune import (
     add_run_callbacks,
     checkpoint_to_resume,
     epoch_history,
-    main_process,
     run_processor,
     throughput,
     trainer_arguments,
@@ -74,7 +73,6 @@ log = logging.getLogger(__name__)
 TASK = "masked_image_modeling"  # metrics.json's "task" of a pre-training run
 GRID_IMAGES = 6  # held-back images in plots/reconstructions.png
 WEIGHT_FILES = ("*.safetensors", "*.bin")
-START_KINDS = ("continued", "encoder", "random")  # an MAE continued, a ViT's encoder, a config's random weights
 
 
 @dataclass
@@ -89,7 +87,7 @@ class PretrainResult:
 class MaeStart:
     """Where the MAE's weights start: the checkpoint and how it is used, the MAE's config, the preprocessing."""
 
-    kind: str  # one of START_KINDS
+    kind: str  # "continued" (an MAE), "encoder" (a ViT's, new decoder) or "random" (a config)
     source: str | None  # the checkpoint (None: a random start)
     config: object  # the ViTMAEConfig to build or load with
     prep: Preprocessing
@@ -291,9 +289,9 @@ def build_pretrainer(config: PretrainConfig) -> MaeTrainer:
     """The :class:`MaeTrainer` of ``config``, ready for ``.train()``: the MAE, its images, the crop on the device."""
     from transformers import set_seed
 
-    args = pretrain_arguments(config, held_back=True)
+    args = pretrain_arguments(config, held_back=True)  # its main_process_first decodes a folder once
     data = pretraining_images(config, args)
-    if data.held_back is None:
+    if data.held_back is None:  # a DATASET_DIR without a validation split: nothing to evaluate each epoch
         args = pretrain_arguments(config, held_back=False)
     start = mae_start(config, data.info.image_size)
     set_seed(config.seed)  # a new decoder (or a random start) is initialised here
