@@ -44,7 +44,7 @@ def write_dicom(path: Path, stored: np.ndarray, bits: int = 12, signed: bool = F
     if age is not None:
         ds.PatientAge = age
     if pixels:
-        ds.Rows, ds.Columns, ds.SamplesPerPixel = SIDE, SIDE, 1
+        ds.Rows, ds.Columns, ds.SamplesPerPixel = *stored.shape, 1
         ds.PhotometricInterpretation = photometric
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = (8, 8, 7) if bits == 8 else (16, bits, bits - 1)
         ds.PixelRepresentation = int(signed)

@@ -25,7 +25,7 @@ PACKAGE = Path(vitune.__file__).parent
 ROOT = PACKAGE.parent
 MAX_TOP_LEVEL_MODULES = 6
 FAMILIES_MODULE = "models/families.py"
-MODEL_TYPES = {"vit", "deit", "swin", "swinv2", "beit", "dinov2", "vit_mae"}
+MODEL_TYPES = {"vit", "deit", "swin", "swinv2", "beit", "dinov2", "vit_mae", "vit_mean_pool"}
 # The elements of the HTML standard (https://html.spec.whatwg.org/#elements-3): a tag is one of them right
 # after "<" or "</", so "low < high" or a repr like "<task multi_label>" is not taken for markup.
 HTML_ELEMENTS = """

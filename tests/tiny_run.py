@@ -19,17 +19,17 @@ from vitune.tasks import get_task
 
 
 def make_tiny_run(run_dir: Path, checkpoint: Path, dataset_dir: Path, steps: int = 15, seed: int = 0,
-                  batch_size: int | None = None) -> Path:
+                  batch_size: int | None = None, pooling: str | None = None) -> Path:
     """Fit a tiny classifier for ``steps`` Adam steps on the train split and save a RUN_DIR.
 
-    Steps are full-batch, or on ``batch_size`` random training images each.
+    Steps are full-batch, or on ``batch_size`` random training images each; ``pooling`` as `vitune train --pooling`.
     """
     torch.manual_seed(seed)
     ds, info = load_dataset_dir(dataset_dir)
     task = get_task(info.task)
     train = ds["train"].with_format("numpy")
     label_range = task.label_range(np.asarray(train["labels"]))
-    model = load_classifier(str(checkpoint), task, info.labels)
+    model = load_classifier(str(checkpoint), task, info.labels, pooling=pooling)
     if label_range is not None:
         model.config.vitune_label_range = list(label_range)
         model.config.vitune_regression_loss = "mse"

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # what IDEs, type checkers and the API reference see; at run 
         HeadsConfig,
         PredictConfig,
         PrepareConfig,
+        PretrainConfig,
         ReportConfig,
         ServeConfig,
         TrainConfig,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # what IDEs, type checkers and the API reference see; at run 
     from vitune.inference.predict import predict
     from vitune.models.run import load_run
     from vitune.training.fine_tune import build_trainer, train
+    from vitune.training.pretrain import build_pretrainer, pretrain
     from vitune.training.tune import tune
     from vitune.workflows.prepare import prepare
 
@@ -53,6 +55,8 @@ _PUBLIC_HOMES = {
     "build_trainer": "vitune.training.fine_tune",
     "train": "vitune.training.fine_tune",
     "tune": "vitune.training.tune",
+    "pretrain": "vitune.training.pretrain",
+    "build_pretrainer": "vitune.training.pretrain",
     "prepare": "vitune.workflows.prepare",
     "fit_heads": "vitune.heads.fit",
     "evaluate": "vitune.evaluation.evaluate",
@@ -63,6 +67,7 @@ _PUBLIC_HOMES = {
     "load_run": "vitune.models.run",
     "TrainConfig": "vitune.config",
     "PrepareConfig": "vitune.config",
+    "PretrainConfig": "vitune.config",
     "EvaluateConfig": "vitune.config",
     "PredictConfig": "vitune.config",
     "HeadsConfig": "vitune.config",
@@ -81,12 +86,14 @@ __all__ = [
     "HeadsConfig",
     "PredictConfig",
     "PrepareConfig",
+    "PretrainConfig",
     "ReportConfig",
     "ServeConfig",
     "TrainConfig",
     "TuneConfig",
     "UserError",
     "__version__",
+    "build_pretrainer",
     "build_report",
     "build_trainer",
     "evaluate",
@@ -96,6 +103,7 @@ __all__ = [
     "load_run",
     "predict",
     "prepare",
+    "pretrain",
     "train",
     "tune",
 ]

@@ -111,6 +111,30 @@ def train_cmd(config: settings.TrainConfig) -> None:
     print(f"{result.run_dir}: validation {metrics} ({result.metrics['train_seconds']:.1f} s training)")
 
 
+def pretrain_cmd(config: settings.PretrainConfig) -> None:
+    """Pre-train a masked autoencoder (MAE) on unlabeled images; write RUN_DIR with the encoder to fine-tune."""
+    import os
+
+    from vitune.training.pretrain import pretrain
+
+    result = pretrain(config)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only the main process reports
+        return
+    details = result.metrics["pretraining"]
+    skipped = details["skipped"]
+    if skipped:
+        shown = "; ".join(f"{row['file']}: {row['reason']}" for row in skipped[:5])
+        more = f" (+{len(skipped) - 5} more in {result.run_dir}/data/dataset.json)" if len(skipped) > 5 else ""
+        print(f"skipped {len(skipped)}: {shown}{more}", file=sys.stderr)
+    history = result.metrics["history"]
+    held_back = result.metrics["metrics"]["reconstruction_loss"]
+    losses = f"train loss {history[0]['train_loss']:.4f} -> {history[-1]['train_loss']:.4f}" if history else "no epoch"
+    held = f", held-back {held_back:.4f}" if held_back is not None else ""
+    print(f"{result.run_dir}: {details['train_images']} images, {losses}{held} "
+          f"({result.metrics['train_seconds']:.1f} s); fine-tune it: vitune train --model {result.run_dir} "
+          "--pooling mean --data DATASET_DIR --out RUN_DIR")
+
+
 def tune_cmd(config: settings.TuneConfig) -> None:
     """Search lr, batch size, warm-up and weight decay (Optuna or Ray Tune); write DIR/tune.json and best.yaml."""
     from vitune.storage.layout import TuneDir
@@ -249,6 +273,7 @@ COMMANDS = {
         "show": Command(data_show_cmd, settings.ShowConfig),
     },
     "train": Command(train_cmd, settings.TrainConfig),
+    "pretrain": Command(pretrain_cmd, settings.PretrainConfig),
     "tune": Command(tune_cmd, settings.TuneConfig),
     "heads": Command(heads_cmd, settings.HeadsConfig),
     "evaluate": Command(evaluate_cmd, settings.EvaluateConfig),
@@ -274,6 +299,8 @@ def default_hint(config_cls: type, spec: dataclasses.Field) -> str:
         return ""
     if isinstance(value, list):
         shown = ",".join(str(item) for item in value) or "none"
+    elif isinstance(value, tuple):  # a pair of numbers, given as two values: --crop-scale 0.5 1
+        shown = " ".join(f"{number:g}" for number in value)
     elif isinstance(value, float):
         shown = f"{value:g}"
     else:
@@ -293,6 +320,7 @@ def flag_annotation(config_cls: type, spec: dataclasses.Field, annotation: Any) 
     renamed = config_cls.flags.get(spec.name)
     markers.append(tyro.conf.arg(
         name=renamed.removeprefix("--") if renamed else None,
+        help=config_cls.field_help(spec.name),
         metavar=config_cls.arguments.get(spec.name) or (LIST_METAVAR if is_list_type(annotation) else None),
         help_behavior_hint=default_hint(config_cls, spec),
     ))
@@ -302,7 +330,7 @@ def flag_annotation(config_cls: type, spec: dataclasses.Field, annotation: Any) 
 def flags_type(command: Command) -> type:
     """The flags of ``command`` as a ``TypedDict`` with ``total=False``: tyro returns only the flags given.
 
-    Every field of the config is a flag (help from the config's docstring, which the TypedDict takes), plus
+    Every field of the config is a flag (help from the ``Args:`` of the config class that defines it), plus
     ``--config`` and ``--print-config``; a hidden key carries the command itself.
     """
     entries: dict[str, Any] = {COMMAND: Annotated[Any, tyro.conf.Suppress]}
@@ -316,9 +344,7 @@ def flags_type(command: Command) -> type:
                                                         help_behavior_hint="")]
     entries[PRINT_CONFIG] = Annotated[bool, tyro.conf.FlagCreatePairsOff, tyro.conf.arg(help=PRINT_CONFIG_HELP,
                                                                                         help_behavior_hint="")]
-    flags = TypedDict(f"{config_cls.__name__}Flags", entries, total=False)
-    flags.__doc__ = config_cls.__doc__  # tyro reads each flag's help from the Args: section
-    return flags
+    return TypedDict(f"{config_cls.__name__}Flags", entries, total=False)
 
 
 def command_line_type(tree: dict) -> Any:

@@ -14,8 +14,8 @@ from tiny_run import make_tiny_run
 from vitune.config import EvaluateConfig, PrepareConfig
 from vitune.data.prepare import prepare
 from vitune.data.synthetic import make_chestxray_like
-from vitune.evaluation.evaluate import evaluate
 from vitune.errors import UserError
+from vitune.evaluation.evaluate import evaluate
 from vitune.tasks import MULTI_LABEL
 from vitune.tasks.subgroups import subgroup_metrics
 
@@ -118,10 +118,10 @@ def _binned_ece(outcome: np.ndarray, probability: np.ndarray, bins: int = 15) ->
 
 @pytest.mark.slow
 def test_reported_ece_matches_predicts_probabilities_and_temperature_does_not_raise_validation_ece(faint_run):
+    from vitune.config import PredictConfig
     from vitune.data.dataset_dir import load_dataset_dir
     from vitune.evaluation.evaluate import split_logits
     from vitune.inference.predict import predict
-    from vitune.config import PredictConfig
     from vitune.models.run import load_run
     from vitune.storage.layout import RunDir
     from vitune.tasks.calibration import fitted_calibration

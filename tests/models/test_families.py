@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import transformers
 
 from vitune.errors import UserError
 from vitune.explain import pick_method
-from vitune.models.aliases import REGISTRY, load_classifier
+from vitune.models import pooling
+from vitune.models.aliases import REGISTRY, load_classifier, register_vitune_models
 from vitune.models.encoder import Encoder
 from vitune.models.families import (
     CLS,
@@ -40,6 +43,7 @@ STAGES = {"image_size": 32, "patch_size": 4, "embed_dim": 16, "depths": [1, 2], 
 # model_type -> (classifier class, config arguments) of a tiny model of every family vitune fine-tunes
 TINY = {
     "vit": ("ViTForImageClassification", PLAIN),
+    "vit_mean_pool": ("MeanPooledViTForImageClassification", PLAIN),
     "deit": ("DeiTForImageClassification", PLAIN),
     "beit": ("BeitForImageClassification", {**PLAIN, "use_mean_pooling": True}),
     "dinov2": ("Dinov2ForImageClassification", PLAIN),
@@ -47,15 +51,17 @@ TINY = {
     "swin": ("SwinForImageClassification", STAGES),
     "swinv2": ("Swinv2ForImageClassification", STAGES),
 }
-FINE_TUNED = "vit, deit, beit, dinov2, dinov2_with_registers, swin, swinv2"
+FINE_TUNED = "vit, vit_mean_pool, deit, beit, dinov2, dinov2_with_registers, swin, swinv2"
 
 
 def tiny_classifier(model_type: str, **overrides) -> torch.nn.Module:
     """A random two-output classifier of ``model_type``, built from its config (no download)."""
+    register_vitune_models()
     class_name, arguments = TINY[model_type]
     config = transformers.AutoConfig.for_model(model_type, num_labels=2, **{**arguments, **overrides})
     torch.manual_seed(0)
-    return getattr(transformers, class_name)(config).eval()
+    model_class = getattr(transformers, class_name, None) or getattr(pooling, class_name)  # vitune's own class
+    return model_class(config).eval()
 
 
 def module_leaves(model: torch.nn.Module) -> set[str]:
@@ -67,7 +73,9 @@ def test_every_family_vitune_fine_tunes_is_in_the_table():
     assert model_types_with("supports_layer_decay") == FINE_TUNED
     assert model_types_with("supports_drop_path") == FINE_TUNED
     assert model_types_with("supports_lora") == FINE_TUNED
-    assert model_types_with("supports_rollout") == "vit, deit, beit, dinov2, dinov2_with_registers"
+    assert model_types_with("supports_rollout") == "vit, vit_mean_pool, deit, beit, dinov2, dinov2_with_registers"
+    assert model_types_with("supports_mean_pooling") == "vit, vit_mean_pool, beit, swin, swinv2, vit_mae"
+    assert model_types_with("supports_pretraining") == "vit, vit_mae"
     assert model_types_with("supports_gradcam") == FINE_TUNED
     assert model_types_with("supports_fsdp") == FINE_TUNED + ", vit_mae"
 
@@ -138,6 +146,44 @@ def test_the_families_new_to_explain_get_class_specific_maps(model_type):
     assert method.name == ("gradcam" if model_type == "swinv2" else "grad-rollout")
     maps = method.maps(model, torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))
     assert maps.shape == ((2, 32, 32) if model_type == "swinv2" else (2, 4, 4)) and torch.isfinite(maps).all()
+
+
+# What weight decay spares besides the Trainer's biases and norms (N: any block), with absolute positions switched on
+SPARED = {
+    "vit": {"vit.embeddings.cls_token", "vit.embeddings.position_embeddings"},
+    "vit_mean_pool": {"vit.embeddings.cls_token", "vit.embeddings.position_embeddings"},
+    "deit": {"deit.embeddings.cls_token", "deit.embeddings.distillation_token", "deit.embeddings.position_embeddings"},
+    "beit": {"beit.embeddings.cls_token", "beit.embeddings.position_embeddings"},
+    "dinov2": {"dinov2.embeddings.cls_token", "dinov2.embeddings.mask_token", "dinov2.embeddings.position_embeddings"},
+    "dinov2_with_registers": {f"dinov2_with_registers.embeddings.{name}" for name in (
+        "cls_token", "mask_token", "position_embeddings", "register_tokens")},
+    "swin": {"swin.embeddings.position_embeddings"},
+    "swinv2": {"swinv2.embeddings.position_embeddings", "swinv2.encoder.layers.N.blocks.N.attention.self.logit_scale"},
+    "vit_mae": {"vit.embeddings.cls_token", "vit.embeddings.position_embeddings", "decoder.mask_token",
+                "decoder.decoder_pos_embed"},
+}
+ABSOLUTE_POSITIONS = {"beit": {"use_absolute_position_embeddings": True, "use_relative_position_bias": True},
+                      "swin": {"use_absolute_embeddings": True}, "swinv2": {"use_absolute_embeddings": True}}
+
+
+@pytest.mark.parametrize("model_type", sorted(SPARED))
+def test_weight_decay_spares_the_tokens_and_position_embeddings(model_type, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from vitune.training.trainer import BaseTrainer
+
+    if model_type == "vit_mae":
+        model = transformers.ViTMAEForPreTraining(transformers.ViTMAEConfig(
+            **PLAIN, decoder_hidden_size=16, decoder_num_hidden_layers=1, decoder_num_attention_heads=2,
+            decoder_intermediate_size=32))
+    else:
+        model = tiny_classifier(model_type, **ABSOLUTE_POSITIONS.get(model_type, {}))
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = BaseTrainer(model=model, args=args, device_inputs=None)
+    trainers_own = set(Trainer.get_decay_parameter_names(trainer, model))
+    decayed = set(trainer.get_decay_parameter_names(model))
+    assert decayed < trainers_own
+    assert {re.sub(r"\.\d+\.", ".N.", name) for name in trainers_own - decayed} == SPARED[model_type]
 
 
 def test_classifier_pooling():

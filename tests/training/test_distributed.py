@@ -104,7 +104,7 @@ def test_fsdp_wraps_each_encoder_layer_of_the_family_and_saves_whole_weights():
     assert fsdp_settings("full_shard", SWIN) == {
         "version": 2, "reshard_after_forward": True, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
         "transformer_layer_cls_to_wrap": ["SwinLayer"], "state_dict_type": "FULL_STATE_DICT"}
-    with pytest.raises(UserError, match="--fsdp wraps each encoder layer of the model, which vitune knows for vit, "
+    with pytest.raises(UserError, match="--fsdp wraps each encoder layer of the model, which vitune knows for vit, vit_mean_pool, "
                                         "deit, .* not 'timm_wrapper': use --deepspeed or DDP"):
         fsdp_settings("full_shard", TIMM_WRAPPER)
 

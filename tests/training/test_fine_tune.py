@@ -6,8 +6,8 @@ import json
 
 import datasets
 import numpy as np
-import yaml
 import pytest
+import yaml
 from interrupted_train import interrupted
 from tiny_run import run_cli
 from transformers.utils import logging as hf_logging
@@ -18,8 +18,8 @@ from vitune.data.dataset_dir import DatasetInfo, features_for
 from vitune.errors import UserError
 from vitune.models.forward import pixel_batches
 from vitune.models.run import load_run
-from vitune.tasks import compute_metrics, get_task
 from vitune.storage.layout import RunDir
+from vitune.tasks import compute_metrics, get_task
 from vitune.training.fine_tune import auto_pos_weight, build_trainer, train
 
 hf_logging.disable_progress_bar()

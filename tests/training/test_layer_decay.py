@@ -39,9 +39,11 @@ def test_layer_decay_gives_each_vit_depth_its_lr(tiny_vit, dataset_dir_factory, 
     assert lrs["vit.layers.0.attention.q_proj.weight"] == pytest.approx(1e-3 * 0.25)
     assert lrs["vit.layers.1.mlp.fc2.weight"] == pytest.approx(1e-3 * 0.5)
     assert lrs["vit.layernorm.weight"] == lrs["classifier.weight"] == pytest.approx(1e-3)
-    decays = {group["weight_decay"] for group in trainer.optimizer.param_groups if any(
-        p is trainer.model.classifier.bias for p in group["params"])}
-    assert decays == {0.0}  # biases and norms keep no weight decay, as the Trainer's own groups
+    decay_of = {id(p): group["weight_decay"] for group in trainer.optimizer.param_groups for p in group["params"]}
+    decays = {name: decay_of[id(p)] for name, p in trainer.model.named_parameters()}
+    assert decays["classifier.bias"] == 0.0  # biases and norms keep no weight decay, as the Trainer's own groups
+    assert decays["vit.embeddings.cls_token"] == decays["vit.embeddings.position_embeddings"] == 0.0  # as MAE's
+    assert decays["vit.layers.0.attention.q_proj.weight"] == decays["classifier.weight"] == 0.05
 
 
 def test_layer_decay_numbers_swin_blocks_through_the_stages():

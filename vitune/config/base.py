@@ -107,6 +107,15 @@ def _number_type(annotation: Any) -> type | None:
     return None
 
 
+def _plain(value: Any) -> Any:
+    """A setting as YAML writes it: a path as text, a pair (``crop_scale``) as a list."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
 class CommandConfig:
     """Shared behaviour of the commands' config dataclasses.
 
@@ -138,6 +147,21 @@ class CommandConfig:
         raise KeyError(f"{cls.__name__}.{name} has no default")
 
     @classmethod
+    def field_help(cls, name: str) -> str | None:
+        """The help of field ``name``: its line in the ``Args:`` section of the nearest class that documents it.
+
+        A config that extends another (``TrainConfig`` extends ``TrainerConfig``) documents only its own
+        fields; the shared ones keep their help where they are defined.
+        """
+        import docstring_parser
+
+        for klass in cls.__mro__:
+            for param in docstring_parser.parse(klass.__doc__ or "").params:
+                if param.arg_name == name:
+                    return " ".join((param.description or "").split())  # continuation lines joined
+        return None
+
+    @classmethod
     def required(cls) -> list[str]:
         """The fields without a default, in declaration order."""
         return [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]  # type: ignore[arg-type]
@@ -145,7 +169,7 @@ class CommandConfig:
     def to_dict(self) -> dict:
         """Plain dict in field order, paths as text: what a YAML config file holds."""
         values = asdict(self)  # type: ignore[call-overload]
-        return {name: str(value) if isinstance(value, Path) else value for name, value in values.items()}
+        return {name: _plain(value) for name, value in values.items()}
 
     def to_yaml(self) -> str:
         """The YAML text of this config, fields in declaration order (``--config`` reads it back)."""

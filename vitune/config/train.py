@@ -1,6 +1,7 @@
 """TrainConfig: every setting of a `vitune train` run, validated, and saved as ``config.yaml``.
 
-Defaults are the seeds' recipe (3 epochs, lr 2e-4, 25 % warm-up then cosine decay). The YAML
+:class:`TrainerConfig` holds the settings it shares with `vitune pretrain` (:mod:`vitune.config.pretrain`):
+the ones ``transformers.Trainer`` takes, and where the run reads and writes. Defaults are the seeds' recipe (3 epochs, lr 2e-4, 25 % warm-up then cosine decay). The YAML
 file written into RUN_DIR holds every field, so ``vitune train --config RUN_DIR/config.yaml``
 repeats the run; flags given on the command line override the file's values.
 """
@@ -13,10 +14,10 @@ from pathlib import Path
 
 import yaml
 
-from vitune.config.base import CommandConfig, check_choice, check_positive, split_names
+from vitune.config.base import CommandConfig, check_choice, check_pooling, check_positive, split_names
 from vitune.errors import UserError
-from vitune.tasks.losses import MULTI_LABEL_LOSSES
 from vitune.storage.atomic import write_atomic
+from vitune.tasks.losses import MULTI_LABEL_LOSSES
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = (
@@ -60,12 +61,16 @@ TRAINING_ARGUMENTS = {
 
 
 @dataclass
-class TrainConfig(CommandConfig):
-    """All settings of one training run; checks itself on construction.
+class TrainerConfig(CommandConfig):
+    """The settings every command on ``transformers.Trainer`` shares (`vitune train`, `vitune pretrain`).
+
+    A command's config extends it with its own settings and may give a shared one another default
+    (a subclass field of the same name keeps its place). The Trainer's features come with these:
+    resume, DDP and DeepSpeed, progress, ``--report-to`` and the one writer of RUN_DIR.
 
     Args:
         data: DATASET_DIR from `vitune data prepare`.
-        model: Alias (`vitune models`), Hub id or local checkpoint.
+        model: Alias (`vitune models`), Hub id, local checkpoint or RUN_DIR.
         out: RUN_DIR to write.
         epochs: Training epochs.
         lr: Peak learning rate.
@@ -73,19 +78,11 @@ class TrainConfig(CommandConfig):
         eval_batch_size: Per-device evaluation batch size (default: 2x batch size).
         warmup: Warm-up as a fraction of the steps.
         scheduler: cosine|linear|constant|...
-        weight_decay: AdamW weight decay.
+        weight_decay: AdamW weight decay ([CLS], distillation and mask tokens and position embeddings keep none).
         precision: auto|fp32|bf16|fp16 (auto: bf16 on a capable GPU, else fp32).
         grad_accum: Gradient accumulation steps.
         seed: Random seed.
         resume: Continue from the last checkpoint in RUN_DIR/checkpoints.
-        regression_loss: mse|bce on the [0, 1]-scaled target.
-        pos_weight: off|auto: auto weighs each label's positives by neg/pos (multi-label).
-        loss: bce|focal|asl: multi-label loss; focal (Lin et al.) or the asymmetric loss of Ridnik et al. (timm's).
-        focal_gamma: Focusing exponent of --loss focal.
-        asl_gamma_neg: Focusing exponent of the negatives under --loss asl.
-        asl_gamma_pos: Focusing exponent of the positives under --loss asl.
-        asl_clip: Probability margin shifted off easy negatives under --loss asl.
-        augment: none|light|strong: light = crop (area 0.85-1) + shift; strong = crop + RandAugment m6 + erasing.
         augment_hflip: Random horizontal flips (off: X-ray laterality matters).
         max_steps: Stop after this many optimizer steps.
         num_workers: Data-loader workers (default: 0 on CPU, half the cores on GPU).
@@ -96,17 +93,6 @@ class TrainConfig(CommandConfig):
         trust_remote_code: Allow Hub model code.
         report_to: none|tensorboard|mlflow|wandb, several as A,B: logs go inside RUN_DIR
           (MLflow: RUN_DIR/mlruns unless MLFLOW_TRACKING_URI is set).
-        push_to_hub: Hub repo id (OWNER/NAME or NAME) to push model/ and its card to, with your token.
-        lora: LoRA rank R (0: off): train low-rank adapters and the head only (ViT family, DINOv2, Swin).
-        lora_alpha: LoRA scaling alpha (default: the rank R).
-        lora_targets: Module names LoRA adapts, e.g. query,value (default: the query and value projections).
-        recipe: seed|strong: preset of the other settings (vitune/config/presets/recipes/); settings given win.
-        layer_decay: Layer-wise LR decay: the LR of layer l of L is lr * decay^(L - l) (ViT, DeiT, BEiT, DINOv2, Swin).
-        drop_path: Stochastic depth rate of the last block (linear from 0 over the depth).
-        ema: Keep an EMA of the weights with this decay (e.g. 0.9998); the EMA is evaluated and saved.
-        label_smoothing: Label smoothing (classification).
-        mixup: Mixup Beta alpha (0 = off).
-        cutmix: Cutmix Beta alpha (0 = off); with mixup, one of the two per batch.
         compile: torch.compile the model (TrainingArguments.torch_compile).
         gradient_checkpointing: Recompute activations in the backward pass (less memory, more compute).
     """
@@ -128,14 +114,6 @@ class TrainConfig(CommandConfig):
     grad_accum: int = 1
     seed: int = 0
     resume: bool = False
-    regression_loss: str = "mse"
-    pos_weight: str = "off"
-    loss: str = "bce"
-    focal_gamma: float = 2.0
-    asl_gamma_neg: float = 4.0
-    asl_gamma_pos: float = 0.0
-    asl_clip: float = 0.05
-    augment: str = "none"
     augment_hflip: bool = False
     max_steps: int | None = None
     num_workers: int | None = None
@@ -145,6 +123,85 @@ class TrainConfig(CommandConfig):
     fsdp: str | None = None
     trust_remote_code: bool = False
     report_to: list[str] = field(default_factory=list)
+    compile: bool = False
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        for name in REQUIRED:
+            if not getattr(self, name):
+                raise UserError(f"missing --{name}: `{self.usage}`")
+            setattr(self, name, str(getattr(self, name)))
+        for name, choices in (("precision", PRECISIONS), ("scheduler", SCHEDULERS)):
+            check_choice(name, getattr(self, name), choices)
+        for name in ("epochs", "batch_size", "grad_accum", "save_total_limit"):
+            check_positive(name, getattr(self, name))
+        for name in ("lr", "eval_batch_size", "max_steps", "logging_steps"):
+            if getattr(self, name) is not None:
+                check_positive(name, getattr(self, name))
+        if not 0.0 <= self.warmup < 1.0:
+            raise UserError(f"--warmup {self.warmup} is a fraction of the training steps: give a value in [0, 1)")
+        if self.weight_decay < 0:
+            raise UserError(f"--weight-decay {self.weight_decay} is negative: use 0 or a small positive value")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise UserError(f"--num-workers {self.num_workers} is negative: use 0 (main process) or more")
+        self.report_to = report_destinations(self.report_to)
+
+    def save(self, path: Path | str) -> None:
+        """Write the YAML file that repeats this run from any working directory.
+
+        Local paths (data, model directory, DeepSpeed file) are saved absolute; ``resume`` is a
+        launch choice, saved as false.
+        """
+        values = {**self.to_dict(), "resume": False}
+        for name in LOCAL_PATHS:
+            if values[name] is not None and Path(values[name]).exists():
+                values[name] = str(Path(values[name]).resolve())
+        run = type(self)(**values)
+        write_atomic(path, run.to_yaml())
+
+    def training_argument_values(self) -> dict:
+        """The ``transformers.TrainingArguments`` values this config sets as they are (:data:`TRAINING_ARGUMENTS`)."""
+        return {argument: getattr(self, setting) for setting, argument in TRAINING_ARGUMENTS.items()}
+
+
+@dataclass
+class TrainConfig(TrainerConfig):
+    """All settings of one training run; checks itself on construction.
+
+    The settings every Trainer command shares are :class:`TrainerConfig`'s; these are fine-tuning's own.
+
+    Args:
+        regression_loss: mse|bce on the [0, 1]-scaled target.
+        pos_weight: off|auto: auto weighs each label's positives by neg/pos (multi-label).
+        loss: bce|focal|asl: multi-label loss; focal (Lin et al.) or the asymmetric loss of Ridnik et al. (timm's).
+        focal_gamma: Focusing exponent of --loss focal.
+        asl_gamma_neg: Focusing exponent of the negatives under --loss asl.
+        asl_gamma_pos: Focusing exponent of the positives under --loss asl.
+        asl_clip: Probability margin shifted off easy negatives under --loss asl.
+        augment: none|light|strong: light = crop (area 0.85-1) + shift; strong = crop + RandAugment m6 + erasing.
+        push_to_hub: Hub repo id (OWNER/NAME or NAME) to push model/ and its card to, with your token.
+        lora: LoRA rank R (0: off): train low-rank adapters and the head only (ViT family, DINOv2, Swin).
+        lora_alpha: LoRA scaling alpha (default: the rank R).
+        lora_targets: Module names LoRA adapts, e.g. query,value (default: the query and value projections).
+        recipe: seed|strong: preset of the other settings (vitune/config/presets/recipes/); settings given win.
+        layer_decay: Layer-wise LR decay: the LR of layer l of L is lr * decay^(L - l) (ViT, DeiT, BEiT, DINOv2, Swin).
+        drop_path: Stochastic depth rate of the last block (linear from 0 over the depth).
+        ema: Keep an EMA of the weights with this decay (e.g. 0.9998); the EMA is evaluated and saved.
+        label_smoothing: Label smoothing (classification).
+        mixup: Mixup Beta alpha (0 = off).
+        cutmix: Cutmix Beta alpha (0 = off); with mixup, one of the two per batch.
+        pooling: cls|mean: the tokens the classifier reads; mean = the patch tokens' mean, then a LayerNorm, as MAE
+          and EVA-X fine-tune (default: the model's own).
+    """
+
+    regression_loss: str = "mse"
+    pos_weight: str = "off"
+    loss: str = "bce"
+    focal_gamma: float = 2.0
+    asl_gamma_neg: float = 4.0
+    asl_gamma_pos: float = 0.0
+    asl_clip: float = 0.05
+    augment: str = "none"
     push_to_hub: str | None = None
     lora: int = 0
     lora_alpha: float | None = None
@@ -156,30 +213,16 @@ class TrainConfig(CommandConfig):
     label_smoothing: float = 0.0
     mixup: float = 0.0
     cutmix: float = 0.0
-    compile: bool = False
-    gradient_checkpointing: bool = False
+    pooling: str | None = None
 
     def __post_init__(self) -> None:
-        for name in REQUIRED:
-            if not getattr(self, name):
-                raise UserError(f"missing --{name}: `{self.usage}`")
-            setattr(self, name, str(getattr(self, name)))
-        for name, choices in (("precision", PRECISIONS), ("scheduler", SCHEDULERS),
-                              ("regression_loss", REGRESSION_LOSSES), ("pos_weight", POS_WEIGHTS),
+        super().__post_init__()
+        check_positive("lr", self.lr)
+        for name, choices in (("regression_loss", REGRESSION_LOSSES), ("pos_weight", POS_WEIGHTS),
                               ("augment", AUGMENTS), ("loss", MULTI_LABEL_LOSSES)):
             check_choice(name, getattr(self, name), choices)
-        for name in ("epochs", "lr", "batch_size", "grad_accum", "save_total_limit"):
-            check_positive(name, getattr(self, name))
-        for name in ("eval_batch_size", "max_steps", "logging_steps"):
-            if getattr(self, name) is not None:
-                check_positive(name, getattr(self, name))
-        if not 0.0 <= self.warmup < 1.0:
-            raise UserError(f"--warmup {self.warmup} is a fraction of the training steps: give a value in [0, 1)")
-        if self.weight_decay < 0:
-            raise UserError(f"--weight-decay {self.weight_decay} is negative: use 0 or a small positive value")
-        if self.num_workers is not None and self.num_workers < 0:
-            raise UserError(f"--num-workers {self.num_workers} is negative: use 0 (main process) or more")
-        self.report_to = report_destinations(self.report_to)
+        if self.pooling is not None:
+            check_pooling(self.pooling)
         self.lora_targets = lora_target_names(self.lora_targets)
         _check_tracking_and_lora(self)
         self._check_recipe_settings()
@@ -211,23 +254,6 @@ class TrainConfig(CommandConfig):
         if self.lora and self.fsdp:
             raise UserError("--lora trains adapters small enough to keep whole on each process, which --fsdp shards: "
                             "drop --fsdp (DDP through torchrun, or --deepspeed zero2, fits LoRA)")
-
-    def save(self, path: Path | str) -> None:
-        """Write the YAML file that repeats this run from any working directory.
-
-        Local paths (data, model directory, DeepSpeed file) are saved absolute; ``resume`` is a
-        launch choice, saved as false.
-        """
-        values = {**self.to_dict(), "resume": False}
-        for name in LOCAL_PATHS:
-            if values[name] is not None and Path(values[name]).exists():
-                values[name] = str(Path(values[name]).resolve())
-        run = TrainConfig(**values)
-        write_atomic(path, run.to_yaml())
-
-    def training_argument_values(self) -> dict:
-        """The ``transformers.TrainingArguments`` values this config sets as they are (:data:`TRAINING_ARGUMENTS`)."""
-        return {argument: getattr(self, setting) for setting, argument in TRAINING_ARGUMENTS.items()}
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:

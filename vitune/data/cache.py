@@ -23,7 +23,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from vitune.data.dataset_dir import INFO_FILE, SPLITS, DatasetInfo, features_for
+from vitune.data.dataset_dir import INFO_FILE, SPLITS, UNLABELED, DatasetInfo, features_for
 from vitune.data.images import BadImage, decode_image, pil_to_array
 from vitune.data.sources.base import Skipped
 from vitune.errors import UserError
@@ -123,6 +123,8 @@ def build_cache(
 ) -> CacheResult:
     """Decode ``items`` over ``workers`` processes (default: all cores) into ``staging/dataset``.
 
+    ``task`` may be :data:`~vitune.data.dataset_dir.UNLABELED`: the splits then have no labels column.
+
     That folder becomes a ``DatasetDict`` (``save_to_disk``) with one split per split name present,
     in train/validation/test order; rows keep the order of ``items``. The Arrow files written while
     decoding stay in ``staging/arrow``. Each row also holds its item's ``metadata_columns``. Undecodable images are returned as skipped with their reason.
@@ -143,8 +145,10 @@ def build_cache(
             if reason is not None:
                 skipped.append(Skipped(item.file, reason))
                 continue
-            writers.write(item.split, {"pixel_values": pixels, "labels": item.label, "file": item.file,
-                                       "group": item.group, **item.meta})
+            row = {"pixel_values": pixels, "file": item.file, "group": item.group, **item.meta}
+            if task != UNLABELED:
+                row["labels"] = item.label
+            writers.write(item.split, row)
             counts[item.split] += 1
     writers.finalize()
     if not any(counts.values()):

@@ -23,6 +23,7 @@ from vitune.tasks import Task, get_task
 INFO_FILE = "dataset.json"
 INFO_VERSION = 1
 SPLITS = ("train", "validation", "test")
+UNLABELED = "unlabeled"  # the task of an image set without labels (`vitune pretrain`'s plain folder): no labels column
 
 
 @dataclass
@@ -47,7 +48,8 @@ class DatasetInfo:
     version: int = INFO_VERSION
 
     def __post_init__(self) -> None:
-        get_task(self.task)  # an unknown task name is a UserError
+        if self.task != UNLABELED:
+            get_task(self.task)  # an unknown task name is a UserError
 
     def to_json(self) -> dict:
         """The dict written to ``dataset.json``, spec keys first."""
@@ -77,13 +79,15 @@ class DatasetInfo:
 def features_for(task: str | Task, image_size: int, channels: int = 3,
                  metadata_columns: Sequence[str] = ()) -> datasets.Features:
     """The Arrow schema of a DATASET_DIR split for ``task`` at ``image_size`` with ``channels`` (1 or 3),
-    with ``metadata_columns`` (``age`` an integer, the others text; any may be null)."""
-    columns = {
-        "pixel_values": datasets.Array3D(shape=(channels, image_size, image_size), dtype="uint8"),
-        "labels": get_task(task).label_feature(),
-        "file": datasets.Value("string"),
-        "group": datasets.Value("string"),
-    }
+    with ``metadata_columns`` (``age`` an integer, the others text; any may be null).
+
+    An :data:`UNLABELED` image set has no ``labels`` column.
+    """
+    columns = {"pixel_values": datasets.Array3D(shape=(channels, image_size, image_size), dtype="uint8")}
+    if task != UNLABELED:
+        columns["labels"] = get_task(task).label_feature()
+    columns["file"] = datasets.Value("string")
+    columns["group"] = datasets.Value("string")
     for column in metadata_columns:
         columns[column] = datasets.Value("int32" if column == AGE else "string")
     return datasets.Features(columns)
@@ -107,12 +111,15 @@ class Uint8Rows:
     A batch of rows is read from Arrow in one gather (``__getitems__``, which the DataLoader calls)
     and its pixels become one numpy view of the Arrow buffer: datasets' numpy formatter rebuilds
     every row's nested lists (and widens uint8 to int64 unless told), about half the rate.
-    ``split`` is the split itself (labels for metrics, the row count).
+    ``split`` is the split itself (labels for metrics, the row count). With ``labels=False`` (pre-training,
+    an unlabeled image set) the rows hold the pixels alone.
     """
 
-    def __init__(self, split: datasets.Dataset) -> None:
+    def __init__(self, split: datasets.Dataset, labels: bool = True) -> None:
         self.split = split
-        self._arrow = split.select_columns(["pixel_values", "labels"]).with_format("arrow")
+        self.labels = labels
+        columns = ["pixel_values", "labels"] if labels else ["pixel_values"]
+        self._arrow = split.select_columns(columns).with_format("arrow")
 
     def __len__(self) -> int:
         return len(self.split)
@@ -127,13 +134,15 @@ class Uint8Rows:
         storage = getattr(column, "storage", column)  # Array3D: an extension array over nested lists
         pixels = storage.flatten().flatten().flatten().to_numpy(zero_copy_only=False)
         pixels = pixels.reshape(len(table), *self.split.features["pixel_values"].shape)
+        if not self.labels:
+            return [{"pixel_values": p} for p in pixels]
         labels = table.column("labels").to_pylist()
         return [{"pixel_values": p, "labels": y} for p, y in zip(pixels, labels)]
 
 
-def uint8_rows(split: datasets.Dataset) -> Uint8Rows:
-    """``split`` as :class:`Uint8Rows`, the fast uint8 rows a DataLoader takes."""
-    return Uint8Rows(split)
+def uint8_rows(split: datasets.Dataset, labels: bool = True) -> Uint8Rows:
+    """``split`` as :class:`Uint8Rows`, the fast uint8 rows a DataLoader takes (``labels=False``: pixels only)."""
+    return Uint8Rows(split, labels)
 
 
 def require_image_size(info: DatasetInfo, dataset_dir: Path | str, expected: int, model: str) -> None:

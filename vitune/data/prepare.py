@@ -8,6 +8,7 @@ pixels -> write ``dataset.json``. Every filter logs its counts and every dropped
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,19 +45,31 @@ def prepare(config: PrepareConfig) -> DatasetInfo:
     """
     require_source(config.source)
     size = image_size(config)
-    check_out_dir(config.out, config.source)
-    with OutputLock(config.out):
-        remove_orphans(config.out)
-        fingerprint = source_fingerprint(config.source, config.fingerprint_settings(size))
-        hit = cached_info(config.out, fingerprint)
+    return build_dataset_dir(
+        config.source, config.out, config.fingerprint_settings(size),
+        lambda fingerprint, staging: _prepare_into(config, size, fingerprint, staging),
+    )
+
+
+def build_dataset_dir(source: str, out: Path, settings: dict[str, Any],
+                      build: Callable[[str, Path], DatasetInfo]) -> DatasetInfo:
+    """The DATASET_DIR ``out`` of ``source`` read with ``settings``: the one there when it was built from the same
+    files with the same settings (a cache hit), else what ``build(fingerprint, staging)`` writes into
+    ``staging/dataset``, renamed into place whole. ``out`` is held by this process alone meanwhile.
+    """
+    check_out_dir(out, source)
+    with OutputLock(out):
+        remove_orphans(out)
+        fingerprint = source_fingerprint(source, settings)
+        hit = cached_info(out, fingerprint)
         if hit is not None:
             log.info("cache hit: %s already holds this source with these options (fingerprint %s); nothing decoded",
-                     config.out, fingerprint[:12])
+                     out, fingerprint[:12])
             return hit
-        kept = f"{config.out} is unchanged" if config.out.exists() else "nothing was written"
-        with disk_full(f"preparing {config.out}", kept), staging_dir(config.out) as staging:
-            info = _prepare_into(config, size, fingerprint, staging)
-            replace_dir(staging / "dataset", config.out)
+        kept = f"{out} is unchanged" if out.exists() else "nothing was written"
+        with disk_full(f"preparing {out}", kept), staging_dir(out) as staging:
+            info = build(fingerprint, staging)
+            replace_dir(staging / "dataset", out)
     return info
 
 

@@ -274,3 +274,26 @@ def plot_subgroups(subgroups: dict[str, dict], metric: str, out: Path | str) -> 
     ax.set_title("Subgroups")
     ax.grid(alpha=0.3, axis="x")
     return _save(fig, out)
+
+
+RECONSTRUCTION_COLUMNS = ("original", "masked input", "reconstruction")
+
+
+def plot_reconstructions(originals: np.ndarray, masked: np.ndarray, reconstructions: np.ndarray, out: Path | str,
+                         title: str = "Masked-autoencoder reconstructions") -> Path:
+    """One row per image: the original, what the encoder saw (masked patches grey) and the reconstruction.
+
+    Each array is ``[N, H, W, 3]`` floats in [0, 1]; the reconstruction shows the visible patches as they
+    were and the masked ones as the decoder predicted them (as the MAE paper's figures do).
+    """
+    plt = _pyplot()
+    rows = len(originals)
+    fig, axes = plt.subplots(rows, len(RECONSTRUCTION_COLUMNS), figsize=(6, 2 * rows), squeeze=False)
+    for row, images in enumerate(zip(originals, masked, reconstructions)):
+        for column, image in enumerate(images):
+            axes[row, column].imshow(np.clip(image, 0.0, 1.0))
+            axes[row, column].axis("off")
+    for column, name in enumerate(RECONSTRUCTION_COLUMNS):
+        axes[0, column].set_title(name)
+    fig.suptitle(title)
+    return _save(fig, out)

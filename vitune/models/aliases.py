@@ -13,7 +13,8 @@ from pathlib import Path
 
 from vitune.errors import UserError
 from vitune.models import timm as timm_models
-from vitune.models.families import BEIT, DEIT, DINOV2, SWIN, TIMM_WRAPPER, VIT, Family, family_of
+from vitune.models.families import BEIT, DEIT, DINOV2, SWIN, TIMM_WRAPPER, VIT, Family, family_of, pooled_classifier
+from vitune.storage.layout import RunDir
 from vitune.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
@@ -71,11 +72,14 @@ def list_models() -> list[ModelAlias]:
 
 
 def resolve_model(name: str) -> str:
-    """Map an alias to its Hub id; a local directory or any other Hub id is returned as is."""
+    """Map an alias to its Hub id and a RUN_DIR to its ``model/``; a local directory or any other Hub id is
+    returned as is."""
     if name in REGISTRY:
         return REGISTRY[name].hub_id
     path = Path(name).expanduser()
     if path.exists():
+        if not (path / "config.json").is_file() and RunDir(path).is_run():
+            return str(RunDir(path).model)
         if not (path / "config.json").is_file():
             raise UserError(
                 f"{name} is not a model checkpoint (no config.json): give a `save_pretrained` "
@@ -116,6 +120,7 @@ def load_image_processor(model: str, trust_remote_code: bool = False):
     from transformers import AutoImageProcessor
 
     source = resolve_model(model)
+    register_vitune_models()
     try:
         processor = AutoImageProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except OSError as exc:
@@ -127,6 +132,7 @@ def load_model_config(model: str, trust_remote_code: bool = False):
     """The checkpoint's ``PretrainedConfig``; an unknown or unreachable model is a :class:`UserError`."""
     from transformers import AutoConfig
 
+    register_vitune_models()
     try:
         return AutoConfig.from_pretrained(resolve_model(model), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -135,6 +141,13 @@ def load_model_config(model: str, trust_remote_code: bool = False):
             f"cannot load model {model!r}: {reason}. Give a `vitune models` alias, a Hub id (needs the "
             "network or the local Hub cache) or a local save_pretrained directory"
         ) from exc
+
+
+def register_vitune_models() -> None:
+    """Let transformers load vitune's own model types (the mean-pooled ViT, :mod:`vitune.models.pooling`)."""
+    from vitune.models.pooling import register_auto_classes
+
+    register_auto_classes()
 
 
 def resolve_preprocessing(model: str, trust_remote_code: bool = False) -> Preprocessing:
@@ -166,6 +179,7 @@ def load_classifier(
     labels: list[str],
     trust_remote_code: bool = False,
     config_overrides: dict | None = None,
+    pooling: str | None = None,
 ):
     """A classification model from ``model`` with a fresh head sized for ``labels`` and ``task``.
 
@@ -173,7 +187,8 @@ def load_classifier(
     ``pipeline("image-classification")``. A replaced head is reported (expected missing keys).
     ``config_overrides`` are further config values (``drop_path_rate``). A family without an image
     classifier of its own (ViT-MAE) loads its pre-trained encoder into the classifier of the family
-    it fine-tunes as (ViT).
+    it fine-tunes as (ViT). ``pooling`` (``cls``/``mean``, None: the checkpoint's own) picks the head's
+    tokens (:func:`vitune.models.families.pooled_classifier`): ``mean`` makes a ViT vitune's mean-pooled ViT.
     """
     from transformers import AutoModelForImageClassification
 
@@ -184,14 +199,15 @@ def load_classifier(
             "label2id": {n: i for i, n in enumerate(names)}, "problem_type": task.problem_type}
     overrides = config_overrides or {}
     config = load_model_config(model, trust_remote_code)
-    family = family_of(config)
+    classifier_family, pooling_values = pooled_classifier(config, pooling)
+    values = {**head, **overrides, **pooling_values}
     if timm_models.is_timm_config(config):  # timm takes the head size from the config alone
         timm_config = timm_models.classifier_config(config, len(names), head["id2label"], task.problem_type)
         settings = {"config": timm_config, **overrides}
-    elif family.fine_tunes_as is not None:
-        settings = {"config": _fine_tuning_config(config, family.fine_tunes_as, {**head, **overrides})}
+    elif classifier_family is not family_of(config):
+        settings = {"config": fine_tuning_config(config, classifier_family, values)}
     else:
-        settings = {**head, **overrides}
+        settings = values
     try:
         net = AutoModelForImageClassification.from_pretrained(
             source,
@@ -206,9 +222,10 @@ def load_classifier(
     return net
 
 
-def _fine_tuning_config(config, family: Family, settings: dict):
-    """The config of ``family``'s classifier with the architecture of ``config`` (a pre-training family's)
-    and ``settings`` (the head, the overrides); keys only the pre-training model knows are left out."""
+def fine_tuning_config(config, family: Family, settings: dict):
+    """The config of ``family``'s model with the architecture of ``config`` (another family's: a pre-training
+    one, the ViT a mean-pooled ViT comes from) and ``settings`` (the head, the overrides); keys only
+    ``config``'s family knows are left out."""
     from transformers import AutoConfig
 
     known = AutoConfig.for_model(family.model_type).to_dict()

@@ -119,7 +119,8 @@ def load_run(run_dir: Path | str, device: torch.device | str | None = None, cali
 
 
 def open_model(model: str | Path, device: torch.device | str | None = None, trust_remote_code: bool = False) -> Encoder:
-    """A :class:`Run` when ``model`` is a RUN_DIR, else the checkpoint (alias, Hub id, directory) as an :class:`Encoder`."""
-    if RunDir(model).is_run():
+    """A :class:`Run` when ``model`` is a RUN_DIR of `vitune train`, else the checkpoint (alias, Hub id, directory,
+    a `vitune pretrain` RUN_DIR's encoder) as an :class:`Encoder`."""
+    if RunDir(model).is_run() and not RunDir(model).is_pretraining():
         return Run(model, device)
     return Encoder(model, device=device, trust_remote_code=trust_remote_code)

@@ -28,7 +28,11 @@ class RunDir:
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).expanduser())
 
-    model = property(lambda self: self.root / "model", doc="``model/``: the fine-tuned classifier and processor.")
+    model = property(lambda self: self.root / "model", doc="``model/``: the fine-tuned classifier and processor "
+                                                           "(`vitune pretrain`: the pre-trained encoder).")
+    mae = property(lambda self: self.root / "mae", doc="``mae/``: `vitune pretrain`'s whole masked autoencoder.")
+    data = property(lambda self: self.root / "data", doc="``data/``: `vitune pretrain`'s images of a plain folder, "
+                                                         "decoded once.")
     config = property(lambda self: self.root / "config.yaml", doc="``config.yaml``: the resolved TrainConfig.")
     metrics = property(lambda self: self.root / "metrics.json", doc="``metrics.json``: validation, best epoch.")
     plots = property(lambda self: self.root / "plots", doc="``plots/``: loss, lr, roc, confusion.")
@@ -61,6 +65,10 @@ class RunDir:
         """Whether a trained model is there (``model/config.json``)."""
         return (self.model / "config.json").is_file()
 
+    def is_pretraining(self) -> bool:
+        """Whether `vitune pretrain` made it: ``model/`` is then an encoder to fine-tune, not a classifier."""
+        return (self.mae / "config.json").is_file()
+
     def require(self) -> "RunDir":
         """This RUN_DIR, or a clear error when it does not exist or holds no trained model."""
         if not self.root.is_dir():
@@ -68,6 +76,9 @@ class RunDir:
         if not self.is_run():
             raise UserError(f"{self.root} is not a vitune run (no model/config.json): "
                             "give the --out folder of `vitune train`")
+        if self.is_pretraining():
+            raise UserError(f"{self.root} holds a pre-trained encoder (`vitune pretrain`), not a classifier: "
+                            f"fine-tune it first with `vitune train --model {self.root}`")
         return self
 
     def read_config(self) -> dict:

@@ -55,6 +55,16 @@ def light_augment(x: torch.Tensor, hflip: bool = False) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def resized_crop(image_size: int, scale: tuple[float, float], hflip: bool = False) -> torch.nn.Module:
+    """Random resized crop (``scale``: the share of the area kept; aspect 3/4-4/3), then a random flip with ``hflip``,
+    on [0, 1] float batches, parameters drawn per sample (kornia). MAE's pre-training augmentation, bicubic as there."""
+    import kornia.augmentation as K
+
+    crop = K.RandomResizedCrop((image_size, image_size), scale=scale, ratio=STRONG_CROP_RATIO, resample="BICUBIC")
+    flip = [K.RandomHorizontalFlip()] if hflip else []
+    return torch.nn.Sequential(crop, *flip)
+
+
 def strong_augment(image_size: int, hflip: bool = False) -> torch.nn.Module:
     """The ``strong`` pipeline on [0, 1] float batches (any channel count), parameters drawn per sample."""
     import kornia.augmentation as K
@@ -83,15 +93,17 @@ class DeviceInputs:
     """uint8 batch on the model's device -> normalised float input; augmented and mixed while training.
 
     ``mixer`` (:class:`vitune.training.mixing.TargetMixer`) applies label smoothing and mixup/cutmix to a
-    training batch; evaluation batches are only normalised, exactly as prediction does.
+    training batch; evaluation batches are only normalised, exactly as prediction does. ``transform`` is a
+    batched augmentation of one's own on [0, 1] floats (pre-training's :func:`resized_crop`), in place of ``augment``.
     """
 
-    def __init__(self, prep: Preprocessing, augment: str = "none", hflip: bool = False, mixer=None) -> None:
+    def __init__(self, prep: Preprocessing, augment: str = "none", hflip: bool = False, mixer=None,
+                 transform: torch.nn.Module | None = None) -> None:
         self.prep = prep
         self.augment = augment
         self.hflip = hflip
         self.mixer = mixer
-        self._strong = strong_augment(prep.image_size, hflip) if augment == "strong" else None
+        self._random = transform or (strong_augment(prep.image_size, hflip) if augment == "strong" else None)
 
     def __call__(self, pixels: torch.Tensor, labels: torch.Tensor, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``(model input, targets)`` of one batch; ``train`` turns on augmentation and mixing."""
@@ -105,10 +117,10 @@ class DeviceInputs:
     @torch.no_grad()
     def augmented(self, pixels: torch.Tensor) -> torch.Tensor:
         """A training batch normalised, after the ``augment`` mode's random transforms."""
-        if self.augment == "none":
+        if self._random is None and self.augment == "none":
             return normalize(pixels, self.prep)
         x = pixels.to(torch.float32).div_(255.0)
-        x = light_augment(x, self.hflip) if self.augment == "light" else self._strong.to(x.device)(x)
+        x = light_augment(x, self.hflip) if self._random is None else self._random.to(x.device)(x)
         return normalize(x, self.prep, peak=1.0)
 
 

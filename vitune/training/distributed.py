@@ -26,26 +26,26 @@ import warnings
 
 import torch
 
-from vitune.config import TrainConfig
+from vitune.config import TrainConfig, TrainerConfig
 from vitune.config.train import deepspeed_config_path
 from vitune.errors import UserError
-from vitune.models.families import Family, family_of, model_types_with
+from vitune.models.families import Family, model_types_with
 
 # DeepSpeed's switch for its accelerator; without it, DeepSpeed guesses (and says so on every process)
 DEEPSPEED_ACCELERATOR = "DS_ACCELERATOR"
 GATHER_ON_SAVE = "stage3_gather_16bit_weights_on_model_save"
 
 
-def engine_arguments(config: TrainConfig, model_config) -> dict:
+def engine_arguments(config: TrainerConfig, family: Family) -> dict:
     """The ``TrainingArguments`` values of ``config``'s engine (none for one process or DDP).
 
-    ``model_config`` is the checkpoint's config: FSDP wraps the encoder layers of the classifier it fine-tunes as.
+    FSDP wraps the encoder layers of ``family``, the family of the model trained.
     """
     use_cpu_accelerator_without_gpu()  # before DeepSpeed's import, which accelerate does for every engine
     if config.deepspeed is not None:
         return {"deepspeed": deepspeed_settings(config)}
     if config.fsdp is not None:
-        return {"fsdp": True, "fsdp_config": fsdp_settings(config.fsdp, family_of(model_config).classifier_family)}
+        return {"fsdp": True, "fsdp_config": fsdp_settings(config.fsdp, family)}
     return {}
 
 

@@ -20,16 +20,18 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vitune.config import TrainConfig
+from vitune.config import TrainConfig, TrainerConfig
 from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir, require_image_size, require_split, uint8_rows
 from vitune.errors import UserError
 from vitune.models.aliases import load_classifier, load_image_processor, load_model_config, resolve_preprocessing
+from vitune.models.families import Family, family_of
 from vitune.runtime.hardware import describe_hardware
 from vitune.runtime.progress import interactive
 from vitune.storage.atomic import disk_full, remove_orphans, remove_stale_temp_files, replace_dir, write_atomic
@@ -49,6 +51,7 @@ from vitune.training.tracking import report_to, setup_tracking
 from vitune.training.trainer import (
     EPOCH_RECORD,
     STAGING,
+    BaseTrainer,
     EpochHistoryCallback,
     EpochLinePrinter,
     EpochLineProgressCallback,
@@ -108,7 +111,7 @@ def run_processor(model: str, image_size: int, trust_remote_code: bool = False):
     return processor
 
 
-def loader_workers(config: TrainConfig) -> int:
+def loader_workers(config: TrainerConfig) -> int:
     """``--num-workers``, else 0 on the CPU (the model needs every core) and half the cores on a GPU."""
     if config.num_workers is not None:
         return config.num_workers
@@ -116,19 +119,19 @@ def loader_workers(config: TrainConfig) -> int:
     return min(8, (os.cpu_count() or 2) // 2) if torch.cuda.is_available() else 0
 
 
-def training_arguments(config: TrainConfig, task: Task, model_config):
-    """``TrainingArguments`` for ``config`` (epoch evaluation/checkpoints, best model kept).
+def trainer_arguments(config: TrainerConfig, family: Family, **settings):
+    """``TrainingArguments`` for any vitune run: ``config``'s settings, epoch checkpoints, and ``settings`` on top.
 
-    The settings passed as they are come from :meth:`TrainConfig.training_argument_values` (the one mapping,
-    which ``vitune tune`` also uses); the engine's (DeepSpeed, FSDP for ``model_config``'s family) from
+    The settings passed as they are come from :meth:`TrainerConfig.training_argument_values` (the one mapping,
+    which ``vitune tune`` also uses); the engine's (DeepSpeed, FSDP wrapping ``family``'s encoder layers) from
     :func:`vitune.training.distributed.engine_arguments`; the rest are derived here.
     """
     from transformers import TrainingArguments
 
     precision = resolve_precision(config.precision)
-    return TrainingArguments(
+    values = dict(
         **config.training_argument_values(),
-        **engine_arguments(config, model_config),
+        **engine_arguments(config, family),
         output_dir=str(RunDir(config.out).checkpoints),
         max_steps=config.max_steps or -1,
         per_device_eval_batch_size=config.eval_batch_size or config.batch_size * 2,
@@ -136,18 +139,27 @@ def training_arguments(config: TrainConfig, task: Task, model_config):
         fp16=precision == "fp16",
         eval_strategy="epoch",
         save_strategy="epoch",
-        load_best_model_at_end=True,
-        metric_for_best_model=task.main_metric,
-        greater_is_better=task.greater_is_better,
         logging_steps=config.logging_steps or 1.0 / LOG_POINTS,
         logging_nan_inf_filter=False,  # a NaN must surface (and stop the run), not be averaged away
         dataloader_num_workers=loader_workers(config),
         remove_unused_columns=False,
-        label_names=["labels"],
         report_to=report_to(config) or "none",
         run_name=Path(config.out).name,
         disable_tqdm=not interactive(),
         use_cpu=not torch.cuda.is_available(),  # also what makes torchrun on CPU real DDP (gloo)
+    )
+    return TrainingArguments(**{**values, **settings})
+
+
+def training_arguments(config: TrainConfig, task: Task, model_config):
+    """``TrainingArguments`` of a fine-tuning run of ``model_config``: the best epoch by the task's main metric is kept."""
+    return trainer_arguments(
+        config,
+        family_of(model_config).classifier_family,
+        load_best_model_at_end=True,
+        metric_for_best_model=task.main_metric,
+        greater_is_better=task.greater_is_better,
+        label_names=["labels"],
     )
 
 
@@ -163,7 +175,8 @@ def _trainer_metrics(task: Task, labels: list[str], model_config, label_range):
     return metrics
 
 
-def _checkpoint_to_resume(config: TrainConfig) -> str | None:
+def checkpoint_to_resume(config: TrainerConfig) -> str | None:
+    """The checkpoint ``--resume`` continues from (None for a new run); a RUN_DIR that does not fit is a UserError."""
     from transformers.trainer_utils import get_last_checkpoint
 
     folder = RunDir(config.out).checkpoints
@@ -177,7 +190,7 @@ def _checkpoint_to_resume(config: TrainConfig) -> str | None:
     return last if config.resume else None
 
 
-def _show_progress(trainer: VituneTrainer) -> None:
+def show_progress(trainer: BaseTrainer) -> None:
     """Bars and one line per evaluation on a terminal, only the lines in a log; a notebook keeps the Trainer's table."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -227,13 +240,18 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
         layer_decay=config.layer_decay,
     )
     if config.ema is not None:
-        add_ema(trainer, config.ema)
-    _show_progress(trainer)
+        add_ema(trainer, config.ema, config.deepspeed)
+    add_run_callbacks(trainer, config)
+    return trainer
+
+
+def add_run_callbacks(trainer: BaseTrainer, config: TrainerConfig) -> None:
+    """What every vitune run reports: progress lines, the epoch history, the divergence and Ctrl-C stops, tracking."""
+    show_progress(trainer)
     trainer.add_callback(EpochHistoryCallback(trainer.loss_tracker))
     trainer.add_callback(NonFiniteLossCallback)
     trainer.add_callback(StopRequestCallback)
     setup_tracking(trainer, config)
-    return trainer
 
 
 def multi_label_loss(config: TrainConfig, task: Task) -> MultiLabelLoss:
@@ -253,7 +271,7 @@ def build_model(config: TrainConfig, task: Task, info: DatasetInfo, label_range)
     if config.layer_decay is not None:
         require_layer_decay(model_config)
     overrides = drop_path_overrides(model_config, config.drop_path)
-    model = load_classifier(config.model, task, info.labels, config.trust_remote_code, overrides)
+    model = load_classifier(config.model, task, info.labels, config.trust_remote_code, overrides, config.pooling)
     add_branch_drop_path(model, config.drop_path)
     if label_range is not None:
         model.config.vitune_label_range = list(label_range)
@@ -274,7 +292,8 @@ def epoch_history(log_history: list[dict]) -> list[dict]:
     return history
 
 
-def _throughput(log_history: list[dict]) -> tuple[float, float]:
+def throughput(log_history: list[dict]) -> tuple[float, float]:
+    """Training seconds (evaluation left out) and images per second, from the epoch records."""
     records = [e for e in log_history if e.get(EPOCH_RECORD)]
     seconds = sum(e["train_seconds"] for e in records)
     samples = sum(e["train_samples"] for e in records)
@@ -301,7 +320,15 @@ def save_calibration(run: RunDir, trainer: VituneTrainer, y_true: np.ndarray, lo
 
 def write_plots(run: RunDir, info: DatasetInfo, y_true, scores, log_history: list[dict]) -> None:
     """``plots/loss.png``, ``plots/lr.png`` and, for classification, ``roc.png`` / ``confusion.png``."""
-    from vitune.evaluation.plots import plot_loss, plot_lr, plot_task
+    from vitune.evaluation.plots import plot_task
+
+    write_curves(run, log_history)
+    plot_task(get_task(info.task), y_true, scores, info.labels, run.plots, "validation", kinds=("roc", "confusion"))
+
+
+def write_curves(run: RunDir, log_history: list[dict]) -> None:
+    """``plots/loss.png`` (training and validation loss) and ``plots/lr.png`` from the Trainer's log history."""
+    from vitune.evaluation.plots import plot_loss, plot_lr
 
     train_logs = [e for e in log_history if "loss" in e and "learning_rate" in e]
     eval_logs = [e for e in log_history if "eval_loss" in e]
@@ -313,13 +340,12 @@ def write_plots(run: RunDir, info: DatasetInfo, y_true, scores, log_history: lis
         [e["eval_loss"] for e in eval_logs],
     )
     plot_lr([e["step"] for e in train_logs], [e["learning_rate"] for e in train_logs], run.plots / "lr.png")
-    plot_task(get_task(info.task), y_true, scores, info.labels, run.plots, "validation", kinds=("roc", "confusion"))
 
 
 def metrics_document(info: DatasetInfo, result: MetricsResult, y_true, log_history: list[dict],
                      parameters: dict[str, int]) -> dict:
     """The ``metrics.json`` content, spec keys (``parameters``: total and trainable counts) and ``hardware``."""
-    train_seconds, samples_per_second = _throughput(log_history)
+    train_seconds, samples_per_second = throughput(log_history)
     return {
         "task": info.task,
         "split": "validation",
@@ -334,13 +360,14 @@ def metrics_document(info: DatasetInfo, result: MetricsResult, y_true, log_histo
     }
 
 
-def _main_process() -> bool:
+def main_process() -> bool:
     """Rank 0 (or no launcher): the process that writes RUN_DIR's files and holds its lock."""
     return os.environ.get("RANK", "0") == "0"
 
 
 MODEL_STAGING = ".model.staging"  # inside RUN_DIR: model/ being written
 ADAPTER_STAGING = ".adapter.staging"  # inside RUN_DIR: adapter/ being written (--lora)
+MAE_STAGING = ".mae.staging"  # inside RUN_DIR: mae/ being written (`vitune pretrain`)
 
 
 def _save_final_model(trainer: VituneTrainer, run: RunDir, card: str) -> None:
@@ -375,26 +402,38 @@ def train(config: TrainConfig) -> TrainResult:
     checkpoint in ``RUN_DIR/checkpoints`` with the same final result as an uninterrupted run. One
     process at a time trains into a RUN_DIR; checkpoints and ``model/`` are renamed into place whole.
     """
-    resolve_precision(config.precision)  # a precision this machine lacks fails before any work
-    if config.deepspeed is not None:
-        deepspeed_settings(config)  # so does a DeepSpeed config that cannot be read
-    if config.push_to_hub and _main_process():
+    if config.push_to_hub and main_process():
         check_can_push(config.push_to_hub)  # offline or without a token: said now, not after the training
-    run = RunDir(config.out)
-    lock = OutputLock(run.root) if _main_process() else contextlib.nullcontext()
-    kept = "the checkpoints saved before are whole (continue with --resume)"
-    with lock, disk_full(f"training into {run.root}", kept):
-        if _main_process():  # what a killed run was writing
-            shutil.rmtree(run.checkpoints / STAGING, ignore_errors=True)
-            shutil.rmtree(run.root / MODEL_STAGING, ignore_errors=True)
-            shutil.rmtree(run.root / ADAPTER_STAGING, ignore_errors=True)
-            remove_orphans(run.model)  # a model/ swap cut short: put back, then cleared
-            remove_stale_temp_files(run.root)
+    with writing_run(config) as run:
         return _train(config, run)
 
 
+@contextlib.contextmanager
+def writing_run(config: TrainerConfig) -> Iterator[RunDir]:
+    """The RUN_DIR of ``config``, held by this run alone, with what a killed run was writing cleared.
+
+    A precision this machine lacks or a missing DeepSpeed file fails before any work; a full disk
+    ends in one line saying what was kept. Only the main process (rank 0) holds the lock and clears.
+    """
+    resolve_precision(config.precision)
+    if config.deepspeed is not None:
+        deepspeed_settings(config)  # a DeepSpeed config that cannot be read fails before any work too
+    run = RunDir(config.out)
+    lock = OutputLock(run.root) if main_process() else contextlib.nullcontext()
+    kept = "the checkpoints saved before are whole (continue with --resume)"
+    with lock, disk_full(f"training into {run.root}", kept):
+        if main_process():  # what a killed run was writing
+            shutil.rmtree(run.checkpoints / STAGING, ignore_errors=True)
+            for staging in (MODEL_STAGING, ADAPTER_STAGING, MAE_STAGING):
+                shutil.rmtree(run.root / staging, ignore_errors=True)
+            for folder in (run.model, run.mae):
+                remove_orphans(folder)  # a swap cut short: put back, then cleared
+            remove_stale_temp_files(run.root)
+        yield run
+
+
 def _train(config: TrainConfig, run: RunDir) -> TrainResult:
-    resume_from = _checkpoint_to_resume(config)
+    resume_from = checkpoint_to_resume(config)
     trainer = build_trainer(config)
     info = trainer.info
     if trainer.is_world_process_zero():
@@ -407,7 +446,7 @@ def _train(config: TrainConfig, run: RunDir) -> TrainResult:
     scores = trainer.task.scores(logits, trainer.model.config)
     result = trainer.task.metrics(y_true, scores, info.labels)
     document = metrics_document(info, result, y_true, trainer.state.log_history, parameter_counts(trainer.model))
-    _save_final_model(trainer, run, model_card(config, info, document))
+    _save_final_model(trainer, run, model_card(config, info, document, trainer.model.config))
     if trainer.is_world_process_zero():
         write_atomic(run.metrics, json.dumps(document, indent=2) + "\n")
         write_plots(run, info, y_true, scores, trainer.state.log_history)

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from vitune.config import TrainConfig
 from vitune.data.dataset_dir import DatasetInfo
 from vitune.errors import UserError
+from vitune.models.families import family_of
 from vitune.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -96,11 +97,21 @@ def _training_section(config: TrainConfig, document: dict) -> str:
             f"repeats the run):\n\n```yaml\n{config.to_yaml()}```\n")
 
 
-def _usage_section(config: TrainConfig) -> str:
+def _usage_section(config: TrainConfig, model_config) -> str:
     where = config.push_to_hub or str(Path(config.out) / "model")
-    return ("## How to use\n\n```python\nfrom transformers import pipeline\n\n"
+    family = family_of(model_config)
+    if not family.vitune_class:
+        return ("## How to use\n\n```python\nfrom transformers import pipeline\n\n"
+                f"classifier = pipeline(\"image-classification\", model=\"{where}\")\n"
+                "classifier(\"image.png\", top_k=None)\n```\n")
+    return (f"## How to use\n\nThe model is a {family.name} (`model_type: {family.model_type}`): vitune's class, which "
+            "transformers loads once vitune has registered it (`pip install vitune`). Without that, transformers "
+            "says it does not know the model type.\n\n```python\nfrom transformers import pipeline\n\n"
+            "from vitune.models.pooling import register_auto_classes\n\n"
+            "register_auto_classes()  # AutoConfig, AutoModel and AutoModelForImageClassification learn the class\n"
             f"classifier = pipeline(\"image-classification\", model=\"{where}\")\n"
-            "classifier(\"image.png\", top_k=None)\n```\n")
+            "classifier(\"image.png\", top_k=None)\n```\n\n"
+            f"`vitune predict`, `vitune evaluate`, `vitune serve` and `vitune export` load it as they are.\n")
 
 
 def _limitations_section(info: DatasetInfo) -> str:
@@ -115,8 +126,9 @@ def _limitations_section(info: DatasetInfo) -> str:
     )
 
 
-def model_card(config: TrainConfig, info: DatasetInfo, document: dict) -> str:
-    """The text of ``model/README.md`` for a run with ``metrics.json`` content ``document``."""
+def model_card(config: TrainConfig, info: DatasetInfo, document: dict, model_config) -> str:
+    """The text of ``model/README.md`` for a run with ``metrics.json`` content ``document`` and the trained
+    model's config ``model_config``."""
     name = Path(config.out).name
     base = _hub_id(config.model) or Path(config.model).name
     sections = [
@@ -125,7 +137,7 @@ def model_card(config: TrainConfig, info: DatasetInfo, document: dict) -> str:
         _results_section(info, document),
         _data_section(config, info),
         _training_section(config, document),
-        _usage_section(config),
+        _usage_section(config, model_config),
         _limitations_section(info),
     ]
     return f"---\n{card_metadata(config, info, document).to_yaml()}\n---\n\n" + "\n".join(sections)

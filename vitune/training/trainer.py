@@ -2,6 +2,9 @@
 
 * :class:`Uint8Collator` stacks uint8 DATASET_DIR rows (pinned by the Trainer's loader on a GPU) and
   task-shaped labels; :class:`vitune.training.augment.DeviceInputs` turns them into the model's input on its device.
+* :class:`BaseTrainer` is what every vitune Trainer shares (`vitune train`'s and `vitune pretrain`'s): batches
+  prepared on the device, the running loss, checkpoints written whole and reloaded by name, weight decay
+  sparing the tokens and position embeddings the family table names, layer decay and the EMA.
 * :class:`VituneTrainer` computes the task's loss itself (:meth:`vitune.tasks.base.Task.loss`:
   multi-label BCE with optional ``pos_weight``, single-label CE, regression MSE or BCE on the
   [0, 1]-scaled target) and keeps
@@ -29,6 +32,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from vitune.data.dataset_dir import DatasetInfo
 from vitune.errors import UserError
+from vitune.models.families import family_of
 from vitune.runtime.signals import raise_if_stopped
 from vitune.storage.atomic import replace_dir
 from vitune.tasks import Task, get_task
@@ -50,14 +54,16 @@ class Uint8Collator:
     normalises on the model's device. Labels as the task's loss takes them
     (:meth:`vitune.tasks.base.Task.batch_labels`): multi_label float N-hot ``[B, K]``; single_label
     int64 ``[B]``; regression float ``[B]`` scaled to [0, 1] with ``label_range`` (the training
-    split's min and max).
+    split's min and max). Without a ``task`` (pre-training) the batch is the pixels alone.
     """
 
-    task: Task
+    task: Task | None
     label_range: tuple[float, float] | None = None
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         pixels = torch.from_numpy(np.stack([r["pixel_values"] for r in rows]))
+        if self.task is None:
+            return {"pixel_values": pixels}
         labels = self.task.batch_labels([r["labels"] for r in rows], self.label_range)
         return {"pixel_values": pixels, "labels": labels}
 
@@ -94,26 +100,22 @@ class LossTracker:
         return total / batches, int(samples)
 
 
-class VituneTrainer(Trainer):
-    """``Trainer`` with vitune's task loss, its batches prepared on the device by ``device_inputs``.
+class BaseTrainer(Trainer):
+    """``Trainer`` with what every vitune run shares; a subclass computes its loss in ``compute_loss``.
 
-    ``info`` is the DATASET_DIR's :class:`DatasetInfo` (task and label names of the run);
-    ``device_inputs`` (:class:`vitune.training.augment.DeviceInputs`) augments and mixes training batches only.
+    ``device_inputs`` (:class:`vitune.training.augment.DeviceInputs`) turns the uint8 batches into the
+    model's input on its device (augmented while training); the loss of each training step goes to
+    ``loss_tracker`` (the epoch history and the divergence check read it). Weight decay spares what the
+    family table says (:meth:`vitune.models.families.Family.decays`) besides the Trainer's biases and norms.
     """
 
     # our loss is a per-batch mean: let Trainer divide it by the gradient-accumulation steps
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, info: DatasetInfo, regression_loss: str, pos_weight, device_inputs: DeviceInputs,
-                 layer_decay: float | None = None, multi_label_loss=None, **kwargs):
+    def __init__(self, *args, device_inputs: DeviceInputs, layer_decay: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.layer_decay = layer_decay
         self.ema: WeightEma | None = None  # set by vitune.training.fine_tune for --ema
-        self.info = info
-        self.task: Task = get_task(info.task)
-        self.regression_loss = regression_loss
-        self.multi_label_loss = multi_label_loss  # --loss (vitune.tasks.losses.MultiLabelLoss); None: masked BCE
-        self.pos_weight = pos_weight
         self.device_inputs = device_inputs
         self.loss_tracker = LossTracker()
         self.model_accepts_loss_kwargs = False  # no per-step label counting: our loss is a plain mean
@@ -123,6 +125,11 @@ class VituneTrainer(Trainer):
         super().create_accelerator_and_postprocess()
         if shard_on_cpu_processes(self.accelerator, self.args.fsdp_plugin_args):
             self.is_fsdp_enabled = True
+
+    def get_decay_parameter_names(self, model) -> list[str]:
+        """The Trainer's decayed parameters (no biases, no norms) less the tokens and positions the family spares."""
+        family = family_of(model.config)
+        return [name for name in super().get_decay_parameter_names(model) if family.decays(name)]
 
     def create_optimizer(self, model=None):
         """The Trainer's optimizer; with ``layer_decay``, one parameter group per (depth, weight decay) with its LR."""
@@ -199,6 +206,23 @@ class VituneTrainer(Trainer):
         target = self.accelerator.unwrap_model(model)
         saved = type(target).from_pretrained(checkpoint_dir)
         target.load_state_dict(saved.state_dict(), strict=True)
+
+
+
+class VituneTrainer(BaseTrainer):
+    """:class:`BaseTrainer` with vitune's task loss (`vitune train`).
+
+    ``info`` is the DATASET_DIR's :class:`DatasetInfo` (task and label names of the run);
+    ``device_inputs`` augments and mixes training batches only.
+    """
+
+    def __init__(self, *args, info: DatasetInfo, regression_loss: str, pos_weight, multi_label_loss=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.info = info
+        self.task: Task = get_task(info.task)
+        self.regression_loss = regression_loss
+        self.multi_label_loss = multi_label_loss  # --loss (vitune.tasks.losses.MultiLabelLoss); None: masked BCE
+        self.pos_weight = pos_weight
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Task loss of the batch prepared on the device; training losses also feed the divergence check."""
