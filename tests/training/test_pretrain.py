@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -16,10 +17,11 @@ from PIL import Image
 from sample_images import bomb_png
 from tiny_run import run_cli
 
-from vitune.config import PretrainConfig, TrainConfig
+from vitune.config import PretrainConfig, ReportConfig, TrainConfig
 from vitune.data.dataset_dir import UNLABELED, DatasetInfo
 from vitune.data.synthetic import make_chestxray_like
 from vitune.errors import UserError
+from vitune.evaluation.report import build_report
 from vitune.models.aliases import resolve_preprocessing
 from vitune.models.families import VIT, family_of
 from vitune.models.run import load_run
@@ -79,6 +81,29 @@ def test_pretraining_on_a_plain_folder_lowers_the_reconstruction_loss(pretrained
     assert family_of(transformers.AutoConfig.from_pretrained(run.model)) is VIT
     with pytest.raises(UserError, match="holds a pre-trained encoder .* fine-tune it first with `vitune train --model"):
         load_run(pretrained)  # predict, evaluate, serve: a classifier is needed
+
+
+def test_the_report_shows_the_pre_training_and_the_encoder_has_a_card(pretrained):
+    run = RunDir(pretrained)
+    page = build_report(ReportConfig(run=str(pretrained))).read_text()
+    titles = re.findall(r'<section id="[^"]+"><h2>([^<]+)</h2>', page)
+    assert titles == ["Data", "Training", "Reconstructions", "Configuration"]
+    document = json.loads(run.metrics.read_text())
+    details = document["pretraining"]
+    assert f"<tr><td>train</td><td>{details['train_images']}</td></tr>" in page
+    assert f"<b>Skipped while reading:</b> {len(DAMAGED)} file(s)" in page
+    assert "empty.png" in page and "images without labels" in page
+    assert page.count("data:image/png;base64,") == 3  # loss, learning rate, reconstructions
+    table = re.search(r'id="reconstructions".*?(<table>.*?</table>)', page, flags=re.S).group(1)
+    settings = dict(zip(re.findall(r"<th>([^<]+)</th>", table), re.findall(r"<td>([^<]+)</td>", table)))
+    assert settings["mask_ratio"] == "0.5000" and settings["norm_pix_loss"] == "False"
+    assert settings["decoder_depth"] == "1" and settings["start"] == "encoder"
+    assert "vitune pretrain --config" in page and "Where the model looks" not in page
+    card = (run.model / "README.md").read_text()
+    assert "pipeline_tag: image-feature-extraction" in card and "It has no classifier" in card
+    assert f"{details['train_images']} images at {TINY_SIZE} px" in card
+    assert f"skipped as unreadable" in card and f"{len(DAMAGED)} skipped" in card
+    assert f"--model {pretrained} --out RUN_DIR --pooling mean" in card
 
 
 def test_the_damaged_files_are_skipped_with_their_reason_and_dicoms_kept(pretrained, archive):

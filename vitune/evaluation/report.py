@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 SECTIONS = ("Data", "Training", "Metrics", "Per-label results", "Subgroups", "Calibration", "Where the model looks",
             "Heads", "Configuration")
+PRETRAINING_SECTIONS = ("Data", "Training", "Reconstructions", "Configuration")  # a `vitune pretrain` run
+PRETRAINING_SETTINGS = ("start", "model", "image_size", "mask_ratio", "norm_pix_loss", "decoder_width",
+                        "decoder_depth", "learning_rate", "total_batch")
 MAX_SKIPPED_SHOWN = 10
 PER_LABEL_ORDER = ("roc_auc", "roc_auc_ci", "average_precision", "f1", "f1_tuned", "threshold_tuned",
                    "positives", "support", "unknown")
@@ -238,8 +241,34 @@ def heads_section(run_dir: Path) -> Markup:
                   headers=["head", "backend", "fit s", "predict s", *metric_keys], rows=rows)
 
 
-def config_section(run_dir: Path) -> Markup:
-    """``config.yaml``, with its local paths relative to the RUN_DIR."""
+def pretraining_data_section(run_dir: Path, pretraining: dict) -> Markup:
+    """What a pre-training run read: its images, those held back for the reconstruction loss, the skipped files."""
+    source = RunDir(run_dir).read_config().get("data")
+    skipped = pretraining.get("skipped") or []
+    return render(
+        "pretraining_data.html.j2", source=relative(source, run_dir) if source else "not recorded",
+        image_size=pretraining.get("image_size"),
+        splits=[["train", pretraining.get("train_images")], ["held back", pretraining.get("held_back_images")]],
+        skipped_count=len(skipped), skipped=[[s.get("file"), s.get("reason")] for s in skipped[:MAX_SKIPPED_SHOWN]],
+    )
+
+
+def reconstructions_section(run_dir: Path, metrics: dict) -> Markup:
+    """A pre-training run's reconstruction grid, its held-back loss, its settings and what to do next."""
+    pretraining = metrics["pretraining"]
+    grid = _figures([(RunDir(run_dir).plots / "reconstructions.png",
+                      "Held-back images: originals, masked inputs and reconstructions")])
+    return render(
+        "reconstructions.html.j2", grid=grid, loss=(metrics.get("metrics") or {}).get("reconstruction_loss"),
+        held_back=pretraining.get("held_back_images"),
+        setting_names=[key for key in PRETRAINING_SETTINGS if key in pretraining],
+        settings=[relative(pretraining[key], run_dir) if key == "model" else pretraining[key]
+                  for key in PRETRAINING_SETTINGS if key in pretraining],
+    )
+
+
+def config_section(run_dir: Path, command: str) -> Markup:
+    """``config.yaml``, with its local paths relative to the RUN_DIR; ``command`` is the one that reads it back."""
     import yaml
 
     run = RunDir(run_dir)
@@ -247,7 +276,7 @@ def config_section(run_dir: Path) -> Markup:
         return missing(f"no {run.config.name}")
     values = run.read_config()
     shown = {k: relative(v, run_dir) if k in LOCAL_PATHS and v is not None else v for k, v in values.items()}
-    return render("config.html.j2", config_yaml=yaml.safe_dump(shown, sort_keys=False))
+    return render("config.html.j2", config_yaml=yaml.safe_dump(shown, sort_keys=False), command=command)
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -277,8 +306,13 @@ def model_name(run_dir: Path, config: dict) -> str:
     return name
 
 
-def data_name(run_dir: Path) -> str:
+def data_name(run_dir: Path, metrics: dict | None) -> str:
     """The data a run trained on: the source's folder name (or ``hf:NAME``) and its format, with the image count."""
+    pretraining = (metrics or {}).get("pretraining")
+    if pretraining is not None:
+        source = Path(str(RunDir(run_dir).read_config().get("data") or "unknown")).name
+        images = (pretraining.get("train_images") or 0) + (pretraining.get("held_back_images") or 0)
+        return f"{source} (images without labels), {images} images"
     try:
         info = DatasetInfo.load(RunDir(run_dir).dataset_dir())
     except UserError:
@@ -290,15 +324,42 @@ def data_name(run_dir: Path) -> str:
 
 def _page(run_dir: Path, metrics: dict | None, config: dict, bodies: dict[str, Markup]) -> str:
     """The whole page: a header that names the model and the data, a table of contents and the sections
-    in :data:`SECTIONS` order."""
+    in ``bodies``' order."""
     return render(
         "report.html.j2", name=run_dir.name, task=(metrics or {}).get("task") or "unknown task",
-        model=model_name(run_dir, config), source=data_name(run_dir), version=VITUNE_VERSION,
+        model=model_name(run_dir, config), source=data_name(run_dir, metrics), version=VITUNE_VERSION,
         hardware=(metrics or {}).get("hardware") or "not recorded (trained before vitune 0.3)",
         generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        toc=[(anchor(name), name) for name in SECTIONS],
-        sections=[(anchor(name), name, bodies[name]) for name in SECTIONS],
+        toc=[(anchor(name), name) for name in bodies],
+        sections=[(anchor(name), name, body) for name, body in bodies.items()],
     ) + "\n"
+
+
+def fine_tuning_bodies(run_dir: Path, metrics: dict | None) -> dict[str, Markup]:
+    """The sections of a fine-tuned run's report, in :data:`SECTIONS` order."""
+    evaluations = read_evaluations(run_dir)
+    return {
+        "Data": data_section(run_dir),
+        "Training": training_section(run_dir, metrics),
+        "Metrics": metrics_section(run_dir, metrics, evaluations),
+        "Per-label results": per_label_section(metrics, evaluations),
+        "Subgroups": subgroups_section(run_dir, evaluations),
+        "Calibration": calibration_section(run_dir, evaluations),
+        "Where the model looks": explanations_section(run_dir),
+        "Heads": heads_section(run_dir),
+        "Configuration": config_section(run_dir, "train"),
+    }
+
+
+def pretraining_bodies(run_dir: Path, metrics: dict) -> dict[str, Markup]:
+    """The sections of a `vitune pretrain` run's report, in :data:`PRETRAINING_SECTIONS` order: there is no
+    classifier to evaluate or explain yet."""
+    return {
+        "Data": pretraining_data_section(run_dir, metrics["pretraining"]),
+        "Training": training_section(run_dir, metrics),
+        "Reconstructions": reconstructions_section(run_dir, metrics),
+        "Configuration": config_section(run_dir, "pretrain"),
+    }
 
 
 def build_report(config: ReportConfig) -> Path:
@@ -311,18 +372,10 @@ def build_report(config: ReportConfig) -> Path:
     if config.pdf:
         require_printer()  # before the minutes of explaining, not after
     metrics = read_json(run.metrics)
-    evaluations = read_evaluations(run.root)
-    bodies = {
-        "Data": data_section(run.root),
-        "Training": training_section(run.root, metrics),
-        "Metrics": metrics_section(run.root, metrics, evaluations),
-        "Per-label results": per_label_section(metrics, evaluations),
-        "Subgroups": subgroups_section(run.root, evaluations),
-        "Calibration": calibration_section(run.root, evaluations),
-        "Where the model looks": explanations_section(run.root),
-        "Heads": heads_section(run.root),
-        "Configuration": config_section(run.root),
-    }
+    if metrics is not None and metrics.get("pretraining") is not None:
+        bodies = pretraining_bodies(run.root, metrics)
+    else:
+        bodies = fine_tuning_bodies(run.root, metrics)
     written = write_atomic(config.out, _page(run.root, metrics, run.read_config(), bodies))
     if config.pdf:
         print_pdf(written, config.pdf_out)

@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from vitune.config import TrainConfig
+from vitune.config import PretrainConfig, TrainConfig
 from vitune.data.dataset_dir import DatasetInfo
 from vitune.errors import UserError
 from vitune.models.families import family_of
@@ -141,6 +141,42 @@ def model_card(config: TrainConfig, info: DatasetInfo, document: dict, model_con
         _limitations_section(info),
     ]
     return f"---\n{card_metadata(config, info, document).to_yaml()}\n---\n\n" + "\n".join(sections)
+
+
+def pretraining_card(config: PretrainConfig, document: dict) -> str:
+    """The text of ``model/README.md`` of a `vitune pretrain` run: an encoder without a classifier, how it was
+    pre-trained (``metrics.json`` content ``document``) and how to fine-tune or load it."""
+    from huggingface_hub import ModelCardData
+
+    name = Path(config.out).name
+    details = document["pretraining"]
+    base = _hub_id(config.model) if details["start"] != "random" else None
+    metadata = ModelCardData(library_name="transformers", pipeline_tag="image-feature-extraction",
+                             tags=["vitune", "vision", "mae", "self-supervised"], base_model=base, model_name=name)
+    history = document.get("history") or []
+    losses = _table(["epoch", "train_loss", "eval_loss"],
+                    [[entry.get("epoch"), entry.get("train_loss"), entry.get("eval_loss")] for entry in history])
+    settings = _table(["setting", "value"], [[key, details.get(key)] for key in (
+        "start", "mask_ratio", "norm_pix_loss", "decoder_width", "decoder_depth", "learning_rate", "total_batch")])
+    started = {"random": "a random start", "encoder": f"the encoder of `{base or Path(config.model).name}`",
+               "mae": f"the MAE `{base or Path(config.model).name}`, continued"}[details["start"]]
+    where = str(Path(config.out) / "model")
+    sections = [
+        f"# {name}\n\nA vision transformer encoder pre-trained with vitune as a masked autoencoder (MAE) on "
+        f"`{Path(config.data).name}`, from {started}. It has no classifier: it is the start of a fine-tuning run.\n",
+        f"## Pre-training\n\n{details['train_images']} images at {details['image_size']} px "
+        f"({details['held_back_images']} more held back for the reconstruction loss, {len(details['skipped'])} "
+        f"skipped as unreadable), {document.get('train_seconds', 0):.0f} s. The decoder that reconstructed the masked "
+        f"patches is left out here; the whole MAE is in the run's `mae/`.\n\n{settings}\n\n{losses}\n",
+        f"## How to use\n\n```bash\nvitune train --data DATASET_DIR --model {Path(config.out)} --out RUN_DIR "
+        f"--pooling mean\n```\n\nor, for its features:\n\n```python\nfrom transformers import AutoModel\n\n"
+        f"encoder = AutoModel.from_pretrained(\"{where}\")\n```\n",
+        "## Intended use and limitations\n\nA starting point for fine-tuning on images like those it was pre-trained "
+        "on. Reconstructing masked patches says nothing of how well a classifier built on it will do: fine-tune it "
+        f"and evaluate on held-out data. It learns the biases of its images (site, scanner, population).\n\n"
+        f"{NOT_A_MEDICAL_DEVICE}\n",
+    ]
+    return f"---\n{metadata.to_yaml()}\n---\n\n" + "\n".join(sections)
 
 
 def check_can_push(repo_id: str) -> str:

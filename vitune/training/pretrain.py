@@ -66,6 +66,7 @@ from vitune.training.fine_tune import (
     writing_run,
 )
 from vitune.training.lora import parameter_counts
+from vitune.training.model_card import CARD_FILE, pretraining_card
 from vitune.training.trainer import BaseTrainer, Uint8Collator
 
 log = logging.getLogger(__name__)
@@ -337,8 +338,8 @@ def _pretrain(config: PretrainConfig, run: RunDir) -> PretrainResult:
     document = {}
     if trainer.is_world_process_zero():
         mae = _saved_mae(run)
-        save_encoder(mae, run, start.processor)
         document = metrics_document(config, trainer, final)
+        save_encoder(mae, run, start.processor, pretraining_card(config, document))
         write_atomic(run.metrics, json.dumps(document, indent=2) + "\n")
         write_curves(run, trainer.state.log_history)
         grid_split = data.train if data.held_back is None else data.held_back
@@ -368,9 +369,10 @@ def _saved_mae(run: RunDir) -> torch.nn.Module:
     return ViTMAEForPreTraining.from_pretrained(str(run.mae), use_safetensors=True).eval()
 
 
-def save_encoder(mae: torch.nn.Module, run: RunDir, processor) -> Path:
+def save_encoder(mae: torch.nn.Module, run: RunDir, processor, card: str) -> Path:
     """``model/``: the MAE's encoder as a checkpoint of the family it fine-tunes as (ViT, no pooler), with the
-    image processor; the decoder is left out. Written beside the run, then renamed into place."""
+    image processor and the model card ``card``; the decoder is left out. Written beside the run, then renamed
+    into place."""
     from transformers import AutoModel
 
     family = family_of(mae.config).fine_tunes_as
@@ -380,6 +382,7 @@ def save_encoder(mae: torch.nn.Module, run: RunDir, processor) -> Path:
     try:
         encoder.save_pretrained(staging)
         processor.save_pretrained(staging)
+        (staging / CARD_FILE).write_text(card)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
