@@ -35,8 +35,10 @@ from vitune.tasks import get_task
 
 log = logging.getLogger(__name__)
 
-STRATIFIED = "rarest stratum (single-label: class; multi-label: rarest positive finding; regression: quantile bin)"
-GROUPED_ONLY = "none (no stratum has K images): grouped by patient only"
+# what each task's folds are stratified on, for cv.json and the report
+STRATA = {"multi_label": "each image's rarest positive finding (no finding: a class of its own)",
+          "single_label": "the class", "regression": "the target's quantile bin"}
+GROUPED_ONLY = "nothing (no class has K images): grouped by patient only"
 
 
 @dataclass(frozen=True)
@@ -77,10 +79,10 @@ def rarest_stratum(strata: np.ndarray) -> np.ndarray:
     return np.where(present.any(axis=1), rarest, strata.shape[1])
 
 
-def assign_folds(groups: np.ndarray, classes: np.ndarray, folds: int, seed: int) -> tuple[np.ndarray, str]:
+def assign_folds(groups: np.ndarray, classes: np.ndarray, folds: int, seed: int) -> tuple[np.ndarray, bool]:
     """The fold of each row, whole patients per fold, stratified on ``classes`` when one has ``folds`` rows.
 
-    Returns the folds and what they are stratified on. Raises a :class:`UserError` when there are fewer
+    Returns the folds and whether they are stratified. Raises a :class:`UserError` when there are fewer
     patients than folds.
     """
     from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
@@ -89,10 +91,11 @@ def assign_folds(groups: np.ndarray, classes: np.ndarray, folds: int, seed: int)
     if folds > patients:
         raise UserError(f"--folds {folds} needs at least {folds} patients in train+validation, there are "
                         f"{patients}: use --folds {patients} or fewer")
-    if np.bincount(classes).max() >= folds:
-        splitter, stratified_on = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed), STRATIFIED
+    stratified = np.bincount(classes).max() >= folds
+    if stratified:
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     else:
-        splitter, stratified_on = GroupKFold(n_splits=folds, shuffle=True, random_state=seed), GROUPED_ONLY
+        splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     fold_of_row = np.full(len(groups), -1, dtype=np.int64)
     with warnings.catch_warnings():  # a rare class in fewer folds than K is expected with rare findings
         warnings.filterwarnings("ignore", message="The least populated class")
@@ -101,7 +104,7 @@ def assign_folds(groups: np.ndarray, classes: np.ndarray, folds: int, seed: int)
     empty = sorted(set(range(folds)) - set(fold_of_row.tolist()))
     if empty:
         raise UserError(f"--folds {folds}: fold {empty[0]} would have no validation image; use fewer folds")
-    return fold_of_row, stratified_on
+    return fold_of_row, stratified
 
 
 def pooled_rows(ds: datasets.DatasetDict, dataset_dir: Path | str) -> datasets.Dataset:
@@ -119,8 +122,8 @@ def plan_folds(ds: datasets.DatasetDict, info: DatasetInfo, dataset_dir: Path | 
     groups = row_groups(pooled["group"])
     labels = pooled.with_format("numpy", columns=["labels"])["labels"]
     classes = rarest_stratum(get_task(info.task).strata(labels))
-    fold_of_row, stratified_on = assign_folds(groups, classes, folds, seed)
-    return FoldPlan(folds, fold_of_row, groups, stratified_on)
+    fold_of_row, stratified = assign_folds(groups, classes, folds, seed)
+    return FoldPlan(folds, fold_of_row, groups, STRATA[info.task] if stratified else GROUPED_ONLY)
 
 
 def fold_splits(ds: datasets.DatasetDict, plan: FoldPlan, fold: int, dataset_dir: Path | str) -> datasets.DatasetDict:
