@@ -50,9 +50,11 @@ class CrossValidationResult:
 def fold_config(config: TrainConfig, fold: int) -> TrainConfig:
     """The settings of fold ``fold``'s run: ``config`` with ``fold`` set, into ``RUN_DIR/fold-<fold>``,
     resumed when that fold has checkpoints (under ``--resume``)."""
-    out = RunDir(config.out).fold(fold)
-    resume = config.resume and RunDir(out).checkpoints.is_dir() and any(RunDir(out).checkpoints.glob("checkpoint-*"))
-    return dataclasses.replace(config, fold=fold, out=str(out), resume=resume)
+    from transformers.trainer_utils import get_last_checkpoint
+
+    checkpoints = RunDir(RunDir(config.out).fold(fold)).checkpoints
+    begun = checkpoints.is_dir() and get_last_checkpoint(str(checkpoints)) is not None
+    return dataclasses.replace(config, fold=fold, out=str(checkpoints.parent), resume=config.resume and begun)
 
 
 def is_finished(run: RunDir) -> bool:
