@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from conftest import write_patient_dataset_dir
 
 from vitune.config import TrainConfig
 from vitune.data.dataset_dir import load_dataset_dir
-from vitune.data.folds import GROUPED_ONLY, STRATA, assign_folds, fold_splits, load_run_dataset, plan_folds, rarest_stratum
+from vitune.data.folds import (
+    GROUPED_ONLY,
+    STRATA,
+    assign_folds,
+    files_digest,
+    fold_record,
+    fold_splits,
+    load_run_dataset,
+    open_run_dataset,
+    plan_folds,
+    rarest_stratum,
+)
 from vitune.errors import UserError
+from vitune.storage.layout import RunDir
 
 
 def column(split, name: str = "file") -> list:
@@ -100,3 +114,18 @@ def test_images_without_a_patient_are_each_their_own():
 def test_fold_settings_are_checked(settings, message):
     with pytest.raises(UserError, match=message):
         TrainConfig(data="d", model="m", out="o", **settings)
+
+
+def test_a_fold_read_back_with_other_folds_is_refused(patient_data, tmp_path):
+    config = TrainConfig(data=str(patient_data), model="m", out=str(tmp_path / "fold-1"), folds=3, fold=1)
+    run = RunDir(config.out)
+    run.root.mkdir()
+    config.save(run.config)
+    validation = load_run_dataset(patient_data, config.to_dict())[0]["validation"]
+    record = fold_record(config.to_dict(), validation)
+    assert record == {"fold": 1, "folds": 3, "seed": 0, "validation_files_sha256": files_digest(validation)}
+    run.metrics.write_text(json.dumps({"fold": record}))
+    assert list(open_run_dataset(run)[0]["validation"]["file"]) == list(validation["file"])
+    run.metrics.write_text(json.dumps({"fold": {**record, "validation_files_sha256": files_digest(validation.select([0]))}}))
+    with pytest.raises(UserError, match="the folds drawn now differ from those .* was trained on"):
+        open_run_dataset(run)

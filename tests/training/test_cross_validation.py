@@ -13,7 +13,7 @@ from tiny_run import run_cli
 
 from vitune.config import EvaluateConfig, PredictConfig, ReportConfig, TrainConfig
 from vitune.data.dataset_dir import load_dataset_dir
-from vitune.data.folds import load_run_dataset
+from vitune.data.folds import files_digest, load_run_dataset
 from vitune.errors import UserError
 from vitune.evaluation.evaluate import evaluate, split_scores, tune_thresholds
 from vitune.evaluation.report import build_report
@@ -63,6 +63,8 @@ def test_three_folds_are_three_runs_with_no_patient_validated_twice_and_no_test_
         assert not set(ds["train"]["group"]) & set(ds["validation"]["group"])
         metrics = json.loads(run.metrics.read_text())
         assert metrics["num_samples"] == len(validation_files) == result.document["folds"][index]["validation"]
+        assert metrics["fold"] == {"fold": index, "folds": FOLDS, "seed": 0,
+                                   "validation_files_sha256": files_digest(ds["validation"])}
         validated_patients += sorted(set(ds["validation"]["group"]))
         validated_files += validation_files
     assert len(validated_patients) == len(set(validated_patients)) == 20  # each patient in one fold's validation

@@ -14,11 +14,15 @@ no AUC for it, so each fold's macro mean would average other labels; the common 
 evenly anyway. When no class has K images, the folds are grouped only (``GroupKFold``, shuffled).
 
 The folds are drawn again, the same, wherever a fold's run is read (:func:`open_run_dataset`): a
-fold run's ``config.yaml`` holds ``folds``, ``fold`` and ``seed``, nothing else is stored.
+fold run's ``config.yaml`` holds ``folds``, ``fold`` and ``seed``, and its ``metrics.json`` the SHA-256
+of its validation's file names (:func:`fold_record`), so folds drawn otherwise (another scikit-learn, a
+dataset prepared again) are refused rather than silently validated on images the model trained on.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import warnings
 from collections.abc import Mapping
@@ -151,6 +155,31 @@ def load_run_dataset(dataset_dir: Path | str, settings: Mapping) -> tuple[datase
     return load_fold(dataset_dir, int(settings["folds"]), int(settings["fold"]), int(settings.get("seed") or 0))
 
 
+def files_digest(split: datasets.Dataset) -> str:
+    """SHA-256 of a split's sorted ``file`` names: which images it holds, in 64 characters."""
+    digest = hashlib.sha256()
+    for name in sorted(split["file"]):
+        digest.update(f"{name}\n".encode())
+    return digest.hexdigest()
+
+
+def fold_record(settings: Mapping, validation: datasets.Dataset) -> dict:
+    """What a fold's ``metrics.json`` records of its fold: ``{"fold", "folds", "seed", "validation_files_sha256"}``."""
+    return {"fold": settings["fold"], "folds": settings["folds"], "seed": settings.get("seed") or 0,
+            "validation_files_sha256": files_digest(validation)}
+
+
+def check_fold(run: RunDir, validation: datasets.Dataset) -> None:
+    """A fold run's validation drawn now must be the one it trained with (its ``metrics.json``'s ``fold``)."""
+    if not run.metrics.is_file():
+        return
+    recorded = (json.loads(run.metrics.read_text()).get("fold") or {}).get("validation_files_sha256")
+    if recorded is not None and recorded != files_digest(validation):
+        raise UserError(f"the folds drawn now differ from those {run.root} was trained on (a dataset prepared "
+                        "again, or another scikit-learn): its validation would hold images it trained on; "
+                        "train the cross-validation again")
+
+
 def open_run_dataset(run: RunDir, data: Path | str | None = None) -> tuple[datasets.DatasetDict, DatasetInfo, Path]:
     """The DATASET_DIR to read a run with (``data``, else the run's own) and its splits as the run saw them.
 
@@ -162,4 +191,6 @@ def open_run_dataset(run: RunDir, data: Path | str | None = None) -> tuple[datas
     recorded = settings.get("data")
     own = recorded is not None and Path(recorded).resolve() == Path(dataset_dir).resolve()
     ds, info = load_run_dataset(dataset_dir, settings if own else {})
+    if own and settings.get("fold") is not None:
+        check_fold(run, ds["validation"])
     return ds, info, dataset_dir

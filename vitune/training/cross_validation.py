@@ -25,7 +25,7 @@ import numpy as np
 
 from vitune.config import TrainConfig
 from vitune.data.dataset_dir import load_dataset_dir
-from vitune.data.folds import FoldPlan, plan_folds
+from vitune.data.folds import FoldPlan, check_fold, fold_splits, plan_folds
 from vitune.errors import UserError
 from vitune.storage.atomic import write_atomic
 from vitune.storage.layout import RunDir
@@ -126,6 +126,7 @@ def cross_validate(config: TrainConfig) -> CrossValidationResult:
         for fold in range(config.folds):
             run = RunDir(parent.fold(fold))
             if is_finished(run):
+                check_fold(run, fold_splits(ds, plan, fold, config.data)["validation"])
                 log.info("fold %d/%d: %s is finished, kept as it is", fold + 1, config.folds, run.root)
                 kept.append(fold)
                 continue

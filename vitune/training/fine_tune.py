@@ -29,7 +29,7 @@ import torch
 
 from vitune.config import TrainConfig, TrainerConfig
 from vitune.data.dataset_dir import DatasetInfo, require_image_size, require_split, uint8_rows
-from vitune.data.folds import load_run_dataset
+from vitune.data.folds import fold_record, load_run_dataset
 from vitune.errors import UserError
 from vitune.models.aliases import load_classifier, load_image_processor, load_model_config, resolve_preprocessing
 from vitune.models.families import Family, family_of
@@ -450,6 +450,8 @@ def _train(config: TrainConfig, run: RunDir) -> TrainResult:
     scores = trainer.task.scores(logits, trainer.model.config)
     result = trainer.task.metrics(y_true, scores, info.labels)
     document = metrics_document(info, result, y_true, trainer.state.log_history, parameter_counts(trainer.model))
+    if config.fold is not None:  # which images were this fold's validation, checked wherever the fold is read
+        document["fold"] = fold_record(config.to_dict(), trainer.eval_dataset.split)
     _save_final_model(trainer, run, model_card(config, info, document, trainer.model.config))
     if trainer.is_world_process_zero():
         write_atomic(run.metrics, json.dumps(document, indent=2) + "\n")
