@@ -5,6 +5,11 @@ cut-off) and then applied to the evaluated split, so the test figures stay hones
 at 0.5 and at the tuned thresholds. The metrics and their 95 % bootstrap intervals are the run's
 task's (:meth:`vitune.tasks.base.Task.metrics`, :meth:`~vitune.tasks.base.Task.bootstrap_intervals`).
 
+A cross-validation's parent (``vitune train --folds K``, :class:`vitune.models.folds.FoldEnsemble`) is
+evaluated as the folds' ensemble, on a split none of them trained on (test): the mean of their calibrated
+probabilities, thresholds tuned by each fold on its own held-out fold and averaged (no validation is left
+that the ensemble has not seen), ``"ensemble": {"folds": K, ...}`` in the output.
+
 Output: ``RUN_DIR/eval/<split>/metrics_<split>.json`` with ``roc.png``, ``pr.png`` (classification),
 ``confusion.png`` (single-label) or ``scatter.png`` (regression), plus ``RUN_DIR/thresholds.json``
 for ``vitune predict``.
