@@ -88,8 +88,10 @@ def write_dataset_dir(
     return save_dataset_dir(out, task, labels, splits)
 
 
-def save_dataset_dir(out: Path, task: str, labels: list[str], splits: dict[str, tuple[np.ndarray, list]]) -> Path:
-    """Write ``{split: (uint8 pixels [n, 3, S, S], labels column)}`` as a DATASET_DIR (spec layout)."""
+def save_dataset_dir(out: Path, task: str, labels: list[str], splits: dict[str, tuple[np.ndarray, list]],
+                     groups: dict[str, list[str | None]] | None = None) -> Path:
+    """Write ``{split: (uint8 pixels [n, 3, S, S], labels column)}`` as a DATASET_DIR (spec layout); ``groups``
+    gives each split's patients (default: one per image, ``p<row>``)."""
     image_size = next(iter(splits.values()))[0].shape[-1]
     datasets.DatasetDict({
         split: datasets.Dataset.from_dict(
@@ -97,7 +99,7 @@ def save_dataset_dir(out: Path, task: str, labels: list[str], splits: dict[str, 
                 "pixel_values": pixels,
                 "labels": column,
                 "file": [f"{split}/{i}.png" for i in range(len(column))],
-                "group": [f"p{i}" for i in range(len(column))],
+                "group": groups[split] if groups else [f"p{i}" for i in range(len(column))],
             },
             features=features_for(task, image_size),
         )
@@ -112,6 +114,22 @@ def save_dataset_dir(out: Path, task: str, labels: list[str], splits: dict[str, 
         splits={split: len(column) for split, (_, column) in splits.items()},
     ).save(out)
     return out
+
+
+def write_patient_dataset_dir(out: Path, patients: dict[str, int], images_per_patient: int = 3, seed: int = 0,
+                              labels: tuple[str, ...] = ("a", "b", "c"), positive_rate: float = 0.4) -> Path:
+    """A multi-label DATASET_DIR whose patients have ``images_per_patient`` images each, patients numbered across
+    the splits (``pt0``, ``pt1``, ... ; none in two splits), with a learnable signal."""
+    rng = np.random.default_rng(seed)
+    splits, groups = {}, {}
+    first = 0
+    for split, count in patients.items():
+        n = count * images_per_patient
+        y = (rng.random((n, len(labels))) < positive_rate).astype(np.float32)
+        splits[split] = (_images_for(y, TINY_SIZE, rng), [list(map(float, row)) for row in y])
+        groups[split] = [f"pt{first + i // images_per_patient}" for i in range(n)]
+        first += count
+    return save_dataset_dir(out, "multi_label", list(labels), splits, groups)
 
 
 @pytest.fixture

@@ -17,14 +17,14 @@ PUBLIC_NAMES = [
     "build_trainer", "train", "tune", "prepare", "fit_heads", "evaluate", "build_report", "predict", "export_onnx",
     "explain_images", "load_run", "TrainConfig", "PrepareConfig", "EvaluateConfig", "PredictConfig", "HeadsConfig",
     "ExplainConfig", "ExportConfig", "ReportConfig", "TuneConfig", "ServeConfig", "UserError",
-    "pretrain", "build_pretrainer", "PretrainConfig",
+    "pretrain", "build_pretrainer", "PretrainConfig", "cross_validate",
 ]
 # Each command's function and the config it takes (its first parameter).
 COMMAND_CONFIGS = {
     "prepare": "PrepareConfig", "build_trainer": "TrainConfig", "train": "TrainConfig", "tune": "TuneConfig",
     "fit_heads": "HeadsConfig", "evaluate": "EvaluateConfig", "predict": "PredictConfig",
     "export_onnx": "ExportConfig", "build_report": "ReportConfig", "pretrain": "PretrainConfig",
-    "build_pretrainer": "PretrainConfig",
+    "build_pretrainer": "PretrainConfig", "cross_validate": "TrainConfig",
 }
 
 

@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # what IDEs, type checkers and the API reference see; at run 
     from vitune.inference.export import export_onnx
     from vitune.inference.predict import predict
     from vitune.models.run import load_run
+    from vitune.training.cross_validation import cross_validate
     from vitune.training.fine_tune import build_trainer, train
     from vitune.training.pretrain import build_pretrainer, pretrain
     from vitune.training.tune import tune
@@ -54,6 +55,7 @@ if TYPE_CHECKING:  # what IDEs, type checkers and the API reference see; at run 
 _PUBLIC_HOMES = {
     "build_trainer": "vitune.training.fine_tune",
     "train": "vitune.training.fine_tune",
+    "cross_validate": "vitune.training.cross_validation",
     "tune": "vitune.training.tune",
     "pretrain": "vitune.training.pretrain",
     "build_pretrainer": "vitune.training.pretrain",
@@ -96,6 +98,7 @@ __all__ = [
     "build_pretrainer",
     "build_report",
     "build_trainer",
+    "cross_validate",
     "evaluate",
     "explain_images",
     "export_onnx",

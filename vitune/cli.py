@@ -98,17 +98,50 @@ def data_show_cmd(config: settings.ShowConfig) -> None:
     show(config)
 
 
+def print_cv_table(document: dict, console=None) -> None:
+    """The table of ``vitune train --folds K``: one row per fold (images, patients, metrics), then mean ± std."""
+    from rich.console import Console
+    from rich.table import Table
+
+    names = list(document["mean"])
+    table = Table(title=f"{document['k']}-fold cross-validation, patient-grouped ({document['task']}, validation)")
+    for column in ("fold", "train", "validation", "patients", *names):
+        table.add_column(column, justify="right", no_wrap=True)
+    for entry in document["folds"]:
+        table.add_row(str(entry["fold"]), str(entry["train"]), str(entry["validation"]),
+                      str(entry["validation_patients"]), *(_cell(entry["metrics"].get(name)) for name in names))
+    spread = [f"{_cell(document['mean'][name])} ± {_cell(document['std'][name])}" for name in names]
+    table.add_row("mean ± std", "", "", "", *spread)
+    (console or Console(width=max(Console().width, 120))).print(table)
+
+
 def train_cmd(config: settings.TrainConfig) -> None:
-    """Fine-tune MODEL on DATASET_DIR with transformers.Trainer; write RUN_DIR."""
+    """Fine-tune MODEL on DATASET_DIR with transformers.Trainer; write RUN_DIR (--folds K: K runs and cv.json)."""
     import os
 
     from vitune.training.fine_tune import train
 
+    if config.folds is not None and config.fold is None:
+        cross_validate_cmd(config)
+        return
     result = train(config)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only the main process reports
         return
     metrics = ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} n/a" for k, v in result.metrics["metrics"].items())
     print(f"{result.run_dir}: validation {metrics} ({result.metrics['train_seconds']:.1f} s training)")
+
+
+def cross_validate_cmd(config: settings.TrainConfig) -> None:
+    """`vitune train --folds K`: the folds' runs, their table and cv.json."""
+    from vitune.storage.layout import RunDir
+    from vitune.training.cross_validation import cross_validate
+
+    result = cross_validate(config)
+    if not result.document:  # under torchrun only the main process reports
+        return
+    print_cv_table(result.document)
+    kept = f" (folds {', '.join(map(str, result.kept))} were finished and kept)" if result.kept else ""
+    print(f"wrote {RunDir(result.run_dir).cv}{kept}; evaluate the ensemble: vitune evaluate {result.run_dir}")
 
 
 def pretrain_cmd(config: settings.PretrainConfig) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from vitune.config.base import CommandConfig, check_choice, check_pooling, check_positive, split_names
+from vitune.config.base import CommandConfig, check_choice, check_count, check_pooling, check_positive, split_names
 from vitune.errors import UserError
 from vitune.storage.atomic import write_atomic
 from vitune.tasks.losses import MULTI_LABEL_LOSSES
@@ -192,6 +192,9 @@ class TrainConfig(TrainerConfig):
         cutmix: Cutmix Beta alpha (0 = off); with mixup, one of the two per batch.
         pooling: cls|mean: the tokens the classifier reads; mean = the patch tokens' mean, then a LayerNorm, as MAE
           and EVA-X fine-tune (default: the model's own).
+        folds: Patient-grouped K-fold cross-validation: K runs in RUN_DIR/fold-I on train+validation (test untouched),
+          their validation metrics in RUN_DIR/cv.json.
+        fold: Train fold I of --folds K alone into RUN_DIR (each fold's config.yaml; runs folds on several machines).
     """
 
     regression_loss: str = "mse"
@@ -214,10 +217,13 @@ class TrainConfig(TrainerConfig):
     mixup: float = 0.0
     cutmix: float = 0.0
     pooling: str | None = None
+    folds: int | None = None
+    fold: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive("lr", self.lr)
+        self._check_folds()
         for name, choices in (("regression_loss", REGRESSION_LOSSES), ("pos_weight", POS_WEIGHTS),
                               ("augment", AUGMENTS), ("loss", MULTI_LABEL_LOSSES)):
             check_choice(name, getattr(self, name), choices)
@@ -240,6 +246,18 @@ class TrainConfig(TrainerConfig):
         for name in ("mixup", "cutmix"):
             if getattr(self, name) < 0:
                 raise UserError(f"{self.flag(name)} {getattr(self, name)} is a Beta alpha: use 0 (off) or more")
+
+    def _check_folds(self) -> None:
+        """``--folds K`` is 2 or more; ``--fold I`` one of its folds; one model is pushed, not K."""
+        if self.folds is not None:
+            check_count("folds", self.folds, minimum=2)
+        if self.fold is not None and self.folds is None:
+            raise UserError(f"--fold {self.fold} picks one fold of a cross-validation: add --folds K")
+        if self.fold is not None and not (isinstance(self.fold, int) and 0 <= self.fold < self.folds):
+            raise UserError(f"--fold {self.fold!r} is not a fold of --folds {self.folds}: give 0 to {self.folds - 1}")
+        if self.folds is not None and self.fold is None and self.push_to_hub is not None:
+            raise UserError("--push-to-hub pushes one model and --folds trains K: push one fold's run "
+                            "(vitune train --config RUN_DIR/fold-0/config.yaml --push-to-hub ...) or drop --folds")
 
     def _check_engine(self) -> None:
         """One engine at a time, and none that shards the weights under the settings that need them whole."""

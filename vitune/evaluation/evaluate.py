@@ -5,6 +5,11 @@ cut-off) and then applied to the evaluated split, so the test figures stay hones
 at 0.5 and at the tuned thresholds. The metrics and their 95 % bootstrap intervals are the run's
 task's (:meth:`vitune.tasks.base.Task.metrics`, :meth:`~vitune.tasks.base.Task.bootstrap_intervals`).
 
+A cross-validation's parent (``vitune train --folds K``, :class:`vitune.models.folds.FoldEnsemble`) is
+evaluated as the folds' ensemble, on a split none of them trained on (test): the mean of their calibrated
+probabilities, thresholds tuned by each fold on its own held-out fold and averaged (no validation is left
+that the ensemble has not seen), ``"ensemble": {"folds": K, ...}`` in the output.
+
 Output: ``RUN_DIR/eval/<split>/metrics_<split>.json`` with ``roc.png``, ``pr.png`` (classification),
 ``confusion.png`` (single-label) or ``scatter.png`` (regression), plus ``RUN_DIR/thresholds.json``
 for ``vitune predict``.
@@ -21,13 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from vitune.config import EvaluateConfig
-from vitune.data.dataset_dir import load_dataset_dir, require_split
+from vitune.data.dataset_dir import require_split
+from vitune.data.folds import open_run_dataset
 from vitune.data.metadata import metadata_groups
 from vitune.errors import UserError
 from vitune.evaluation.plots import plot_reliability, plot_subgroups, plot_task
 from vitune.inference.backend import LogitsBackend, TorchBackend, backend_device, open_backend
+from vitune.models.folds import FoldEnsemble, load_scoring_run
 from vitune.models.forward import pixel_batches
-from vitune.models.run import Run, load_run
+from vitune.models.run import Run
 from vitune.runtime.progress import progress
 from vitune.storage.atomic import write_atomic
 from vitune.tasks.bootstrap import CONFIDENCE, scored_columns
@@ -37,6 +44,7 @@ from vitune.tasks.subgroups import subgroup_metrics
 log = logging.getLogger(__name__)
 
 TUNING_SPLIT = "validation"
+FOLDS_TUNING = "folds' own validation"  # an ensemble's thresholds: each fold's, tuned on its held-out fold, averaged
 
 
 # --- thresholds ------------------------------------------------------------------------------
@@ -75,6 +83,29 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) ->
 
 
 # --- evaluate --------------------------------------------------------------------------------
+
+
+def fold_tuned_thresholds(ensemble: FoldEnsemble, batch_size: int, backend: str) -> tuple[np.ndarray, dict]:
+    """A fold ensemble's thresholds: each fold's F1-optimal thresholds on its own validation (its held-out fold,
+    which no other tuning data can replace: the folds trained on all of train+validation), averaged per label
+    over the folds where the label has a positive (0.5 where none has), with the folds' mean F1 there."""
+    tuned = []
+    for fold in ensemble.folds:
+        ds, _, _ = open_run_dataset(fold.dir)
+        y_val, scores_val = split_scores(fold, ds[TUNING_SPLIT], batch_size, open_backend(fold, backend))
+        tuned.append(tune_thresholds(np.asarray(y_val, dtype=np.float64), scores_val, fold.labels))
+    thresholds = np.full(len(ensemble.labels), 0.5)
+    f1s: dict[str, float | None] = {}
+    for j, name in enumerate(ensemble.labels):
+        fold_thresholds, fold_f1s = [], []
+        for values, f1_of_fold in tuned:
+            if f1_of_fold[name] is not None:
+                fold_thresholds.append(values[j])
+                fold_f1s.append(f1_of_fold[name])
+        f1s[name] = float(np.mean(fold_f1s)) if fold_f1s else None
+        if fold_thresholds:
+            thresholds[j] = float(np.mean(fold_thresholds))
+    return thresholds, f1s
 
 
 def split_logits(run: Run, split_data, batch_size: int,
@@ -138,10 +169,11 @@ class EvaluateResult:
     calibration: dict | None = None
     subgroups: dict | None = None
     subgroup_gaps: dict | None = None
+    ensemble: dict | None = None
 
     def to_json(self) -> dict:
         """The document written to ``RUN_DIR/eval/<split>/metrics_<split>.json``."""
-        optional = ("note", "thresholds", "calibration", "subgroups", "subgroup_gaps")
+        optional = ("note", "thresholds", "calibration", "subgroups", "subgroup_gaps", "ensemble")
         document = {k: v for k, v in asdict(self).items() if k not in ("path", "plots", *optional)}
         document.update({k: getattr(self, k) for k in optional if getattr(self, k) is not None})
         document["plots"] = self.plots
@@ -162,11 +194,16 @@ class _ScoredSplit:
     scores: np.ndarray
 
 
-def _scored_split(run: Run, config: EvaluateConfig, backend: LogitsBackend) -> _ScoredSplit:
-    """Score the evaluated split (temperature-scaled unless ``--no-calibrate``)."""
-    dataset_dir = run.dir.dataset_dir(config.data)
-    ds, info = load_dataset_dir(dataset_dir)
+def _scored_split(run: Run | FoldEnsemble, config: EvaluateConfig, backend: LogitsBackend) -> _ScoredSplit:
+    """Score the evaluated split (temperature-scaled unless ``--no-calibrate``); a fold run's validation is its fold's."""
+    ds, info, dataset_dir = open_run_dataset(run.dir, config.data)
     run.check_dataset(info, dataset_dir)
+    if isinstance(run, FoldEnsemble) and config.split in ("train", TUNING_SPLIT):
+        raise UserError(f"the folds of {run.run_dir} trained on train+validation: evaluate their ensemble on "
+                        f"test (--split test), or one fold on its own validation (vitune evaluate {run.dir.fold(0)})")
+    if isinstance(run, FoldEnsemble) and config.split not in ds:
+        raise UserError(f"{dataset_dir} has no {config.split!r} split: the folds trained on train+validation, "
+                        "so their ensemble has nothing held out to be evaluated on")
     split, note = _choose_split(ds, config.split, dataset_dir)
     _check_by(config.by, info, dataset_dir)
     y_true, logits = split_logits(run, ds[split], config.batch_size, backend)
@@ -189,7 +226,7 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     Multi-label runs also get per-label thresholds tuned on validation (``RUN_DIR/thresholds.json``,
     used by ``vitune predict``) and F1 at those thresholds.
     """
-    run = load_run(config.run, backend_device(config.backend, config.device), calibrate=not config.no_calibrate)
+    run = load_scoring_run(config.run, backend_device(config.backend, config.device), calibrate=not config.no_calibrate)
     backend = open_backend(run, config.backend)
     scored = _scored_split(run, config, backend)
     ds, dataset_dir, split, note, y_true, scores = (scored.ds, scored.dataset_dir, scored.split, scored.note,
@@ -209,10 +246,13 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     if task.tunes_thresholds:
         if split == TUNING_SPLIT:
             result.note = f"{note or 'evaluated on validation'}; thresholds were tuned on it too, so f1_macro_tuned is optimistic"
-        thresholds, tuned_f1 = np.full(len(run.labels), 0.5), {}
-        if TUNING_SPLIT in ds:
+        thresholds, tuned_f1, tuned_on = np.full(len(run.labels), 0.5), {}, TUNING_SPLIT
+        if isinstance(run, FoldEnsemble):
+            thresholds, tuned_f1 = fold_tuned_thresholds(run, config.batch_size, config.backend)
+            tuned_on = FOLDS_TUNING
+        elif TUNING_SPLIT in ds:
             thresholds, tuned_f1 = _tuned_thresholds(run, ds, split, y_true, scores, config.batch_size, backend)
-        _add_tuned(result, run, y_true, scores, thresholds, tuned_f1)
+        _add_tuned(result, run, y_true, scores, thresholds, tuned_f1, tuned_on)
     plots = plot_task(task, y_true, scores, run.labels, run.dir.eval_dir(split), split)
     if task.is_classification:
         result.calibration = _calibration(run, scored, point)
@@ -220,6 +260,10 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     if config.by:
         _add_subgroups(result, run, config, scored)
         plots["subgroups"] = plot_subgroups(result.subgroups, task.main_metric, run.dir.eval_dir(split) / "subgroups.png")
+    if isinstance(run, FoldEnsemble):
+        result.ensemble = {"folds": len(run.folds), "runs": [fold.run_dir.name for fold in run.folds],
+                           "combined": "mean of the folds' calibrated probabilities" if run.temperature else
+                           "mean of the folds' probabilities"}
     result.plots = {k: str(p.relative_to(run.run_dir)) for k, p in plots.items()}
     write_atomic(result.path, json.dumps(result.to_json(), indent=2) + "\n")
     return result
@@ -229,7 +273,7 @@ def _calibration(run: Run, scored: _ScoredSplit, point) -> dict:
     """ECE and Brier of the scores, the uncalibrated ECE beside them, and the temperature used."""
     scored_labels = [run.labels[j] for j in scored_columns(point, run.labels)]
     report = calibration_report(run.task, scored.y_true, scored.scores, run.labels, scored_labels)
-    uncalibrated = run.task.scores(scored.logits, run.config)
+    uncalibrated = run.uncalibrated_scores(scored.logits)
     before = calibration_report(run.task, scored.y_true, uncalibrated, run.labels, scored_labels)
     return {"bins": report["bins"], "ece_macro": report["ece_macro"], "ece_macro_uncalibrated": before["ece_macro"],
             "brier_macro": report["brier_macro"], "temperature": run.temperature, "per_label": report["per_label"],
@@ -264,18 +308,19 @@ def true_positive_rates(y_true: np.ndarray, probs: np.ndarray, labels: list[str]
     return rates
 
 
-def _add_tuned(result: EvaluateResult, run: Run, y_true, scores, thresholds: np.ndarray, tuned_f1: dict) -> None:
-    """F1 at the validation-tuned thresholds, and ``RUN_DIR/thresholds.json``."""
+def _add_tuned(result: EvaluateResult, run: Run | FoldEnsemble, y_true, scores, thresholds: np.ndarray, tuned_f1: dict,
+               tuned_on: str = TUNING_SPLIT) -> None:
+    """F1 at the thresholds tuned on ``tuned_on``, and ``RUN_DIR/thresholds.json``."""
     tuned = run.task.metrics(y_true, scores, run.labels, thresholds)
     result.metrics["f1_macro_tuned"] = tuned.metrics["f1_macro"]
     for name in run.labels:
         result.per_label[name]["f1_tuned"] = tuned.per_label[name]["f1"]
         result.per_label[name]["threshold_tuned"] = tuned.per_label[name]["threshold"]
     result.thresholds = {
-        "tuned_on": TUNING_SPLIT if tuned_f1 else None,
+        "tuned_on": tuned_on if tuned_f1 else None,
         "values": {name: float(t) for name, t in zip(run.labels, thresholds)},
     }
     if tuned_f1:
-        details = {"tuned_on": TUNING_SPLIT, "criterion": "f1", "f1_on_validation": tuned_f1,
+        details = {"tuned_on": tuned_on, "criterion": "f1", "f1_on_validation": tuned_f1,
                    "evaluated_split": result.split}
         result.thresholds["path"] = str(run.dir.save_thresholds(result.thresholds["values"], details))

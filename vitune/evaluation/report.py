@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 SECTIONS = ("Data", "Training", "Metrics", "Per-label results", "Subgroups", "Calibration", "Where the model looks",
             "Heads", "Configuration")
+CROSS_VALIDATION = "Cross-validation"  # after Training, only in a `vitune train --folds K` parent's report
 PRETRAINING_SECTIONS = ("Data", "Training", "Reconstructions", "Configuration")  # a `vitune pretrain` run
 PRETRAINING_SETTINGS = ("start", "model", "image_size", "mask_ratio", "norm_pix_loss", "decoder_width",
                         "decoder_depth", "learning_rate", "total_batch")
@@ -193,6 +194,18 @@ def subgroups_section(run_dir: Path, evaluations: list[dict]) -> Markup:
                   forest=forest)
 
 
+def temperature_text(temperature: list | None) -> str:
+    """The fitted temperatures for people (``0.912, 1.08``); a fold ensemble's per fold (``fold 0: 0.912; fold 1: ...``)."""
+    if temperature is None:
+        return "none (uncalibrated)"
+    if all(isinstance(value, (int, float)) for value in temperature):
+        return ", ".join(f"{value:.3g}" for value in temperature)
+    folds = []
+    for fold, values in enumerate(temperature):
+        folds.append(f"fold {fold}: " + ("none" if values is None else temperature_text(values)))
+    return "; ".join(folds)
+
+
 def calibration_section(run_dir: Path, evaluations: list[dict]) -> Markup:
     """The first evaluation's calibration: ECE before and after the temperature, Brier, reliability diagram."""
     source = next((result for result in evaluations if result.get("calibration")), None)
@@ -200,14 +213,29 @@ def calibration_section(run_dir: Path, evaluations: list[dict]) -> Markup:
         return missing("no calibration yet: run `vitune evaluate RUN_DIR` (classification runs)")
     calibration = source["calibration"]
     summary = [[key, calibration.get(key)] for key in ("ece_macro", "ece_macro_uncalibrated", "brier_macro")]
-    temperature = calibration.get("temperature")
-    summary.append(["temperature", "none (uncalibrated)" if temperature is None else ", ".join(f"{t:.3g}" for t in temperature)])
+    summary.append(["temperature", temperature_text(calibration.get("temperature"))])
     per_label = [[name, values.get("ece"), values.get("brier")]
                  for name, values in (calibration.get("per_label") or {}).items()]
     plots = source.get("plots") or {}
     reliability = _figures([(run_dir / plots["reliability"], "Reliability diagram")] if "reliability" in plots else [])
     return render("calibration.html.j2", split=source.get("split", ""), bins=calibration.get("bins"), summary=summary,
                   per_label=per_label, reliability=reliability)
+
+
+def cross_validation_section(cv: dict, evaluations: list[dict]) -> Markup:
+    """The folds of ``cv.json``: one row per fold (images, patients, validation metrics), then the mean and std."""
+    names = list(cv.get("mean") or {})
+    rows = []
+    for entry in cv.get("folds") or []:
+        metrics = entry.get("metrics") or {}
+        rows.append([entry.get("fold"), entry.get("train"), entry.get("validation"), entry.get("validation_patients"),
+                     *(metrics.get(name) for name in names)])
+    for summary in ("mean", "std"):
+        rows.append([summary, "", "", "", *(cv[summary].get(name) for name in names)])
+    headers = ["fold", "train images", "validation images", "validation patients", *names]
+    return render("cross_validation.html.j2", k=cv.get("k"), stratified_on=cv.get("stratified_on"), seed=cv.get("seed"),
+                  ddof=cv.get("std_ddof"), headers=headers, rows=rows,
+                  evaluated=any(result.get("ensemble") for result in evaluations))
 
 
 def _relative_message(exc: UserError, run_dir: Path) -> str:
@@ -325,8 +353,9 @@ def data_name(run_dir: Path, metrics: dict | None) -> str:
 def _page(run_dir: Path, metrics: dict | None, config: dict, bodies: dict[str, Markup]) -> str:
     """The whole page: a header that names the model and the data, a table of contents and the sections
     in ``bodies``' order."""
+    task = (metrics or read_json(RunDir(run_dir).cv) or {}).get("task") or "unknown task"
     return render(
-        "report.html.j2", name=run_dir.name, task=(metrics or {}).get("task") or "unknown task",
+        "report.html.j2", name=run_dir.name, task=task,
         model=model_name(run_dir, config), source=data_name(run_dir, metrics), version=VITUNE_VERSION,
         hardware=(metrics or {}).get("hardware") or "not recorded (trained before vitune 0.3)",
         generated=dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
@@ -336,11 +365,16 @@ def _page(run_dir: Path, metrics: dict | None, config: dict, bodies: dict[str, M
 
 
 def fine_tuning_bodies(run_dir: Path, metrics: dict | None) -> dict[str, Markup]:
-    """The sections of a fine-tuned run's report, in :data:`SECTIONS` order."""
+    """The sections of a fine-tuned run's report, in :data:`SECTIONS` order; a cross-validation parent
+    (``cv.json``) has its folds' table after Training, and no Training of its own (each fold's report has it)."""
     evaluations = read_evaluations(run_dir)
-    return {
-        "Data": data_section(run_dir),
-        "Training": training_section(run_dir, metrics),
+    bodies = {"Data": data_section(run_dir)}
+    cv = read_json(RunDir(run_dir).cv)
+    if cv is None or metrics is not None:
+        bodies["Training"] = training_section(run_dir, metrics)
+    if cv is not None:
+        bodies[CROSS_VALIDATION] = cross_validation_section(cv, evaluations)
+    return bodies | {
         "Metrics": metrics_section(run_dir, metrics, evaluations),
         "Per-label results": per_label_section(metrics, evaluations),
         "Subgroups": subgroups_section(run_dir, evaluations),
@@ -367,8 +401,8 @@ def build_report(config: ReportConfig) -> Path:
     run = RunDir(config.run)
     if not run.root.is_dir():
         raise UserError(f"RUN_DIR {run.root} does not exist: give the --out folder of `vitune train`")
-    if not run.metrics.is_file() and not run.model.is_dir():
-        raise UserError(f"{run.root} is not a vitune run (no {run.metrics.name} or {run.model.name}/)")
+    if not run.metrics.is_file() and not run.model.is_dir() and not run.cv.is_file():
+        raise UserError(f"{run.root} is not a vitune run (no {run.metrics.name}, {run.model.name}/ or {run.cv.name})")
     if config.pdf:
         require_printer()  # before the minutes of explaining, not after
     metrics = read_json(run.metrics)

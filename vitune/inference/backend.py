@@ -32,6 +32,7 @@ from vitune.config import ExportConfig
 from vitune.errors import UserError
 from vitune.inference.export import export_onnx, require_onnx_extra
 from vitune.models.aliases import Preprocessing
+from vitune.models.folds import FoldEnsemble
 from vitune.models.run import Run
 from vitune.storage.atomic import replace_dir, staging_dir, write_atomic
 from vitune.storage.layout import RunDir
@@ -90,6 +91,18 @@ class OnnxBackend:
         batch = np.broadcast_to(pixels, (pixels.shape[0], 3, *pixels.shape[2:]))
         normalized = batch.astype(np.float32) * self.scale + self.shift
         return self.session.run(["logits"], {"pixel_values": normalized})[0]
+
+
+class FoldsBackend:
+    """A cross-validation's folds (:class:`FoldEnsemble`), each on its own backend: their logits side by side."""
+
+    def __init__(self, name: str, backends: list[LogitsBackend]):
+        self.name = name
+        self.backends = backends
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 logits ``[B, K, outputs]`` of a uint8 batch, one slice per fold."""
+        return np.stack([backend.logits(pixels) for backend in self.backends], axis=1)
 
 
 def available_cores() -> int:
@@ -167,8 +180,11 @@ def backend_device(backend: str, device: str | None) -> str | None:
     return "cpu" if backend != TORCH and device is None else device
 
 
-def open_backend(run: Run, backend: str = TORCH) -> LogitsBackend:
-    """The backend named by ``--backend`` for ``run`` (``onnx`` and ``onnx-int8`` export first when needed)."""
+def open_backend(run: Run | FoldEnsemble, backend: str = TORCH) -> LogitsBackend:
+    """The backend named by ``--backend`` for ``run`` (``onnx`` and ``onnx-int8`` export first when needed);
+    a cross-validation's ensemble gets one per fold."""
+    if isinstance(run, FoldEnsemble):
+        return FoldsBackend(backend, [open_backend(fold, backend) for fold in run.folds])
     if backend == TORCH:
         return TorchBackend(run)
     if run.device.type != "cpu":

@@ -31,6 +31,7 @@ from vitune.data.inputs import decoded_batches, expand_inputs
 from vitune.data.sources.base import Skipped
 from vitune.errors import UserError
 from vitune.inference.backend import TORCH, backend_device, open_backend
+from vitune.models.folds import FoldEnsemble, load_scoring_run
 from vitune.models.run import load_run
 from vitune.storage.atomic import atomic_file
 from vitune.storage.layout import RunDir
@@ -84,9 +85,12 @@ def make_scorer(run_dir: Path | str, head: str = MODEL_HEAD, heads_dir: Path | s
     """The fine-tuned model (``head="model"``) or a saved frozen-backbone head of the run.
 
     ``backend`` (torch, onnx, onnx-int8) computes the model's logits; the scores are taken from
-    them the same way on each.
+    them the same way on each. A cross-validation parent (``cv.json``) scores with its folds' ensemble.
     """
-    run = load_run(run_dir, backend_device(backend, device))
+    run = load_scoring_run(run_dir, backend_device(backend, device))
+    if isinstance(run, FoldEnsemble) and head != MODEL_HEAD:
+        raise UserError(f"{run_dir} is a cross-validation: its folds' ensemble has no {head} head; drop --head, "
+                        f"or score one fold's heads (vitune predict {RunDir(run_dir).fold(0)} ... --head {head})")
     if head == MODEL_HEAD:
         logits = open_backend(run, backend)
 
@@ -136,6 +140,8 @@ def predict(config: PredictConfig) -> Predictions:
     predicted.
     """
     files, skipped = expand_inputs(config.inputs)
+    if config.explain is not None:
+        RunDir(config.run).require()  # one model to explain, said before the scoring: a cross-validation's are its folds
     scorer = make_scorer(config.run, config.head, config.heads_dir, config.device, config.backend)
     columns = scorer.task.prediction_columns(scorer.labels)
     thresholds = None if scorer.thresholds is None else [float(t) for t in scorer.thresholds]

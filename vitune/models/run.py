@@ -98,6 +98,10 @@ class Run(Encoder):
         when the run has a fitted temperature and ``calibrate`` is on."""
         return self.task.scores(apply_temperature(logits, self.temperature), self.config)
 
+    def uncalibrated_scores(self, logits: np.ndarray) -> np.ndarray:
+        """This run's logits -> scores without its fitted temperature (what calibration is measured against)."""
+        return self.task.scores(logits, self.config)
+
     def thresholds(self) -> np.ndarray | None:
         """Tuned multi-label decision thresholds, when the task has them and evaluate wrote them."""
         return self.dir.load_thresholds(self.labels) if self.task.tunes_thresholds else None

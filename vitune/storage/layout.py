@@ -73,6 +73,8 @@ class RunDir:
         """This RUN_DIR, or a clear error when it does not exist or holds no trained model."""
         if not self.root.is_dir():
             raise UserError(f"RUN_DIR {self.root} does not exist: give the --out folder of `vitune train`")
+        if not self.is_run() and self.cv.is_file():
+            raise UserError(f"{self.root} is a cross-validation (--folds): give one of its folds, e.g. {self.fold(0)}")
         if not self.is_run():
             raise UserError(f"{self.root} is not a vitune run (no model/config.json): "
                             "give the --out folder of `vitune train`")

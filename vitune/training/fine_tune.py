@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from vitune.config import TrainConfig, TrainerConfig
-from vitune.data.dataset_dir import DatasetInfo, load_dataset_dir, require_image_size, require_split, uint8_rows
+from vitune.data.dataset_dir import DatasetInfo, require_image_size, require_split, uint8_rows
+from vitune.data.folds import fold_record, load_run_dataset
 from vitune.errors import UserError
 from vitune.models.aliases import load_classifier, load_image_processor, load_model_config, resolve_preprocessing
 from vitune.models.families import Family, family_of
@@ -210,7 +211,7 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
     """
     from transformers import set_seed
 
-    ds, info = load_dataset_dir(config.data)
+    ds, info = load_run_dataset(config.data, config.to_dict())  # a fold's run (--fold): its fold's train and validation
     task = get_task(info.task)
     prep = resolve_preprocessing(config.model, config.trust_remote_code)
     require_image_size(info, config.data, prep.image_size, config.model)
@@ -402,6 +403,9 @@ def train(config: TrainConfig) -> TrainResult:
     checkpoint in ``RUN_DIR/checkpoints`` with the same final result as an uninterrupted run. One
     process at a time trains into a RUN_DIR; checkpoints and ``model/`` are renamed into place whole.
     """
+    if config.folds is not None and config.fold is None:
+        raise UserError(f"--folds {config.folds} trains {config.folds} runs: call "
+                        "vitune.cross_validate(config), as `vitune train --folds K` does")
     if config.push_to_hub and main_process():
         check_can_push(config.push_to_hub)  # offline or without a token: said now, not after the training
     with writing_run(config) as run:
@@ -446,6 +450,8 @@ def _train(config: TrainConfig, run: RunDir) -> TrainResult:
     scores = trainer.task.scores(logits, trainer.model.config)
     result = trainer.task.metrics(y_true, scores, info.labels)
     document = metrics_document(info, result, y_true, trainer.state.log_history, parameter_counts(trainer.model))
+    if config.fold is not None:  # which images were this fold's validation, checked wherever the fold is read
+        document["fold"] = fold_record(config.to_dict(), trainer.eval_dataset.split)
     _save_final_model(trainer, run, model_card(config, info, document, trainer.model.config))
     if trainer.is_world_process_zero():
         write_atomic(run.metrics, json.dumps(document, indent=2) + "\n")
