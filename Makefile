@@ -38,14 +38,16 @@ chromium:
 demo: setup
 	$(VENV)/bin/vitune demo --out runs/demo
 
-# The layer contracts of pyproject.toml, the docs site (a broken link or API reference fails), then the suite.
+# The layer contracts of pyproject.toml, the docs site (a broken link or API reference fails), then the suite,
+# one pytest-xdist worker per core (at most 4), each test file on one worker so that its module fixtures are built once.
+PYTEST_WORKERS := -n auto --maxprocesses 4 --dist loadfile
 test: setup
 	$(VENV)/bin/lint-imports --no-logo
 	$(VENV)/bin/mkdocs build --strict --quiet --site-dir site
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_WORKERS) tests
 
 test-fast: setup
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_WORKERS) -m "not slow" tests
 
 # The docs site into site/ (open site/index.html), or served with live reload on http://127.0.0.1:8000/.
 docs: setup

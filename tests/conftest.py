@@ -8,16 +8,22 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
+# Under pytest-xdist each worker gets its share of the cores, so that the workers' torch and ONNX Runtime
+# threads together do not oversubscribe the machine.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 from pathlib import Path  # noqa: E402
 
 import datasets  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from vitune.data.dataset_dir import DatasetInfo, features_for  # noqa: E402
 
 TINY_SIZE = 32
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def save_tiny_vit(path: Path, image_size: int = TINY_SIZE) -> Path:
