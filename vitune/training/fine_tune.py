@@ -241,7 +241,7 @@ def build_trainer(config: TrainConfig) -> VituneTrainer:
         layer_decay=config.layer_decay,
     )
     if config.ema is not None:
-        add_ema(trainer, config.ema, config.deepspeed)
+        add_ema(trainer, config.ema)
     add_run_callbacks(trainer, config)
     return trainer
 
