@@ -206,7 +206,8 @@ def predict_cmd(config: settings.PredictConfig) -> None:
     if result.out is None:
         print(format_table(result))
     where = f", wrote {result.out}" if result.out else ""
-    print(f"predicted {len(result.files)} image(s), skipped {len(result.skipped)}{where}", file=sys.stderr)
+    print(f"predicted {len(result.files)} image(s), skipped {len(result.skipped)}, --tta {result.tta}{where}",
+          file=sys.stderr)
     if result.explanations is not None:
         report_explanations(result.explanations)
 

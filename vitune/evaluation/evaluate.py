@@ -26,6 +26,7 @@ from vitune.data.metadata import metadata_groups
 from vitune.errors import UserError
 from vitune.evaluation.plots import plot_reliability, plot_subgroups, plot_task
 from vitune.inference.backend import LogitsBackend, TorchBackend, backend_device, open_backend
+from vitune.inference.tta import TestTimeAugmentation
 from vitune.models.forward import pixel_batches
 from vitune.models.run import Run, load_run
 from vitune.runtime.progress import progress
@@ -77,22 +78,41 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) ->
 # --- evaluate --------------------------------------------------------------------------------
 
 
-def split_logits(run: Run, split_data, batch_size: int,
-                 backend: LogitsBackend | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Targets and the run's logits over one DATASET_DIR split, from ``backend`` (default: torch)."""
+def split_view_logits(run: Run, split_data, batch_size: int, backend: LogitsBackend | None = None,
+                      tta: TestTimeAugmentation | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and the run's logits ``[V, N, K]`` over one DATASET_DIR split under each ``tta`` view
+    (default: the images alone, ``V = 1``), from ``backend`` (default: torch)."""
     backend = backend or TorchBackend(run)
+    tta = tta or TestTimeAugmentation()
     batches = progress(pixel_batches(split_data, batch_size), total=math.ceil(len(split_data) / batch_size),
                        desc=f"scoring {split_data.split}", unit="batch")
-    logits = np.concatenate([backend.logits(batch) for batch in batches])
+    logits = np.concatenate([tta.per_view(backend.logits(tta.views(batch))) for batch in batches], axis=1)
     y_true = np.asarray(split_data.with_format("numpy")["labels"])
     return y_true, logits
 
 
-def split_scores(run: Run, split_data, batch_size: int,
+def split_logits(run: Run, split_data, batch_size: int,
                  backend: LogitsBackend | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Targets and the run's scores (temperature-scaled when the run is calibrated) over one DATASET_DIR split."""
-    y_true, logits = split_logits(run, split_data, batch_size, backend)
-    return y_true, run.logits_to_scores(logits)
+    """Targets and the run's logits over one DATASET_DIR split, from ``backend`` (default: torch)."""
+    y_true, view_logits = split_view_logits(run, split_data, batch_size, backend)
+    return y_true, view_logits[0]
+
+
+def view_scores(run: Run, view_logits: np.ndarray, tta: TestTimeAugmentation, calibrated: bool = True) -> np.ndarray:
+    """The views' scores averaged per image: each view's logits temperature-scaled (when ``calibrated`` and
+    the run is) and turned into probabilities first, so the mean is of calibrated probabilities."""
+    flat = view_logits.reshape(-1, view_logits.shape[-1])
+    scores = run.logits_to_scores(flat) if calibrated else run.task.scores(flat, run.config)
+    return tta.average(scores)
+
+
+def split_scores(run: Run, split_data, batch_size: int, backend: LogitsBackend | None = None,
+                 tta: TestTimeAugmentation | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and the run's scores (temperature-scaled when the run is calibrated, averaged over the
+    ``tta`` views) over one DATASET_DIR split."""
+    tta = tta or TestTimeAugmentation()
+    y_true, view_logits = split_view_logits(run, split_data, batch_size, backend, tta)
+    return y_true, view_scores(run, view_logits, tta)
 
 
 def _choose_split(ds, split: str, dataset_dir: Path) -> tuple[str, str | None]:
@@ -106,11 +126,12 @@ def _choose_split(ds, split: str, dataset_dir: Path) -> tuple[str, str | None]:
 
 
 def _tuned_thresholds(run: Run, ds, split: str, y_eval, scores_eval, batch_size: int,
-                      backend: LogitsBackend) -> tuple[np.ndarray, dict]:
+                      backend: LogitsBackend, tta: TestTimeAugmentation) -> tuple[np.ndarray, dict]:
+    """Thresholds tuned on validation's calibrated scores, under the same ``--tta`` as the evaluated split."""
     if split == TUNING_SPLIT:
         y_val, scores_val = y_eval, scores_eval
     else:
-        y_val, scores_val = split_scores(run, ds[TUNING_SPLIT], batch_size, backend)
+        y_val, scores_val = split_scores(run, ds[TUNING_SPLIT], batch_size, backend, tta)
     return tune_thresholds(np.asarray(y_val, dtype=np.float64), scores_val, run.labels)
 
 
@@ -120,7 +141,8 @@ class EvaluateResult:
 
     ``metrics`` has the spec keys (multi-label also ``f1_macro_tuned``); ``per_label`` adds
     ``roc_auc_ci`` and, multi-label, ``f1_tuned`` and ``threshold_tuned``; ``thresholds`` (multi-label)
-    are the validation-tuned ones; ``plots`` are relative to the RUN_DIR.
+    are the validation-tuned ones; ``plots`` are relative to the RUN_DIR; ``tta`` names the ``--tta``
+    views the scores were averaged over.
     """
 
     task: str
@@ -138,6 +160,7 @@ class EvaluateResult:
     calibration: dict | None = None
     subgroups: dict | None = None
     subgroup_gaps: dict | None = None
+    tta: str = "none"
 
     def to_json(self) -> dict:
         """The document written to ``RUN_DIR/eval/<split>/metrics_<split>.json``."""
@@ -150,7 +173,8 @@ class EvaluateResult:
 
 @dataclass
 class _ScoredSplit:
-    """The evaluated split: the dataset, its name, a note or None, targets, logits and scores."""
+    """The evaluated split: the dataset, its name, a note or None, targets, scores and the scores without
+    the temperature (both averaged over the ``--tta`` views)."""
 
     ds: object
     info: object
@@ -158,20 +182,21 @@ class _ScoredSplit:
     split: str
     note: str | None
     y_true: np.ndarray
-    logits: np.ndarray
     scores: np.ndarray
+    uncalibrated: np.ndarray
 
 
-def _scored_split(run: Run, config: EvaluateConfig, backend: LogitsBackend) -> _ScoredSplit:
-    """Score the evaluated split (temperature-scaled unless ``--no-calibrate``)."""
+def _scored_split(run: Run, config: EvaluateConfig, backend: LogitsBackend, tta: TestTimeAugmentation) -> _ScoredSplit:
+    """Score the evaluated split (temperature-scaled unless ``--no-calibrate``, averaged over the ``--tta`` views)."""
     dataset_dir = run.dir.dataset_dir(config.data)
     ds, info = load_dataset_dir(dataset_dir)
     run.check_dataset(info, dataset_dir)
     split, note = _choose_split(ds, config.split, dataset_dir)
     _check_by(config.by, info, dataset_dir)
-    y_true, logits = split_logits(run, ds[split], config.batch_size, backend)
-    log.info("scored %d %s images", len(y_true), split)
-    return _ScoredSplit(ds, info, dataset_dir, split, note, y_true, logits, run.logits_to_scores(logits))
+    y_true, view_logits = split_view_logits(run, ds[split], config.batch_size, backend, tta)
+    log.info("scored %d %s images (--tta %s: %d view(s) each)", len(y_true), split, tta.mode, tta.n_views)
+    return _ScoredSplit(ds, info, dataset_dir, split, note, y_true, view_scores(run, view_logits, tta),
+                        view_scores(run, view_logits, tta, calibrated=False))
 
 
 def _check_by(by: list[str] | None, info, dataset_dir: Path) -> None:
@@ -191,7 +216,8 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     """
     run = load_run(config.run, backend_device(config.backend, config.device), calibrate=not config.no_calibrate)
     backend = open_backend(run, config.backend)
-    scored = _scored_split(run, config, backend)
+    tta = TestTimeAugmentation(config.tta, run.device)
+    scored = _scored_split(run, config, backend, tta)
     ds, dataset_dir, split, note, y_true, scores = (scored.ds, scored.dataset_dir, scored.split, scored.note,
                                                     scored.y_true, scored.scores)
     task = run.task
@@ -202,7 +228,7 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
         metrics=dict(point.metrics), confidence_intervals=intervals["metrics"], per_label=point.per_label,
         bootstrap={"resamples": config.bootstrap, "seed": config.seed, "confidence": CONFIDENCE,
                    "valid_resamples": intervals["valid_resamples"]},
-        path=run.dir.eval_metrics(split), note=note,
+        path=run.dir.eval_metrics(split), note=note, tta=config.tta,
     )
     for name, interval in intervals["per_label"].items():  # each label's AUC (classification)
         result.per_label[name]["roc_auc_ci"] = interval
@@ -211,7 +237,7 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
             result.note = f"{note or 'evaluated on validation'}; thresholds were tuned on it too, so f1_macro_tuned is optimistic"
         thresholds, tuned_f1 = np.full(len(run.labels), 0.5), {}
         if TUNING_SPLIT in ds:
-            thresholds, tuned_f1 = _tuned_thresholds(run, ds, split, y_true, scores, config.batch_size, backend)
+            thresholds, tuned_f1 = _tuned_thresholds(run, ds, split, y_true, scores, config.batch_size, backend, tta)
         _add_tuned(result, run, y_true, scores, thresholds, tuned_f1)
     plots = plot_task(task, y_true, scores, run.labels, run.dir.eval_dir(split), split)
     if task.is_classification:
@@ -229,8 +255,7 @@ def _calibration(run: Run, scored: _ScoredSplit, point) -> dict:
     """ECE and Brier of the scores, the uncalibrated ECE beside them, and the temperature used."""
     scored_labels = [run.labels[j] for j in scored_columns(point, run.labels)]
     report = calibration_report(run.task, scored.y_true, scored.scores, run.labels, scored_labels)
-    uncalibrated = run.task.scores(scored.logits, run.config)
-    before = calibration_report(run.task, scored.y_true, uncalibrated, run.labels, scored_labels)
+    before = calibration_report(run.task, scored.y_true, scored.uncalibrated, run.labels, scored_labels)
     return {"bins": report["bins"], "ece_macro": report["ece_macro"], "ece_macro_uncalibrated": before["ece_macro"],
             "brier_macro": report["brier_macro"], "temperature": run.temperature, "per_label": report["per_label"],
             "curves": report["curves"]}
