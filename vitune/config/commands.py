@@ -180,6 +180,7 @@ class HeadsConfig(CommandConfig):
         batch_size: Embedding batch size.
         seed: Random seed (SVM landmarks, MLP).
         cache_dir: Embedding cache (default: OUT/embeddings).
+        no_calibrate: Fit no temperature on validation (each head's probabilities are used as they come).
     """
 
     usage = "vitune heads --model RUN_DIR|MODEL --data DATASET_DIR"
@@ -193,6 +194,7 @@ class HeadsConfig(CommandConfig):
     batch_size: int = 32
     seed: int = 0
     cache_dir: str | None = None
+    no_calibrate: bool = False
 
     def __post_init__(self) -> None:
         self.model, self.data = str(self.model), str(self.data)
