@@ -4,6 +4,8 @@ Decision thresholds (multi-label) are tuned per label on the *validation* split 
 cut-off) and then applied to the evaluated split, so the test figures stay honest; F1 is reported
 at 0.5 and at the tuned thresholds. The metrics and their 95 % bootstrap intervals are the run's
 task's (:meth:`vitune.tasks.base.Task.metrics`, :meth:`~vitune.tasks.base.Task.bootstrap_intervals`).
+With ``--tta flip|crops`` every split (the tuning split too) is scored under the views of
+:mod:`vitune.inference.tta`, each view's calibrated probabilities averaged per image.
 
 Output: ``RUN_DIR/eval/<split>/metrics_<split>.json`` with ``roc.png``, ``pr.png`` (classification),
 ``confusion.png`` (single-label) or ``scatter.png`` (regression), plus ``RUN_DIR/thresholds.json``
