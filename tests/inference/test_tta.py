@@ -149,3 +149,12 @@ def test_heads_get_a_temperature_and_tta_averages_their_calibrated_probabilities
                                          no_calibrate=True))
     assert "calibration" not in uncalibrated.heads["logreg"]
     assert "temperature" not in json.loads((tmp_path / "plain" / "heads-config.json").read_text())["heads"]["logreg"]
+
+
+def test_serve_answers_name_the_tta_they_averaged_over(run_dir, pixels):
+    from vitune.serve.service import ServedModel
+
+    scorer = make_scorer(run_dir, device="cpu", tta="crops")
+    served = ServedModel(scorer, max_batch=4, name="run", head="model")
+    body = served.prediction("scan.png", scorer.scores(pixels[:1])[0]).response()
+    assert body["tta"] == "crops" and list(body) == ["file", "scores", "predicted", "tta"]

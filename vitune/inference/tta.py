@@ -24,7 +24,7 @@ functional form of ``FiveCrop``), run on uint8 tensors on the scoring device; ko
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
