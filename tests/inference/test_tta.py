@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from conftest import write_dataset_dir
 from PIL import Image
@@ -14,11 +15,13 @@ from vitune.config import EvaluateConfig, HeadsConfig, PredictConfig
 from vitune.data.dataset_dir import load_dataset_dir
 from vitune.errors import UserError
 from vitune.evaluation.evaluate import evaluate
-from vitune.heads import fit_heads
+from vitune.heads import fit_heads, heads_scorer
 from vitune.inference.predict import make_scorer, predict
 from vitune.inference.tta import TestTimeAugmentation, resized_side
 from vitune.models.run import load_run
+from vitune.serve.service import ServedModel
 from vitune.storage.layout import RunDir
+from vitune.tasks import get_task
 
 TEMPERATURE = [2.0, 0.5, 1.5]
 
@@ -95,8 +98,6 @@ def test_tta_on_the_onnx_backend_equals_torch_and_the_export_bakes_the_temperatu
     assert np.abs(by_backend["torch"].scores - plain.scores).max() > 1e-4
     assert [row["tta"] for row in by_backend["onnx"].rows] == ["crops"] * 5 and "tta" not in plain.rows[0]
 
-    import onnxruntime as ort
-
     graph = RunDir(run_dir).export / "model.onnx"
     metadata = {entry.key: entry.value for entry in onnx.load(str(graph)).metadata_props}
     assert json.loads(metadata["vitune_temperature"]) == TEMPERATURE
@@ -107,14 +108,14 @@ def test_tta_on_the_onnx_backend_equals_torch_and_the_export_bakes_the_temperatu
 
 
 def test_evaluate_records_the_tta_and_scores_with_the_averaged_views(run_dir, pixels, monkeypatch, capsys):
-    flipped = evaluate(EvaluateConfig(run=run_dir, split="validation", tta="flip", bootstrap=20, device="cpu"))
-    document = json.loads(flipped.path.read_text())
-    assert document["tta"] == "flip" and flipped.num_samples == 24
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", run_dir, "--split", "validation", "--tta", "flip",
+                           "--bootstrap", "20", "--device", "cpu")
+    assert code == 0, err
+    document = json.loads(RunDir(run_dir).eval_metrics("validation").read_text())
+    assert document["tta"] == "flip" and document["num_samples"] == 24
     ds, _ = load_dataset_dir(RunDir(run_dir).read_config()["data"])
     validation = ds["validation"].with_format("numpy")
     scores = make_scorer(run_dir, device="cpu", tta="flip").scores(np.asarray(validation["pixel_values"]))
-    from vitune.tasks import get_task
-
     expected = get_task("multi_label").metrics(np.asarray(validation["labels"]), scores, ["a", "b", "c"])
     assert document["metrics"]["roc_auc_macro"] == pytest.approx(expected.metrics["roc_auc_macro"], abs=1e-9)
     plain = evaluate(EvaluateConfig(run=run_dir, split="validation", bootstrap=20, device="cpu"))
@@ -136,8 +137,6 @@ def test_heads_get_a_temperature_and_tta_averages_their_calibrated_probabilities
         assert saved[name]["temperature"] == calibration["temperature"] and len(calibration["temperature"]) == 3
         assert calibration["ece_macro_after"] <= calibration["ece_macro_before"] + 1e-12  # on validation
     calibrated = make_scorer(run_dir, "svm", heads_dir=out, device="cpu").scores
-    from vitune.heads import heads_scorer
-
     raw = heads_scorer(out, "svm", model=load_run(run_dir, "cpu"), calibrate=False)(pixels)
     temperature = np.asarray(saved["svm"]["temperature"])
     by_hand = expit(np.log(raw / (1 - raw)) / temperature)  # temperature scaling of the head's own probabilities
@@ -152,8 +151,6 @@ def test_heads_get_a_temperature_and_tta_averages_their_calibrated_probabilities
 
 
 def test_serve_answers_name_the_tta_they_averaged_over(run_dir, pixels):
-    from vitune.serve.service import ServedModel
-
     scorer = make_scorer(run_dir, device="cpu", tta="crops")
     served = ServedModel(scorer, max_batch=4, name="run", head="model")
     body = served.prediction("scan.png", scorer.scores(pixels[:1])[0]).response()
