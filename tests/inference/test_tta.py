@@ -86,7 +86,8 @@ def test_five_crops_are_the_corners_and_centre_of_the_enlarged_image():
     assert (centre[0, :14, :14] == 10).all() and (centre[0, 18:, 18:] == 160).all()
 
 
-def test_tta_on_the_onnx_backend_equals_torch_and_the_export_bakes_the_temperature(run_dir, tmp_path):
+def test_tta_on_the_onnx_backend_equals_torch_and_the_export_bakes_the_temperature(run_dir, tmp_path, monkeypatch,
+                                                                                  capsys):
     rng = np.random.default_rng(3)
     for index in range(5):
         Image.fromarray(rng.integers(0, 255, (34, 30 + index, 3), dtype=np.uint8)).save(tmp_path / f"img{index}.png")
@@ -98,7 +99,9 @@ def test_tta_on_the_onnx_backend_equals_torch_and_the_export_bakes_the_temperatu
     assert np.abs(by_backend["torch"].scores - plain.scores).max() > 1e-4
     assert [row["tta"] for row in by_backend["onnx"].rows] == ["crops"] * 5 and "tta" not in plain.rows[0]
 
-    graph = RunDir(run_dir).export / "model.onnx"
+    graph = tmp_path / "exported" / "model.onnx"
+    code, out, err = run_cli(monkeypatch, capsys, "export", run_dir, "--onnx", graph)
+    assert code == 0 and "divided by the temperature fitted on validation (2, 0.5, 1.5)" in out, err
     metadata = {entry.key: entry.value for entry in onnx.load(str(graph)).metadata_props}
     assert json.loads(metadata["vitune_temperature"]) == TEMPERATURE
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])

@@ -205,7 +205,8 @@ def require_onnx_extra() -> None:
 
 @dataclass
 class ExportResult:
-    """The exported file and its checks; ``quantized`` is None without ``--quantize``."""
+    """The exported file and its checks; ``quantized`` is None without ``--quantize``; ``temperature`` is the
+    one baked into its ``logits`` (None: the run has none, ``logits`` are the model's own)."""
 
     onnx: Path
     opset: int
@@ -215,6 +216,7 @@ class ExportResult:
     max_abs_diff: float
     tolerance: float
     quantized: dict | None = None
+    temperature: list[float] | None = None
 
 
 def _verified_export(run: Run, onnx_path: Path, config: ExportConfig, check: np.ndarray) -> ExportResult:
@@ -236,7 +238,7 @@ def _verified_export(run: Run, onnx_path: Path, config: ExportConfig, check: np.
             "try another --opset or loosen --tolerance"
         )
     return ExportResult(onnx_path, config.opset, round(onnx_path.stat().st_size / 2**20, 2), round(seconds, 2),
-                        int(len(check)), max_diff, config.tolerance)
+                        int(len(check)), max_diff, config.tolerance, temperature=run.temperature)
 
 
 def export_onnx(config: ExportConfig) -> ExportResult:
