@@ -15,8 +15,8 @@ blob in its own cell of a 4x4 grid, ~55 % "No Finding") -> ``prepare`` (official
   ``focal`` and ``asl`` (their default parameters), each evaluated on test without TTA.
 
 The synthetic findings are position-coded, like a left- or right-sided finding on a chest film: a
-horizontal flip moves each to its mirror cell, so ``flip`` is expected to cost AUC here, as it
-would on laterality-dependent findings.
+horizontal flip moves each to its mirror cell, a place where the model never saw it in training.
+How much that costs (or not) is what the ``flip`` row measures.
 """
 
 from __future__ import annotations
