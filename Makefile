@@ -67,6 +67,7 @@ bench: setup
 	$(PY) bench/lora_parameters.py
 	$(PY) bench/explain.py
 	$(PY) bench/distributed.py
+	$(PY) bench/clinical.py
 
 clean:
 	rm -rf $(VENV) runs build site *.egg-info

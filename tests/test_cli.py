@@ -85,7 +85,7 @@ def test_config_file_of_a_non_train_command_with_flags_over_it(monkeypatch, caps
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", "--config", path)
     assert code == 2 and err.strip().splitlines() == [
         "error: unknown setting(s) learning_rate: known ones are run, data, split, bootstrap, seed, batch_size, device, "
-        "backend, by, age_bins, no_calibrate"]
+        "backend, by, age_bins, no_calibrate, tta"]
 
 
 def test_print_config_prints_yaml_that_config_reads_back(monkeypatch, capsys, tmp_path):

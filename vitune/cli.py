@@ -239,7 +239,8 @@ def predict_cmd(config: settings.PredictConfig) -> None:
     if result.out is None:
         print(format_table(result))
     where = f", wrote {result.out}" if result.out else ""
-    print(f"predicted {len(result.files)} image(s), skipped {len(result.skipped)}{where}", file=sys.stderr)
+    print(f"predicted {len(result.files)} image(s), skipped {len(result.skipped)}, --tta {result.tta}{where}",
+          file=sys.stderr)
     if result.explanations is not None:
         report_explanations(result.explanations)
 
@@ -274,6 +275,10 @@ def export_cmd(config: settings.ExportConfig) -> None:
     result = export_onnx(config)
     print(f"wrote {result.onnx} ({result.size_mb} MB, opset {result.opset}): onnxruntime vs torch "
           f"max abs diff {result.max_abs_diff:.2e} on {result.check_images} images")
+    if result.temperature is not None:
+        shown = ", ".join(f"{value:.3g}" for value in result.temperature)
+        print(f"logits are calibrated: divided by the temperature fitted on validation ({shown}); "
+              "logits_uncalibrated holds the model's own")
     quant = result.quantized
     if quant:
         change = ""

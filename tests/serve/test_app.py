@@ -65,14 +65,14 @@ def test_scores_equal_vitune_predict_for_the_same_files(client, multi_label_run,
         response = post(client, path.name, path.read_bytes())
         assert response.status_code == 200, response.text
         body = response.json()
-        assert list(body) == ["file", "scores", "predicted"] and body["file"] == path.name
+        assert list(body) == ["file", "scores", "predicted", "tta"] and body["file"] == path.name and body["tta"] == "none"
         assert list(body["scores"]) == ["a", "b", "c"]
         np.testing.assert_allclose([body["scores"][k] for k in "abc"], [row[k] for k in "abc"], atol=1e-6, rtol=0)
         assert body["predicted"] == [k for k in "abc" if row[k] >= THRESHOLDS[k]]  # the tuned thresholds
         assert "|".join(body["predicted"]) == row["predicted"]
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["task"] == "multi_label" and health["labels"] == ["a", "b", "c"]
-    assert health["head"] == "model" and health["run"] == "run"
+    assert health["head"] == "model" and health["run"] == "run" and health["tta"] == "none"
 
 
 def test_a_text_file_gets_a_4xx_json_reason_and_the_next_request_succeeds(client, images):
@@ -171,7 +171,7 @@ def test_single_label_and_regression_answers(tmp_path, tmp_path_factory, tiny_vi
         assert body["predicted"] == [row["predicted"]]
         assert body["scores"][row["predicted"]] == pytest.approx(row["probability"], abs=1e-6)
     else:
-        assert set(body) == {"file", "scores", "value"}
+        assert set(body) == {"file", "scores", "value", "tta"}
         assert body["value"] == pytest.approx(row["predicted"], abs=1e-4) and body["scores"] == {"score": body["value"]}
 
 
@@ -308,7 +308,7 @@ def test_explain_adds_the_peaks_of_vitune_explain_for_the_decided_labels(client,
         response = client.post("/v1/predict?explain=1", files={"image": (path.name, path.read_bytes())})
         assert response.status_code == 200, response.text
         body = response.json()
-        assert {k: body[k] for k in ("file", "scores", "predicted")} == plain
+        assert {k: body[k] for k in ("file", "scores", "predicted", "tta")} == plain
         wanted = plain["predicted"] or None
         reference = explain_images(run, [path], labels=wanted, top=None if wanted else 1)[0]
         assert list(body["peaks"]) == list(reference.labels) and len(body["peaks"]) >= 1

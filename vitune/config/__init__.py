@@ -16,6 +16,7 @@ from vitune.config.base import (
     MODEL_HEAD,
     POOLINGS,
     SPLIT_METHODS,
+    TTA_MODES,
     CommandConfig,
     check_choice,
     check_pooling,
@@ -40,7 +41,7 @@ from vitune.config.train import LOCAL_PATHS, TRAINING_ARGUMENTS, TrainConfig, Tr
 from vitune.config.tune import TuneConfig
 
 __all__ = [
-    "BACKENDS", "EXPLAIN_METHODS", "HEAD_NAMES", "LOCAL_PATHS", "MODEL_HEAD", "POOLINGS", "SPLIT_METHODS", "TRAINING_ARGUMENTS",
+    "BACKENDS", "EXPLAIN_METHODS", "HEAD_NAMES", "LOCAL_PATHS", "MODEL_HEAD", "POOLINGS", "SPLIT_METHODS", "TRAINING_ARGUMENTS", "TTA_MODES",
     "CommandConfig",
     "DemoConfig", "EvaluateConfig", "ExplainConfig", "ExportConfig", "HeadsConfig", "PredictConfig", "PrepareConfig",
     "PretrainConfig", "ReportConfig", "ServeConfig", "ShowConfig", "TrainConfig", "TrainerConfig", "TuneConfig",

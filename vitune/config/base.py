@@ -26,6 +26,7 @@ POOLINGS = ("cls", "mean")
 HEAD_NAMES = ("svm", "logreg", "mlp", "ensemble")
 MODEL_HEAD = "model"  # `vitune predict --head model`: the fine-tuned classifier itself
 BACKENDS = ("torch", "onnx", "onnx-int8")  # --backend of predict, evaluate and serve
+TTA_MODES = ("none", "flip", "crops")  # --tta of predict, evaluate and serve
 MIN_OPSET = 14  # scaled_dot_product_attention and LayerNorm export from here on
 DEFAULT_OPSET = 17
 

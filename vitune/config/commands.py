@@ -14,6 +14,7 @@ from vitune.config.base import (
     MODEL_HEAD,
     SPLIT_METHODS,
     TASK_CHOICES,
+    TTA_MODES,
     CommandConfig,
     check_choice,
     check_count,
@@ -179,6 +180,7 @@ class HeadsConfig(CommandConfig):
         batch_size: Embedding batch size.
         seed: Random seed (SVM landmarks, MLP).
         cache_dir: Embedding cache (default: OUT/embeddings).
+        no_calibrate: Fit no temperature on validation (each head's probabilities are used as they come).
     """
 
     usage = "vitune heads --model RUN_DIR|MODEL --data DATASET_DIR"
@@ -192,6 +194,7 @@ class HeadsConfig(CommandConfig):
     batch_size: int = 32
     seed: int = 0
     cache_dir: str | None = None
+    no_calibrate: bool = False
 
     def __post_init__(self) -> None:
         self.model, self.data = str(self.model), str(self.data)
@@ -220,6 +223,8 @@ class EvaluateConfig(CommandConfig):
         by: Metadata columns to compare subgroups on, e.g. sex,age,view (and any --meta-columns of prepare).
         age_bins: Lower edges of the age bins after the first; 40,60,80 gives 0-39, 40-59, 60-79, 80+.
         no_calibrate: Score without the run's fitted temperature (calibration.json).
+        tta: Test-time augmentation: none, flip (the mirrored view) or crops (five crops); the calibrated
+            probabilities of the original and those views are averaged.
     """
 
     arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR"}
@@ -236,10 +241,12 @@ class EvaluateConfig(CommandConfig):
     by: list[str] | None = None
     age_bins: list[int] = field(default_factory=lambda: list(DEFAULT_AGE_EDGES))
     no_calibrate: bool = False
+    tta: str = "none"
 
     def __post_init__(self) -> None:
         self.run = str(self.run)
         check_count("batch_size", self.batch_size)
+        check_choice("tta", self.tta, TTA_MODES)
         self.by = split_names(self.by)
         if self.by is not None and not self.by:
             raise UserError("--by names no column: give them comma-separated, e.g. sex,age,view")
@@ -267,6 +274,8 @@ class PredictConfig(CommandConfig):
         device: cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU).
         explain: Also write explanations of the predicted labels into this folder (as `vitune explain`).
         backend: torch, onnx or onnx-int8 (ONNX Runtime on the CPU, on RUN_DIR/export/, exported when missing or stale).
+        tta: Test-time augmentation: none, flip (the mirrored view) or crops (five crops); the calibrated
+            probabilities of the original and those views are averaged.
     """
 
     arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR", "inputs": "IMAGES_OR_FOLDERS"}
@@ -281,11 +290,13 @@ class PredictConfig(CommandConfig):
     device: str | None = None
     explain: str | None = None
     backend: str = "torch"
+    tta: str = "none"
 
     def __post_init__(self) -> None:
         self.run, self.inputs = str(self.run), [str(p) for p in self.inputs]
         check_count("batch_size", self.batch_size)
         check_choice("backend", self.backend, BACKENDS)
+        check_choice("tta", self.tta, TTA_MODES)
         if self.head != MODEL_HEAD and self.head not in HEAD_NAMES:
             raise UserError(f"unknown --head {self.head!r}: use one of {', '.join((MODEL_HEAD, *HEAD_NAMES))}")
         if self.explain is not None and self.head != MODEL_HEAD:

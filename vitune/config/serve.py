@@ -9,6 +9,7 @@ from vitune.config.base import (
     BACKENDS,
     HEAD_NAMES,
     MODEL_HEAD,
+    TTA_MODES,
     CommandConfig,
     check_choice,
     check_count,
@@ -39,6 +40,8 @@ class ServeConfig(CommandConfig):
         ssl_certfile: PEM certificate: serve HTTPS (with --ssl-keyfile).
         ssl_keyfile: PEM private key of --ssl-certfile.
         insecure: Allow a non-loopback --host without a token (anyone who reaches it can use the page and API).
+        tta: Test-time augmentation: none, flip (the mirrored view) or crops (five crops); the calibrated
+            probabilities of the original and those views are averaged.
     """
 
     arguments: ClassVar[dict[str, str]] = {"run": "RUN_DIR"}
@@ -57,6 +60,7 @@ class ServeConfig(CommandConfig):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     insecure: bool = False
+    tta: str = "none"
 
     def __post_init__(self) -> None:
         self.run = str(self.run)
@@ -67,6 +71,7 @@ class ServeConfig(CommandConfig):
         if self.head != MODEL_HEAD and self.head not in HEAD_NAMES:
             raise UserError(f"unknown --head {self.head!r}: use one of {', '.join((MODEL_HEAD, *HEAD_NAMES))}")
         check_choice("backend", self.backend, BACKENDS)
+        check_choice("tta", self.tta, TTA_MODES)
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise UserError("HTTPS needs both --ssl-certfile and --ssl-keyfile (or neither)")
 

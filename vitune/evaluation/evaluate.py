@@ -4,6 +4,8 @@ Decision thresholds (multi-label) are tuned per label on the *validation* split 
 cut-off) and then applied to the evaluated split, so the test figures stay honest; F1 is reported
 at 0.5 and at the tuned thresholds. The metrics and their 95 % bootstrap intervals are the run's
 task's (:meth:`vitune.tasks.base.Task.metrics`, :meth:`~vitune.tasks.base.Task.bootstrap_intervals`).
+With ``--tta flip|crops`` every split (the tuning split too) is scored under the views of
+:mod:`vitune.inference.tta`, each view's calibrated probabilities averaged per image.
 
 A cross-validation's parent (``vitune train --folds K``, :class:`vitune.models.folds.FoldEnsemble`) is
 evaluated as the folds' ensemble, on a split none of them trained on (test): the mean of their calibrated
@@ -32,6 +34,7 @@ from vitune.data.metadata import metadata_groups
 from vitune.errors import UserError
 from vitune.evaluation.plots import plot_reliability, plot_subgroups, plot_task
 from vitune.inference.backend import LogitsBackend, TorchBackend, backend_device, open_backend
+from vitune.inference.tta import TestTimeAugmentation
 from vitune.models.folds import FoldEnsemble, load_scoring_run
 from vitune.models.forward import pixel_batches
 from vitune.models.run import Run
@@ -85,14 +88,15 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, labels: list[str]) ->
 # --- evaluate --------------------------------------------------------------------------------
 
 
-def fold_tuned_thresholds(ensemble: FoldEnsemble, batch_size: int, backend: str) -> tuple[np.ndarray, dict]:
+def fold_tuned_thresholds(ensemble: FoldEnsemble, batch_size: int, backend: str,
+                          tta: TestTimeAugmentation) -> tuple[np.ndarray, dict]:
     """A fold ensemble's thresholds: each fold's F1-optimal thresholds on its own validation (its held-out fold,
     which no other tuning data can replace: the folds trained on all of train+validation), averaged per label
     over the folds where the label has a positive (0.5 where none has), with the folds' mean F1 there."""
     tuned = []
     for fold in ensemble.folds:
         ds, _, _ = open_run_dataset(fold.dir)
-        y_val, scores_val = split_scores(fold, ds[TUNING_SPLIT], batch_size, open_backend(fold, backend))
+        y_val, scores_val = split_scores(fold, ds[TUNING_SPLIT], batch_size, open_backend(fold, backend), tta)
         tuned.append(tune_thresholds(np.asarray(y_val, dtype=np.float64), scores_val, fold.labels))
     thresholds = np.full(len(ensemble.labels), 0.5)
     f1s: dict[str, float | None] = {}
@@ -108,22 +112,41 @@ def fold_tuned_thresholds(ensemble: FoldEnsemble, batch_size: int, backend: str)
     return thresholds, f1s
 
 
-def split_logits(run: Run, split_data, batch_size: int,
-                 backend: LogitsBackend | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Targets and the run's logits over one DATASET_DIR split, from ``backend`` (default: torch)."""
+def split_view_logits(run: Run, split_data, batch_size: int, backend: LogitsBackend | None = None,
+                      tta: TestTimeAugmentation | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and the run's logits ``[V, N, K]`` over one DATASET_DIR split under each ``tta`` view
+    (default: the images alone, ``V = 1``), from ``backend`` (default: torch)."""
     backend = backend or TorchBackend(run)
+    tta = tta or TestTimeAugmentation()
     batches = progress(pixel_batches(split_data, batch_size), total=math.ceil(len(split_data) / batch_size),
                        desc=f"scoring {split_data.split}", unit="batch")
-    logits = np.concatenate([backend.logits(batch) for batch in batches])
+    logits = np.concatenate([tta.per_view(backend.logits(tta.views(batch))) for batch in batches], axis=1)
     y_true = np.asarray(split_data.with_format("numpy")["labels"])
     return y_true, logits
 
 
-def split_scores(run: Run, split_data, batch_size: int,
+def split_logits(run: Run, split_data, batch_size: int,
                  backend: LogitsBackend | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Targets and the run's scores (temperature-scaled when the run is calibrated) over one DATASET_DIR split."""
-    y_true, logits = split_logits(run, split_data, batch_size, backend)
-    return y_true, run.logits_to_scores(logits)
+    """Targets and the run's logits over one DATASET_DIR split, from ``backend`` (default: torch)."""
+    y_true, view_logits = split_view_logits(run, split_data, batch_size, backend)
+    return y_true, view_logits[0]
+
+
+def view_scores(run: Run, view_logits: np.ndarray, tta: TestTimeAugmentation, calibrated: bool = True) -> np.ndarray:
+    """The views' scores averaged per image: each view's logits temperature-scaled (when ``calibrated`` and
+    the run is) and turned into probabilities first, so the mean is of calibrated probabilities."""
+    flat = view_logits.reshape(-1, *view_logits.shape[2:])  # [V * N, ...]: a fold ensemble's rows are [folds, K]
+    scores = run.logits_to_scores(flat) if calibrated else run.uncalibrated_scores(flat)
+    return tta.average(scores)
+
+
+def split_scores(run: Run, split_data, batch_size: int, backend: LogitsBackend | None = None,
+                 tta: TestTimeAugmentation | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and the run's scores (temperature-scaled when the run is calibrated, averaged over the
+    ``tta`` views) over one DATASET_DIR split."""
+    tta = tta or TestTimeAugmentation()
+    y_true, view_logits = split_view_logits(run, split_data, batch_size, backend, tta)
+    return y_true, view_scores(run, view_logits, tta)
 
 
 def _choose_split(ds, split: str, dataset_dir: Path) -> tuple[str, str | None]:
@@ -137,11 +160,12 @@ def _choose_split(ds, split: str, dataset_dir: Path) -> tuple[str, str | None]:
 
 
 def _tuned_thresholds(run: Run, ds, split: str, y_eval, scores_eval, batch_size: int,
-                      backend: LogitsBackend) -> tuple[np.ndarray, dict]:
+                      backend: LogitsBackend, tta: TestTimeAugmentation) -> tuple[np.ndarray, dict]:
+    """Thresholds tuned on validation's calibrated scores, under the same ``--tta`` as the evaluated split."""
     if split == TUNING_SPLIT:
         y_val, scores_val = y_eval, scores_eval
     else:
-        y_val, scores_val = split_scores(run, ds[TUNING_SPLIT], batch_size, backend)
+        y_val, scores_val = split_scores(run, ds[TUNING_SPLIT], batch_size, backend, tta)
     return tune_thresholds(np.asarray(y_val, dtype=np.float64), scores_val, run.labels)
 
 
@@ -151,7 +175,8 @@ class EvaluateResult:
 
     ``metrics`` has the spec keys (multi-label also ``f1_macro_tuned``); ``per_label`` adds
     ``roc_auc_ci`` and, multi-label, ``f1_tuned`` and ``threshold_tuned``; ``thresholds`` (multi-label)
-    are the validation-tuned ones; ``plots`` are relative to the RUN_DIR.
+    are the validation-tuned ones; ``plots`` are relative to the RUN_DIR; ``tta`` names the ``--tta``
+    views the scores were averaged over.
     """
 
     task: str
@@ -170,6 +195,7 @@ class EvaluateResult:
     subgroups: dict | None = None
     subgroup_gaps: dict | None = None
     ensemble: dict | None = None
+    tta: str = "none"
 
     def to_json(self) -> dict:
         """The document written to ``RUN_DIR/eval/<split>/metrics_<split>.json``."""
@@ -182,7 +208,8 @@ class EvaluateResult:
 
 @dataclass
 class _ScoredSplit:
-    """The evaluated split: the dataset, its name, a note or None, targets, logits and scores."""
+    """The evaluated split: the dataset, its name, a note or None, targets, scores and the scores without
+    the temperature (both averaged over the ``--tta`` views)."""
 
     ds: object
     info: object
@@ -190,12 +217,14 @@ class _ScoredSplit:
     split: str
     note: str | None
     y_true: np.ndarray
-    logits: np.ndarray
     scores: np.ndarray
+    uncalibrated: np.ndarray
 
 
-def _scored_split(run: Run | FoldEnsemble, config: EvaluateConfig, backend: LogitsBackend) -> _ScoredSplit:
-    """Score the evaluated split (temperature-scaled unless ``--no-calibrate``); a fold run's validation is its fold's."""
+def _scored_split(run: Run | FoldEnsemble, config: EvaluateConfig, backend: LogitsBackend,
+                  tta: TestTimeAugmentation) -> _ScoredSplit:
+    """Score the evaluated split (temperature-scaled unless ``--no-calibrate``, averaged over the ``--tta``
+    views); a fold run's validation is its fold's."""
     ds, info, dataset_dir = open_run_dataset(run.dir, config.data)
     run.check_dataset(info, dataset_dir)
     if isinstance(run, FoldEnsemble) and config.split in ("train", TUNING_SPLIT):
@@ -206,9 +235,10 @@ def _scored_split(run: Run | FoldEnsemble, config: EvaluateConfig, backend: Logi
                         "so their ensemble has nothing held out to be evaluated on")
     split, note = _choose_split(ds, config.split, dataset_dir)
     _check_by(config.by, info, dataset_dir)
-    y_true, logits = split_logits(run, ds[split], config.batch_size, backend)
-    log.info("scored %d %s images", len(y_true), split)
-    return _ScoredSplit(ds, info, dataset_dir, split, note, y_true, logits, run.logits_to_scores(logits))
+    y_true, view_logits = split_view_logits(run, ds[split], config.batch_size, backend, tta)
+    log.info("scored %d %s images (--tta %s: %d view(s) each)", len(y_true), split, tta.mode, tta.n_views)
+    return _ScoredSplit(ds, info, dataset_dir, split, note, y_true, view_scores(run, view_logits, tta),
+                        view_scores(run, view_logits, tta, calibrated=False))
 
 
 def _check_by(by: list[str] | None, info, dataset_dir: Path) -> None:
@@ -228,7 +258,8 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
     """
     run = load_scoring_run(config.run, backend_device(config.backend, config.device), calibrate=not config.no_calibrate)
     backend = open_backend(run, config.backend)
-    scored = _scored_split(run, config, backend)
+    tta = TestTimeAugmentation(config.tta, run.device)
+    scored = _scored_split(run, config, backend, tta)
     ds, dataset_dir, split, note, y_true, scores = (scored.ds, scored.dataset_dir, scored.split, scored.note,
                                                     scored.y_true, scored.scores)
     task = run.task
@@ -239,7 +270,7 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
         metrics=dict(point.metrics), confidence_intervals=intervals["metrics"], per_label=point.per_label,
         bootstrap={"resamples": config.bootstrap, "seed": config.seed, "confidence": CONFIDENCE,
                    "valid_resamples": intervals["valid_resamples"]},
-        path=run.dir.eval_metrics(split), note=note,
+        path=run.dir.eval_metrics(split), note=note, tta=config.tta,
     )
     for name, interval in intervals["per_label"].items():  # each label's AUC (classification)
         result.per_label[name]["roc_auc_ci"] = interval
@@ -248,10 +279,10 @@ def evaluate(config: EvaluateConfig) -> EvaluateResult:
             result.note = f"{note or 'evaluated on validation'}; thresholds were tuned on it too, so f1_macro_tuned is optimistic"
         thresholds, tuned_f1, tuned_on = np.full(len(run.labels), 0.5), {}, TUNING_SPLIT
         if isinstance(run, FoldEnsemble):
-            thresholds, tuned_f1 = fold_tuned_thresholds(run, config.batch_size, config.backend)
+            thresholds, tuned_f1 = fold_tuned_thresholds(run, config.batch_size, config.backend, tta)
             tuned_on = FOLDS_TUNING
         elif TUNING_SPLIT in ds:
-            thresholds, tuned_f1 = _tuned_thresholds(run, ds, split, y_true, scores, config.batch_size, backend)
+            thresholds, tuned_f1 = _tuned_thresholds(run, ds, split, y_true, scores, config.batch_size, backend, tta)
         _add_tuned(result, run, y_true, scores, thresholds, tuned_f1, tuned_on)
     plots = plot_task(task, y_true, scores, run.labels, run.dir.eval_dir(split), split)
     if task.is_classification:
@@ -273,8 +304,7 @@ def _calibration(run: Run, scored: _ScoredSplit, point) -> dict:
     """ECE and Brier of the scores, the uncalibrated ECE beside them, and the temperature used."""
     scored_labels = [run.labels[j] for j in scored_columns(point, run.labels)]
     report = calibration_report(run.task, scored.y_true, scored.scores, run.labels, scored_labels)
-    uncalibrated = run.uncalibrated_scores(scored.logits)
-    before = calibration_report(run.task, scored.y_true, uncalibrated, run.labels, scored_labels)
+    before = calibration_report(run.task, scored.y_true, scored.uncalibrated, run.labels, scored_labels)
     return {"bins": report["bins"], "ece_macro": report["ece_macro"], "ece_macro_uncalibrated": before["ece_macro"],
             "brier_macro": report["brier_macro"], "temperature": run.temperature, "per_label": report["per_label"],
             "curves": report["curves"]}

@@ -23,7 +23,7 @@ from vitune.errors import UserError
 from vitune.heads.base import Head
 from vitune.heads.ensemble import EnsembleHead
 from vitune.heads.registry import ENSEMBLE_MEMBERS, create_heads
-from vitune.heads.storage import load_heads, read_heads_config, save_heads
+from vitune.heads.storage import head_temperature, load_heads, read_heads_config, save_heads
 from vitune.heads.svm import SVMHead
 from vitune.models.embeddings import extract_embeddings
 from vitune.models.encoder import Encoder
@@ -31,7 +31,8 @@ from vitune.models.run import open_model
 from vitune.storage.atomic import remove_stale_temp_files, write_atomic
 from vitune.storage.layout import HeadsDir, RunDir
 from vitune.storage.lock import OutputLock
-from vitune.tasks import get_task
+from vitune.tasks import Task, get_task
+from vitune.tasks.calibration import calibrated_probabilities, fitted_calibration, probability_logits
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,9 @@ def _round(value):
     return None if value is None else round(float(value), 6)
 
 
-def _score_head(name: str, head: Head, train, val, y_train, y_val, info, fit_seconds: dict) -> dict:
-    """Fit ``head`` on train, score it on validation: its ``heads.json`` entry."""
+def _score_head(name: str, head: Head, train, val, y_train, y_val, info,
+                fit_seconds: dict) -> tuple[dict, np.ndarray]:
+    """Fit ``head`` on train, score it on validation: its ``heads.json`` entry and its validation scores."""
     start = time.perf_counter()
     head.fit(train.values, y_train)
     seconds = time.perf_counter() - start
@@ -84,7 +86,17 @@ def _score_head(name: str, head: Head, train, val, y_train, y_val, info, fit_sec
              "metrics": {k: _round(v) for k, v in result.metrics.items()}, "per_label": result.per_label}
     if isinstance(head, SVMHead):
         entry["params"] = {"C": head.C_, "gamma": head.gamma_, "basis_size": len(head.basis_)}
-    return entry
+    return entry, scores
+
+
+def head_calibration(task: Task, y_val: np.ndarray, scores: np.ndarray, labels: list[str]) -> dict | None:
+    """The head's temperature fitted on its validation probabilities, with the validation ECE before and after
+    (None for regression).
+
+    As ``vitune train`` does for the model: one temperature per label (multi-label) or one (single-label),
+    by NLL. A head outputs probabilities, so the temperature divides their logits (:func:`probability_logits`).
+    """
+    return fitted_calibration(task, probability_logits(task, scores), y_val, labels)
 
 
 def fit_heads(config: HeadsConfig) -> HeadsResult:
@@ -124,10 +136,14 @@ def _fit_heads(config: HeadsConfig, where: HeadsDir) -> HeadsResult:
     fitted = create_heads(config.heads, info.task, C=config.C, random_state=config.seed,
                           n_classes=len(info.labels) if one_class_per_image else None,
                           run_config=encoder.config if encoder.is_run else None)
-    entries, fit_seconds = {}, {}
+    entries, fit_seconds, temperatures = {}, {}, {}
     for name, head in fitted.items():
-        entries[name] = _score_head(name, head, train, val, y_train, y_val, info, fit_seconds)
+        entries[name], val_scores = _score_head(name, head, train, val, y_train, y_val, info, fit_seconds)
         log.info("%s head: %s=%s", name, task.main_metric, entries[name]["metrics"][task.main_metric])
+        calibration = None if config.no_calibrate else head_calibration(task, y_val, val_scores, info.labels)
+        if calibration is not None:
+            temperatures[name] = calibration["temperature"]
+            entries[name]["calibration"] = calibration
     result = HeadsResult(
         out=where.root,
         embedding={"dim": train.dim, "seconds": round(train.seconds + val.seconds, 4),
@@ -139,7 +155,7 @@ def _fit_heads(config: HeadsConfig, where: HeadsDir) -> HeadsResult:
     model_path = Path(config.model)
     save_heads(where.root, fitted, {"task": info.task, "labels": list(info.labels), "pooling": config.pooling,
                                     "model": str(model_path.resolve()) if model_path.exists() else config.model,
-                                    "model_identity": encoder.identity})
+                                    "model_identity": encoder.identity}, temperatures)
     write_atomic(where.report, json.dumps(result.to_json(), indent=2) + "\n")
     return result
 
@@ -155,13 +171,14 @@ def _check_heads_fit(encoder: Encoder, config: dict, heads_dir: Path | str) -> N
         log.warning("the model changed since these heads were fitted; run `vitune heads` again")
 
 
-def heads_scorer(heads_dir: Path | str, head: str = "ensemble",
-                 model: str | Path | Encoder | None = None) -> Callable[[np.ndarray], np.ndarray]:
+def heads_scorer(heads_dir: Path | str, head: str = "ensemble", model: str | Path | Encoder | None = None,
+                 calibrate: bool = True) -> Callable[[np.ndarray], np.ndarray]:
     """A function scoring one uint8 pixel batch ``[B, 3, S, S]`` with saved head ``head`` (files read once).
 
     The images are embedded with ``model`` (an opened :class:`Encoder` or :class:`vitune.models.run.Run`,
     or a path; default: the MODEL the heads were fitted on, e.g. the RUN_DIR) and the saved pooling;
-    the run's logits come from the same forward pass.
+    the run's logits come from the same forward pass. With ``calibrate`` the head's probabilities are
+    scaled by its temperature fitted on validation (when ``vitune heads`` stored one).
     """
     config = read_heads_config(heads_dir)
     if head not in config["heads"]:
@@ -170,10 +187,12 @@ def heads_scorer(heads_dir: Path | str, head: str = "ensemble",
     encoder = model if isinstance(model, Encoder) else open_model(model)
     _check_heads_fit(encoder, config, heads_dir)
     fitted = load_heads(heads_dir)[head]
+    task = get_task(config["task"])
+    temperature = head_temperature(config, head) if calibrate else None
 
     def score(pixels: np.ndarray) -> np.ndarray:
         embeddings, logits = encoder.encode(pixels, config["pooling"])
-        return fitted.predict_scores(embeddings.astype(np.float32), logits)
+        return calibrated_probabilities(task, fitted.predict_scores(embeddings.astype(np.float32), logits), temperature)
 
     return score
 

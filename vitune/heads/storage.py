@@ -5,9 +5,11 @@ A heads directory (default ``RUN_DIR/heads``) holds:
 - ``heads.safetensors``: every fitted array, keyed ``<head>.<attribute>`` (e.g. ``svm.basis_``,
   ``svm.dual_coef_``, ``svm.mean_``, ``svm.sigmoid_a_``, ``mlp.w1_``, ``logreg.coef_``);
 - ``heads-config.json``: ``{"version": 1, "task", "labels", "pooling", "model", "model_identity",
-  "arrays_sha256", "heads": {name: {"class", "params", "state"}}}`` where ``params`` are the ``__init__``
-  arguments and ``state`` the fitted scalars (``C_``, ``gamma_``, ``backend_``, ...). An
-  ensemble's ``state.members`` names the saved heads it averages;
+  "arrays_sha256", "heads": {name: {"class", "params", "state", "temperature"}}}`` where ``params`` are
+  the ``__init__`` arguments, ``state`` the fitted scalars (``C_``, ``gamma_``, ``backend_``, ...) and
+  ``temperature`` the head's temperatures fitted on validation (absent for regression, under
+  ``--no-calibrate`` and in files of vitune 0.2 and older). An ensemble's ``state.members`` names
+  the saved heads it averages;
 - ``heads.json``: the report of ``vitune heads``, and ``embeddings/`` its cache.
 
 Files written by vitune 0.1 have this layout and load unchanged.
@@ -40,10 +42,12 @@ def _ensemble_entry(name: str, head: EnsembleHead, heads: dict[str, Head]) -> di
     return {"class": EnsembleHead.__name__, "params": {}, "state": state}
 
 
-def save_heads(out_dir: Path | str, heads: dict[str, Head], meta: dict) -> None:
+def save_heads(out_dir: Path | str, heads: dict[str, Head], meta: dict,
+               temperatures: dict[str, list[float]] | None = None) -> None:
     """Write ``heads.safetensors`` + ``heads-config.json`` (see the module docstring); no pickle.
 
-    Each file is renamed into place whole; the config, written last, records the arrays' digest, so
+    ``temperatures`` (per head name) are stored in each head's entry, so a head and its calibration
+    are always written together. Each file is renamed into place whole; the config, written last, records the arrays' digest, so
     a pair torn by a crash between the two is refused on load instead of mixing two fits.
     """
     from safetensors.numpy import save
@@ -59,6 +63,8 @@ def save_heads(out_dir: Path | str, heads: dict[str, Head], meta: dict) -> None:
         params = {k: jsonable(v) for k, v in head.get_params(deep=False).items()}
         entries[name] = {"class": type(head).__name__, "params": params, "state": values}
         arrays.update({f"{name}.{key}": value for key, value in head_arrays.items()})
+    for name, temperature in (temperatures or {}).items():
+        entries[name]["temperature"] = temperature
     data = save(arrays)
     write_atomic(where.arrays, data)
     config = {"version": FORMAT_VERSION, **meta, "arrays_sha256": hashlib.sha256(data).hexdigest(), "heads": entries}
@@ -71,6 +77,12 @@ def read_heads_config(heads_dir: Path | str) -> dict:
     if not path.is_file():
         raise UserError(f"{heads_dir} has no fitted heads ({path.name}): run `vitune heads` first")
     return json.loads(path.read_text())
+
+
+def head_temperature(config: dict, head: str) -> list[float] | None:
+    """The temperatures saved for ``head`` in a ``heads-config.json`` document, or None when it has none."""
+    temperature = config["heads"][head].get("temperature")
+    return None if temperature is None else [float(value) for value in temperature]
 
 
 def load_heads(heads_dir: Path | str) -> dict[str, Head]:

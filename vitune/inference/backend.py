@@ -30,7 +30,7 @@ import numpy as np
 
 from vitune.config import ExportConfig
 from vitune.errors import UserError
-from vitune.inference.export import export_onnx, require_onnx_extra
+from vitune.inference.export import UNCALIBRATED_OUTPUT, export_onnx, require_onnx_extra
 from vitune.models.aliases import Preprocessing
 from vitune.models.folds import FoldEnsemble
 from vitune.models.run import Run
@@ -44,6 +44,7 @@ TORCH = "torch"
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"  # the name export_onnx gives the quantised twin of model.onnx
 RECORD_FILE = "export.json"
+RECORD_FORMAT = 2  # 2: the graphs have the logits_uncalibrated output (and the temperature baked into logits)
 HASH_CHUNK = 1 << 20
 
 
@@ -90,7 +91,8 @@ class OnnxBackend:
         """float32 logits ``[B, K]`` of a uint8 batch (one channel broadcasts to RGB)."""
         batch = np.broadcast_to(pixels, (pixels.shape[0], 3, *pixels.shape[2:]))
         normalized = batch.astype(np.float32) * self.scale + self.shift
-        return self.session.run(["logits"], {"pixel_values": normalized})[0]
+        # the model's own logits: the run's temperature is applied above every backend alike
+        return self.session.run([UNCALIBRATED_OUTPUT], {"pixel_values": normalized})[0]
 
 
 class FoldsBackend:
@@ -120,9 +122,11 @@ def file_digest(path: Path) -> str:
 
 
 def weights_digest(run: Run) -> str:
-    """SHA-256 over the model's config and safetensors weights: what an export is made from."""
+    """SHA-256 over the model's config, safetensors weights and fitted temperature: what an export is made from."""
     digest = hashlib.sha256()
     sources = [run.dir.model / "config.json", *sorted(run.dir.model.glob("*.safetensors"))]
+    if run.dir.calibration.is_file():
+        sources.append(run.dir.calibration)
     for source in sources:
         digest.update(source.name.encode())
         digest.update(file_digest(source).encode())
@@ -137,7 +141,7 @@ def _read_record(export_dir: Path) -> dict | None:
 
 
 def _is_fresh(record: dict | None, export_dir: Path, source: str) -> bool:
-    if record is None or record.get("source_sha256") != source:
+    if record is None or record.get("source_sha256") != source or record.get("format") != RECORD_FORMAT:
         return False
     return all((export_dir / name).is_file() for name in (ONNX_FILE, INT8_FILE))
 
@@ -145,7 +149,7 @@ def _is_fresh(record: dict | None, export_dir: Path, source: str) -> bool:
 def exported_models(run: Run) -> dict:
     """``RUN_DIR/export/export.json``: the ONNX files of the run's current weights, exported now when missing or stale.
 
-    The record is ``{"source_sha256", "files": {"onnx": {"file", "sha256"}, "onnx-int8": {...}},
+    The record is ``{"format", "source_sha256", "files": {"onnx": {"file", "sha256"}, "onnx-int8": {...}},
     "max_abs_diff", "quantized"}``. The export is written in a staging folder under the output
     lock and renamed into place, so a reader never sees half of it.
     """
@@ -162,6 +166,7 @@ def exported_models(run: Run) -> dict:
         log.warning("exporting %s to ONNX for --backend (once per trained model)", run.dir.root)
         result = export_onnx(ExportConfig(run=str(run.dir.root), onnx=str(staging / ONNX_FILE), quantize=True))
         record = {
+            "format": RECORD_FORMAT,
             "source_sha256": source,
             "files": {
                 "onnx": {"file": ONNX_FILE, "sha256": file_digest(staging / ONNX_FILE)},

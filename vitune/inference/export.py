@@ -3,8 +3,17 @@
 The graph takes ``pixel_values`` (float32 ``[batch, 3, S, S]``, normalised with the processor's
 mean/std, as ``transformers`` models do) and returns ``logits``; the batch axis is dynamic. The
 file's metadata carries what a deployment needs to use it without vitune: ``vitune_task``,
-``vitune_labels``, ``vitune_image_size``, ``vitune_mean``/``vitune_std`` and, for multi-label
-runs evaluated by ``vitune evaluate``, ``vitune_thresholds``.
+``vitune_labels``, ``vitune_image_size``, ``vitune_mean``/``vitune_std``, ``vitune_temperature`` and,
+for multi-label runs evaluated by ``vitune evaluate``, ``vitune_thresholds``.
+
+The run's temperature (``calibration.json``, fitted on validation by ``vitune train``) is baked into
+the graph: ``logits`` are the model's logits divided by it (a ``Div`` node before the output), so any
+ONNX consumer that applies a sigmoid/softmax gets the calibrated probabilities ``vitune predict``
+gives, and the thresholds in the metadata (tuned on calibrated probabilities) apply to them as they
+are. The model's own logits stay available as a second output, ``logits_uncalibrated`` (also
+``logits * vitune_temperature``); ``--backend onnx`` runs that one and applies the run's temperature
+itself, so ``--no-calibrate`` works there too. A run without a temperature (regression, or trained
+before 0.3) exports both outputs equal.
 
 Export uses torch's TorchScript-based exporter (``dynamo=False``): it needs only ``onnx``, while
 the newer ``torch.export`` path also needs ``onnxscript``. ONNX Runtime then runs the file on a
@@ -31,23 +40,28 @@ from vitune.data.dataset_dir import load_dataset_dir
 from vitune.errors import UserError
 from vitune.models.forward import normalize, pixel_batches
 from vitune.models.run import Run, load_run
+from vitune.tasks.calibration import apply_temperature
 
 log = logging.getLogger(__name__)
 
 CHECK_IMAGES = 5  # an odd batch, unlike the export example's 2, proves the batch axis is dynamic
 EXPORT_BATCH = 2
 VALIDATION_SPLIT = "validation"
+CALIBRATED_OUTPUT = "logits"  # the name every ONNX consumer of an image classifier looks for
+UNCALIBRATED_OUTPUT = "logits_uncalibrated"
 
 
 class _LogitsOnly(torch.nn.Module):
-    """The classifier as a plain ``pixel_values -> logits`` function for tracing."""
+    """The classifier as a plain ``pixel_values -> (calibrated logits, logits)`` function for tracing."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, temperature: list[float] | None):
         super().__init__()
         self.model = model
+        self.register_buffer("temperature", torch.tensor(temperature or [1.0], dtype=torch.float32))
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).logits
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(pixel_values=pixel_values).logits
+        return logits / self.temperature, logits
 
 
 def _validation_split(data: Path | str | None, run: Run):
@@ -81,12 +95,13 @@ def _export(run: Run, onnx_path: Path, opset: int) -> None:
         # (ViT's image-size assertion) are expected: the traced graph is verified numerically below.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _LogitsOnly(run.model),
+            _LogitsOnly(run.model, run.temperature),
             (example,),
             str(onnx_path),
             input_names=["pixel_values"],
-            output_names=["logits"],
-            dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+            output_names=[CALIBRATED_OUTPUT, UNCALIBRATED_OUTPUT],
+            dynamic_axes={"pixel_values": {0: "batch"}, CALIBRATED_OUTPUT: {0: "batch"},
+                          UNCALIBRATED_OUTPUT: {0: "batch"}},
             opset_version=opset,
             dynamo=False,
         )
@@ -104,6 +119,9 @@ def _add_metadata(run: Run, onnx_path: Path) -> None:
         "vitune_mean": json.dumps(list(run.prep.mean)),
         "vitune_std": json.dumps(list(run.prep.std)),
         "vitune_input": "pixel_values: float32 [batch, 3, S, S], RGB, (x / 255 - mean) / std",
+        "vitune_temperature": json.dumps(run.temperature),
+        "vitune_outputs": f"{CALIBRATED_OUTPUT}: the logits divided by vitune_temperature (calibrated); "
+                          f"{UNCALIBRATED_OUTPUT}: the model's own logits",
     }
     if not run.task.is_classification:
         values["vitune_label_range"] = json.dumps(getattr(run.config, "vitune_label_range", None))
@@ -122,8 +140,8 @@ def _session(path: Path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def _onnx_logits(session, batches, run: Run) -> np.ndarray:
-    outputs = [session.run(["logits"], {"pixel_values": normalize(torch.as_tensor(b), run.prep).numpy()})[0]
+def _onnx_logits(session, batches, run: Run, output: str = UNCALIBRATED_OUTPUT) -> np.ndarray:
+    outputs = [session.run([output], {"pixel_values": normalize(torch.as_tensor(b), run.prep).numpy()})[0]
                for b in batches]
     return np.concatenate(outputs)
 
@@ -187,7 +205,8 @@ def require_onnx_extra() -> None:
 
 @dataclass
 class ExportResult:
-    """The exported file and its checks; ``quantized`` is None without ``--quantize``."""
+    """The exported file and its checks; ``quantized`` is None without ``--quantize``; ``temperature`` is the
+    one baked into its ``logits`` (None: the run has none, ``logits`` are the model's own)."""
 
     onnx: Path
     opset: int
@@ -197,6 +216,7 @@ class ExportResult:
     max_abs_diff: float
     tolerance: float
     quantized: dict | None = None
+    temperature: list[float] | None = None
 
 
 def _verified_export(run: Run, onnx_path: Path, config: ExportConfig, check: np.ndarray) -> ExportResult:
@@ -207,7 +227,10 @@ def _verified_export(run: Run, onnx_path: Path, config: ExportConfig, check: np.
     _add_metadata(run, onnx_path)
     seconds = time.perf_counter() - start
     reference = run.logits([check])
-    max_diff = float(np.abs(_onnx_logits(_session(onnx_path), [check], run) - reference).max())
+    session = _session(onnx_path)
+    calibrated = apply_temperature(reference, run.temperature)
+    max_diff = max(float(np.abs(_onnx_logits(session, [check], run) - reference).max()),
+                   float(np.abs(_onnx_logits(session, [check], run, CALIBRATED_OUTPUT) - calibrated).max()))
     log.debug("onnxruntime vs torch on %d images: max abs logit difference %.3g", len(check), max_diff)
     if not max_diff <= config.tolerance:
         raise UserError(
@@ -215,7 +238,7 @@ def _verified_export(run: Run, onnx_path: Path, config: ExportConfig, check: np.
             "try another --opset or loosen --tolerance"
         )
     return ExportResult(onnx_path, config.opset, round(onnx_path.stat().st_size / 2**20, 2), round(seconds, 2),
-                        int(len(check)), max_diff, config.tolerance)
+                        int(len(check)), max_diff, config.tolerance, temperature=run.temperature)
 
 
 def export_onnx(config: ExportConfig) -> ExportResult:

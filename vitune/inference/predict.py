@@ -31,6 +31,7 @@ from vitune.data.inputs import decoded_batches, expand_inputs
 from vitune.data.sources.base import Skipped
 from vitune.errors import UserError
 from vitune.inference.backend import TORCH, backend_device, open_backend
+from vitune.inference.tta import NO_TTA, TestTimeAugmentation
 from vitune.models.folds import FoldEnsemble, load_scoring_run
 from vitune.models.run import load_run
 from vitune.storage.atomic import atomic_file
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from vitune.explain import ExplainResult
 
 log = logging.getLogger(__name__)
+
+TTA_COLUMN = "tta"  # the CSV column naming the --tta views, present only with flip or crops
 
 
 @dataclass
@@ -62,42 +65,50 @@ class Predictions:
     thresholds: list[float] | None = None
     out: Path | None = None
     explanations: ExplainResult | None = None  # with ``--explain``
+    tta: str = NO_TTA  # the ``--tta`` views the scores are averaged over
 
     @property
     def rows(self) -> list[dict]:
         """One CSV row per predicted image."""
-        return _rows(get_task(self.task), self.labels, self.files, self.scores, self.thresholds)
+        return _rows(get_task(self.task), self.labels, self.files, self.scores, self.thresholds, self.tta)
 
 
 @dataclass
 class Scorer:
-    """How one head turns a pixel batch into scores, with the run's task, labels and image size."""
+    """How one head turns a pixel batch into scores, with the run's task, labels and image size.
+
+    ``tta`` names the test-time augmentation ``scores`` averages over (``none``: the image alone).
+    """
 
     task: Task
     labels: list[str]
     image_size: int
     scores: Callable[[np.ndarray], np.ndarray]
     thresholds: np.ndarray | None
+    tta: str = NO_TTA
 
 
 def make_scorer(run_dir: Path | str, head: str = MODEL_HEAD, heads_dir: Path | str | None = None,
-                device: str | None = None, backend: str = TORCH) -> Scorer:
+                device: str | None = None, backend: str = TORCH, tta: str = NO_TTA) -> Scorer:
     """The fine-tuned model (``head="model"``) or a saved frozen-backbone head of the run.
 
     ``backend`` (torch, onnx, onnx-int8) computes the model's logits; the scores are taken from
-    them the same way on each. A cross-validation parent (``cv.json``) scores with its folds' ensemble.
+    them the same way on each. ``tta`` (none, flip, crops) averages each image's calibrated scores
+    over its views, made on the device that scores them (:mod:`vitune.inference.tta`). A cross-validation
+    parent (``cv.json``) scores with its folds' ensemble.
     """
     run = load_scoring_run(run_dir, backend_device(backend, device))
     if isinstance(run, FoldEnsemble) and head != MODEL_HEAD:
         raise UserError(f"{run_dir} is a cross-validation: its folds' ensemble has no {head} head; drop --head, "
                         f"or score one fold's heads (vitune predict {RunDir(run_dir).fold(0)} ... --head {head})")
+    augmentation = TestTimeAugmentation(tta, run.device)
     if head == MODEL_HEAD:
         logits = open_backend(run, backend)
 
         def scores(pixels: np.ndarray) -> np.ndarray:
             return run.logits_to_scores(logits.logits(pixels))
 
-        return Scorer(run.task, run.labels, run.prep.image_size, scores, run.thresholds())
+        return Scorer(run.task, run.labels, run.prep.image_size, augmentation.wrap(scores), run.thresholds(), tta)
     if backend != TORCH:
         raise UserError(f"--backend {backend} scores with the fine-tuned model; the {head} head embeds with torch: "
                         "drop --head or use --backend torch")
@@ -109,12 +120,24 @@ def make_scorer(run_dir: Path | str, head: str = MODEL_HEAD, heads_dir: Path | s
     if task.tunes_thresholds:
         log.info("head %s: multi-label decisions at 0.5 (tuned thresholds belong to the model)", head)
     score = heads_scorer(heads_dir, head, model=run)  # embedded on the run's --device
-    return Scorer(task, list(config["labels"]), run.prep.image_size, score, None)
+    return Scorer(task, list(config["labels"]), run.prep.image_size, augmentation.wrap(score), None, tta)
 
 
-def _rows(task: Task, labels: list[str], files: list[str], scores: np.ndarray, thresholds) -> list[dict]:
+def _rows(task: Task, labels: list[str], files: list[str], scores: np.ndarray, thresholds,
+          tta: str = NO_TTA) -> list[dict]:
+    """One row per file; under ``--tta flip|crops`` each row also names the views (a ``tta`` column)."""
     cutoffs = thresholds if thresholds is not None else np.full(len(labels), 0.5)
-    return [task.prediction_row(file, row, labels, cutoffs) for file, row in zip(files, scores)]
+    rows = [task.prediction_row(file, row, labels, cutoffs) for file, row in zip(files, scores)]
+    if tta != NO_TTA:
+        for row in rows:
+            row[TTA_COLUMN] = tta
+    return rows
+
+
+def prediction_columns(task: Task, labels: list[str], tta: str = NO_TTA) -> list[str]:
+    """The CSV columns: the task's, then ``tta`` when the scores are averaged over views."""
+    columns = task.prediction_columns(labels)
+    return columns if tta == NO_TTA else [*columns, TTA_COLUMN]
 
 
 def _csv_file(path: Path | str | None) -> ContextManager[TextIO | None]:
@@ -142,8 +165,8 @@ def predict(config: PredictConfig) -> Predictions:
     files, skipped = expand_inputs(config.inputs)
     if config.explain is not None:
         RunDir(config.run).require()  # one model to explain, said before the scoring: a cross-validation's are its folds
-    scorer = make_scorer(config.run, config.head, config.heads_dir, config.device, config.backend)
-    columns = scorer.task.prediction_columns(scorer.labels)
+    scorer = make_scorer(config.run, config.head, config.heads_dir, config.device, config.backend, config.tta)
+    columns = prediction_columns(scorer.task, scorer.labels, scorer.tta)
     thresholds = None if scorer.thresholds is None else [float(t) for t in scorer.thresholds]
     names: list[str] = []
     scores: list[np.ndarray] = []
@@ -154,7 +177,7 @@ def predict(config: PredictConfig) -> Predictions:
         for batch_files, pixels in decoded_batches(files, scorer.image_size, config.batch_size, skipped):
             batch_scores = scorer.scores(pixels)
             if writer is not None:
-                writer.writerows(_rows(scorer.task, scorer.labels, batch_files, batch_scores, thresholds))
+                writer.writerows(_rows(scorer.task, scorer.labels, batch_files, batch_scores, thresholds, scorer.tta))
             names += batch_files
             scores.append(batch_scores)
         if not names:
@@ -162,7 +185,7 @@ def predict(config: PredictConfig) -> Predictions:
             raise UserError(f"no image to predict{f' ({reasons})' if reasons else ''}: give readable image files")
     result = Predictions(task=scorer.task.name, labels=scorer.labels, head=config.head, columns=columns, files=names,
                          scores=np.concatenate(scores), skipped=skipped, thresholds=thresholds,
-                         out=None if config.out is None else Path(config.out))
+                         out=None if config.out is None else Path(config.out), tta=config.tta)
     if config.explain is not None:
         from vitune.explain import write_explanations
 

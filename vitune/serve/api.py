@@ -100,7 +100,7 @@ def build_api(served: ServedModel, max_upload_bytes: int, explainer: ServedExpla
         task = served.scorer.task
         batches = {str(size): count for size, count in sorted(served.batcher.batch_sizes.items())}
         return {"status": "ok", "run": served.name, "head": served.head, "task": task.name, "labels": served.labels,
-                "batch_sizes": batches}
+                "tta": served.scorer.tta, "batch_sizes": batches}
 
     @app.post("/v1/predict")
     async def predict(request: Request) -> JSONResponse:

@@ -80,7 +80,7 @@ def serve(config: ServeConfig, echo: Callable[[str], None] = print) -> None:
     scheme = "http" if config.ssl_certfile is None else "https"
     login = "token required" if token is not None else "no login"
     echo(f"vitune serve: {scheme}://{config.host}:{port}/ (run {app.state.served.name}, head {config.head}, "
-         f"backend {config.backend}, {login}; API: GET /healthz, POST /v1/predict) - Ctrl-C stops")
+         f"backend {config.backend}, --tta {config.tta}, {login}; API: GET /healthz, POST /v1/predict) - Ctrl-C stops")
     server = uvicorn.Server(settings)
     try:
         server.run(sockets=[sock])

@@ -31,6 +31,7 @@ class Prediction:
     scores: dict[str, float]  # per label (regression: the one output's value)
     predicted: list[str]
     value: float | None = None  # regression only
+    tta: str = "none"  # the --tta views the scores are averaged over
 
     def response(self, **extra) -> dict:
         """The JSON body of ``POST /v1/predict``; each keyword adds a field (``peaks=...``)."""
@@ -39,6 +40,7 @@ class Prediction:
             body["predicted"] = self.predicted
         else:
             body["value"] = self.value
+        body["tta"] = self.tta
         return {**body, **extra}
 
 
@@ -58,7 +60,7 @@ class ServedModel:
     @classmethod
     def from_config(cls, config: ServeConfig) -> "ServedModel":
         """Load the run and head named by ``config`` (the weights are read now, not at the first request)."""
-        scorer = make_scorer(config.run, config.head, config.heads_dir, config.device, config.backend)
+        scorer = make_scorer(config.run, config.head, config.heads_dir, config.device, config.backend, config.tta)
         served = cls(scorer, config.max_batch, Path(config.run).resolve().name, config.head)
         served.warm_up()
         return served
@@ -91,7 +93,7 @@ class ServedModel:
         """The answer for one image's score row."""
         if not self.is_classification:
             value = float(scores)
-            return Prediction(file, {self.labels[0]: value}, [], value)
+            return Prediction(file, {self.labels[0]: value}, [], value, self.scorer.tta)
         task = self.scorer.task
         cutoffs = self.cutoffs if self.cutoffs is not None else DEFAULT_CUTOFF  # single-label: unused (argmax)
         decided = task.hard_predictions(scores[None, :], cutoffs)[0]
@@ -99,4 +101,4 @@ class ServedModel:
             predicted = [label for label, on in zip(self.labels, decided) if on]
         else:
             predicted = [self.labels[int(decided)]]
-        return Prediction(file, {label: float(p) for label, p in zip(self.labels, scores)}, predicted)
+        return Prediction(file, {label: float(p) for label, p in zip(self.labels, scores)}, predicted, tta=self.scorer.tta)

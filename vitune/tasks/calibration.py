@@ -19,6 +19,7 @@ import numpy as np
 from vitune.tasks.base import Task
 
 BINS = 15
+PROBABILITY_FLOOR = 1e-7  # probabilities are clipped to [floor, 1 - floor] before their logit is taken
 LOG_T_BOUNDS = (-4.0, 4.0)  # temperatures between e^-4 and e^4
 TOP_LABEL = "top label"  # single-label calibration is of the top label's probability
 
@@ -147,6 +148,28 @@ def apply_temperature(logits: np.ndarray, temperature: list[float] | None) -> np
     if temperature is None:
         return logits
     return np.asarray(logits, dtype=np.float64) / np.asarray(temperature, dtype=np.float64)
+
+
+def probability_logits(task: Task, probs: np.ndarray) -> np.ndarray:
+    """Logits that the task's scores turn back into ``probs``: ``log(p / (1 - p))`` per label (multi-label,
+    the sigmoid's inverse) or ``log p`` (single-label: softmax ignores a constant per row).
+
+    A head whose output is a probability rather than a logit (the SVM's Platt sigmoid, the MLP, an
+    ensemble's mean) is calibrated on these: dividing them by a temperature is temperature scaling of
+    the head's own probabilities, and for a head that is a sigmoid/softmax of logits (logistic
+    regression, the run's classifier) they are those logits again.
+    """
+    clipped = np.clip(np.asarray(probs, dtype=np.float64), PROBABILITY_FLOOR, 1.0 - PROBABILITY_FLOOR)
+    if task.multi_output:
+        return np.log(clipped) - np.log1p(-clipped)
+    return np.log(clipped)
+
+
+def calibrated_probabilities(task: Task, probs: np.ndarray, temperature: list[float] | None) -> np.ndarray:
+    """A head's probabilities temperature-scaled through :func:`probability_logits` (unchanged for None)."""
+    if temperature is None:
+        return probs
+    return task.scores(apply_temperature(probability_logits(task, probs), temperature))
 
 
 def fitted_calibration(task: Task, logits: np.ndarray, y_true, labels: list[str], model_config=None) -> dict | None:
