@@ -1,6 +1,7 @@
 """`--tta none|flip|crops`: the views, their average of calibrated probabilities, and TTA over torch, ONNX and heads."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -15,6 +16,7 @@ from vitune.config import EvaluateConfig, HeadsConfig, PredictConfig
 from vitune.data.dataset_dir import load_dataset_dir
 from vitune.errors import UserError
 from vitune.evaluation.evaluate import evaluate
+from vitune.evaluation.report import metrics_section
 from vitune.heads import fit_heads, heads_scorer
 from vitune.inference.predict import make_scorer, predict
 from vitune.inference.tta import TestTimeAugmentation, resized_side
@@ -121,6 +123,8 @@ def test_evaluate_records_the_tta_and_scores_with_the_averaged_views(run_dir, pi
     scores = make_scorer(run_dir, device="cpu", tta="flip").scores(np.asarray(validation["pixel_values"]))
     expected = get_task("multi_label").metrics(np.asarray(validation["labels"]), scores, ["a", "b", "c"])
     assert document["metrics"]["roc_auc_macro"] == pytest.approx(expected.metrics["roc_auc_macro"], abs=1e-9)
+    assert "Scores averaged over test-time augmented views (--tta flip)." in metrics_section(Path(run_dir), None,
+                                                                                          [document])
     plain = evaluate(EvaluateConfig(run=run_dir, split="validation", bootstrap=20, device="cpu"))
     assert json.loads(plain.path.read_text())["tta"] == "none"
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", run_dir, "--tta", "mirror")

@@ -142,7 +142,8 @@ def _evaluation(run_dir: Path, result: dict) -> dict:
     boot = result.get("bootstrap") or {}
     return {"split": split, "num_samples": result.get("num_samples"), "note": note, "metrics": _metric_rows(result),
             "resamples": boot.get("resamples"), "seed": boot.get("seed"),
-            "tuned_on": (result.get("thresholds") or {}).get("tuned_on"), "figures": _figures(shown)}
+            "tuned_on": (result.get("thresholds") or {}).get("tuned_on"), "tta": result.get("tta") or "none",
+            "figures": _figures(shown)}
 
 
 def metrics_section(run_dir: Path, metrics: dict | None, evaluations: list[dict]) -> Markup:
