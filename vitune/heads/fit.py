@@ -27,6 +27,7 @@ from vitune.heads.storage import load_heads, read_heads_config, save_heads
 from vitune.heads.svm import SVMHead
 from vitune.models.embeddings import extract_embeddings
 from vitune.models.encoder import Encoder
+from vitune.models.ood import fit_ood, training_sample
 from vitune.models.run import open_model
 from vitune.storage.atomic import remove_stale_temp_files, write_atomic
 from vitune.storage.layout import HeadsDir, RunDir
@@ -140,8 +141,22 @@ def _fit_heads(config: HeadsConfig, where: HeadsDir) -> HeadsResult:
     save_heads(where.root, fitted, {"task": info.task, "labels": list(info.labels), "pooling": config.pooling,
                                     "model": str(model_path.resolve()) if model_path.exists() else config.model,
                                     "model_identity": encoder.identity})
+    save_ood_statistics(where, train.values, val.values, config.pooling)
     write_atomic(where.report, json.dumps(result.to_json(), indent=2) + "\n")
     return result
+
+
+def save_ood_statistics(where: HeadsDir, train_values: np.ndarray, validation_values: np.ndarray,
+                        pooling: str) -> None:
+    """``ood.safetensors`` of the heads' own embeddings (already computed: no extra pass), on at most
+    :data:`vitune.models.ood.MAX_TRAIN_ROWS` training rows."""
+    rows = training_sample(len(train_values))
+    statistics = fit_ood(train_values[rows], validation_values, f"heads embedding ({pooling})",
+                         train_rows=len(train_values))
+    if statistics is None:
+        where.ood.unlink(missing_ok=True)
+        return
+    statistics.save(where.ood)
 
 
 def _check_heads_fit(encoder: Encoder, config: dict, heads_dir: Path | str) -> None:
@@ -155,9 +170,10 @@ def _check_heads_fit(encoder: Encoder, config: dict, heads_dir: Path | str) -> N
         log.warning("the model changed since these heads were fitted; run `vitune heads` again")
 
 
-def heads_scorer(heads_dir: Path | str, head: str = "ensemble",
-                 model: str | Path | Encoder | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """A function scoring one uint8 pixel batch ``[B, 3, S, S]`` with saved head ``head`` (files read once).
+def heads_forward(heads_dir: Path | str, head: str = "ensemble", model: str | Path | Encoder | None = None
+                  ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """A function giving the scores of saved head ``head`` for one uint8 pixel batch ``[B, 3, S, S]`` and the
+    embeddings ``[B, D]`` they were computed from (files read once).
 
     The images are embedded with ``model`` (an opened :class:`Encoder` or :class:`vitune.models.run.Run`,
     or a path; default: the MODEL the heads were fitted on, e.g. the RUN_DIR) and the saved pooling;
@@ -171,9 +187,21 @@ def heads_scorer(heads_dir: Path | str, head: str = "ensemble",
     _check_heads_fit(encoder, config, heads_dir)
     fitted = load_heads(heads_dir)[head]
 
-    def score(pixels: np.ndarray) -> np.ndarray:
+    def forward(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         embeddings, logits = encoder.encode(pixels, config["pooling"])
-        return fitted.predict_scores(embeddings.astype(np.float32), logits)
+        embeddings = embeddings.astype(np.float32)
+        return fitted.predict_scores(embeddings, logits), embeddings
+
+    return forward
+
+
+def heads_scorer(heads_dir: Path | str, head: str = "ensemble",
+                 model: str | Path | Encoder | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """A function scoring one uint8 pixel batch ``[B, 3, S, S]`` with saved head ``head`` (see :func:`heads_forward`)."""
+    forward = heads_forward(heads_dir, head, model)
+
+    def score(pixels: np.ndarray) -> np.ndarray:
+        return forward(pixels)[0]
 
     return score
 

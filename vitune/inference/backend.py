@@ -30,8 +30,9 @@ import numpy as np
 
 from vitune.config import ExportConfig
 from vitune.errors import UserError
-from vitune.inference.export import export_onnx, require_onnx_extra
+from vitune.inference.export import FEATURES, LOGITS, classifier_outputs, export_onnx, require_onnx_extra
 from vitune.models.aliases import Preprocessing
+from vitune.models.ood import logits_and_features
 from vitune.models.run import Run
 from vitune.storage.atomic import replace_dir, staging_dir, write_atomic
 from vitune.storage.layout import RunDir
@@ -54,6 +55,9 @@ class LogitsBackend(Protocol):
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """float32 logits ``[B, K]`` of a uint8 ``[B, C, S, S]`` batch (C = 1 or 3)."""
 
+    def logits_and_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The logits and, from the same forward pass, the feature ``[B, D]`` the classifier read."""
+
 
 class TorchBackend:
     """The run's PyTorch model on its ``--device``."""
@@ -66,6 +70,10 @@ class TorchBackend:
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """float32 logits ``[B, K]`` of a uint8 batch."""
         return self.run.logits([pixels])
+
+    def logits_and_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 logits ``[B, K]`` and classifier input ``[B, D]`` of a uint8 batch."""
+        return logits_and_features(self.run, pixels)
 
 
 class OnnxBackend:
@@ -85,11 +93,20 @@ class OnnxBackend:
         self.scale = (1.0 / (255.0 * std)).astype(np.float32)
         self.shift = (-mean / std).astype(np.float32)
 
-    def logits(self, pixels: np.ndarray) -> np.ndarray:
-        """float32 logits ``[B, K]`` of a uint8 batch (one channel broadcasts to RGB)."""
+    def outputs(self, names: list[str], pixels: np.ndarray) -> list[np.ndarray]:
+        """The graph's outputs ``names`` for a uint8 batch (one channel broadcasts to RGB)."""
         batch = np.broadcast_to(pixels, (pixels.shape[0], 3, *pixels.shape[2:]))
         normalized = batch.astype(np.float32) * self.scale + self.shift
-        return self.session.run(["logits"], {"pixel_values": normalized})[0]
+        return self.session.run(names, {"pixel_values": normalized})
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 logits ``[B, K]`` of a uint8 batch."""
+        return self.outputs([LOGITS], pixels)[0]
+
+    def logits_and_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 logits ``[B, K]`` and classifier input ``[B, D]`` of a uint8 batch, in one run of the graph."""
+        logits, features = self.outputs([LOGITS, FEATURES], pixels)
+        return logits, features
 
 
 def available_cores() -> int:
@@ -123,8 +140,10 @@ def _read_record(export_dir: Path) -> dict | None:
         return None
 
 
-def _is_fresh(record: dict | None, export_dir: Path, source: str) -> bool:
+def _is_fresh(record: dict | None, export_dir: Path, source: str, outputs: list[str]) -> bool:
     if record is None or record.get("source_sha256") != source:
+        return False
+    if record.get("outputs", [LOGITS]) != outputs:  # exported before the graph gave the classifier's features
         return False
     return all((export_dir / name).is_file() for name in (ONNX_FILE, INT8_FILE))
 
@@ -132,14 +151,15 @@ def _is_fresh(record: dict | None, export_dir: Path, source: str) -> bool:
 def exported_models(run: Run) -> dict:
     """``RUN_DIR/export/export.json``: the ONNX files of the run's current weights, exported now when missing or stale.
 
-    The record is ``{"source_sha256", "files": {"onnx": {"file", "sha256"}, "onnx-int8": {...}},
+    The record is ``{"source_sha256", "outputs", "files": {"onnx": {"file", "sha256"}, "onnx-int8": {...}},
     "max_abs_diff", "quantized"}``. The export is written in a staging folder under the output
     lock and renamed into place, so a reader never sees half of it.
     """
     export_dir = run.dir.export
     source = weights_digest(run)
     record = _read_record(export_dir)
-    if _is_fresh(record, export_dir, source):
+    outputs = classifier_outputs(run)
+    if _is_fresh(record, export_dir, source, outputs):
         return record
     require_onnx_extra()
     if not os.access(run.dir.root, os.W_OK):
@@ -150,6 +170,7 @@ def exported_models(run: Run) -> dict:
         result = export_onnx(ExportConfig(run=str(run.dir.root), onnx=str(staging / ONNX_FILE), quantize=True))
         record = {
             "source_sha256": source,
+            "outputs": outputs,
             "files": {
                 "onnx": {"file": ONNX_FILE, "sha256": file_digest(staging / ONNX_FILE)},
                 "onnx-int8": {"file": INT8_FILE, "sha256": file_digest(staging / INT8_FILE)},

@@ -1,7 +1,9 @@
 """``vitune export``: the run's model as ONNX, checked against torch, optionally int8-quantised.
 
 The graph takes ``pixel_values`` (float32 ``[batch, 3, S, S]``, normalised with the processor's
-mean/std, as ``transformers`` models do) and returns ``logits``; the batch axis is dynamic. The
+mean/std, as ``transformers`` models do) and returns ``logits`` and, for the families whose
+classifier module vitune knows, ``features``: the pooled feature the classifier reads, which the
+out-of-distribution check measures (:mod:`vitune.models.ood`); the batch axis is dynamic. The
 file's metadata carries what a deployment needs to use it without vitune: ``vitune_task``,
 ``vitune_labels``, ``vitune_image_size``, ``vitune_mean``/``vitune_std`` and, for multi-label
 runs evaluated by ``vitune evaluate``, ``vitune_thresholds``.
@@ -30,6 +32,7 @@ from vitune.config import ExportConfig
 from vitune.data.dataset_dir import load_dataset_dir
 from vitune.errors import UserError
 from vitune.models.forward import normalize, pixel_batches
+from vitune.models.ood import classifier_inputs, supports_ood
 from vitune.models.run import Run, load_run
 
 log = logging.getLogger(__name__)
@@ -39,15 +42,30 @@ EXPORT_BATCH = 2
 VALIDATION_SPLIT = "validation"
 
 
-class _LogitsOnly(torch.nn.Module):
-    """The classifier as a plain ``pixel_values -> logits`` function for tracing."""
+LOGITS = "logits"
+FEATURES = "features"
 
-    def __init__(self, model: torch.nn.Module):
+
+class _ClassifierOutputs(torch.nn.Module):
+    """The classifier as a plain ``pixel_values -> logits[, features]`` function for tracing; ``features`` is
+    the input of its classifier module (what the out-of-distribution check measures)."""
+
+    def __init__(self, model: torch.nn.Module, with_features: bool):
         super().__init__()
         self.model = model
+        self.with_features = with_features
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values=pixel_values).logits
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if not self.with_features:
+            return self.model(pixel_values=pixel_values).logits
+        with classifier_inputs(self.model) as captured:
+            logits = self.model(pixel_values=pixel_values).logits
+        return logits, captured[-1]
+
+
+def classifier_outputs(run: Run) -> list[str]:
+    """The outputs of a run's exported graph: ``logits``, and ``features`` where the family names its classifier."""
+    return [LOGITS, FEATURES] if supports_ood(run.config) else [LOGITS]
 
 
 def _validation_split(data: Path | str | None, run: Run):
@@ -74,19 +92,23 @@ def _check_pixels(validation, image_size: int, count: int = CHECK_IMAGES) -> np.
     return rng.integers(0, 256, size=(count, 3, image_size, image_size), dtype=np.uint8)
 
 
-def _export(run: Run, onnx_path: Path, opset: int) -> None:
-    example = torch.zeros(EXPORT_BATCH, 3, run.prep.image_size, run.prep.image_size)
+def export_graph(module: torch.nn.Module, image_size: int, onnx_path: Path, opset: int, outputs: list[str]) -> None:
+    """Trace ``module`` (``pixel_values [batch, 3, S, S] -> outputs``, batch axis dynamic) into ``onnx_path``.
+
+    The one exporter: the classifier of ``vitune export`` and ``--backend`` and the heads' encoder go through it.
+    """
+    example = torch.zeros(EXPORT_BATCH, 3, image_size, image_size)
     with warnings.catch_warnings():
         # The TorchScript exporter's deprecation notice and trace warnings about python-level shape checks
-        # (ViT's image-size assertion) are expected: the traced graph is verified numerically below.
+        # (ViT's image-size assertion) are expected: the traced graph is verified numerically by the callers.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _LogitsOnly(run.model),
+            module,
             (example,),
             str(onnx_path),
             input_names=["pixel_values"],
-            output_names=["logits"],
-            dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+            output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in ["pixel_values", *outputs]},
             opset_version=opset,
             dynamo=False,
         )
@@ -104,6 +126,7 @@ def _add_metadata(run: Run, onnx_path: Path) -> None:
         "vitune_mean": json.dumps(list(run.prep.mean)),
         "vitune_std": json.dumps(list(run.prep.std)),
         "vitune_input": "pixel_values: float32 [batch, 3, S, S], RGB, (x / 255 - mean) / std",
+        "vitune_outputs": json.dumps(classifier_outputs(run)),
     }
     if not run.task.is_classification:
         values["vitune_label_range"] = json.dumps(getattr(run.config, "vitune_label_range", None))
@@ -203,7 +226,9 @@ def _verified_export(run: Run, onnx_path: Path, config: ExportConfig, check: np.
     """Export, add the metadata and check onnxruntime against torch on ``check`` images."""
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    _export(run, onnx_path, config.opset)
+    outputs = classifier_outputs(run)
+    export_graph(_ClassifierOutputs(run.model, FEATURES in outputs), run.prep.image_size, onnx_path, config.opset,
+                 outputs)
     _add_metadata(run, onnx_path)
     seconds = time.perf_counter() - start
     reference = run.logits([check])

@@ -10,6 +10,12 @@ Multi-label decisions use ``RUN_DIR/thresholds.json`` (tuned on validation by ``
 evaluate``) when present, else 0.5; single-label takes the most probable class; regression gives
 the value in the target's units.
 
+Images unlike the training data are flagged where the run (or its heads) stored out-of-distribution
+statistics (:mod:`vitune.models.ood`): the CSV gains ``ood_distance`` (the Mahalanobis distance of
+the image's embedding to the training images') and ``ood`` (``True`` over the threshold set on
+validation), computed from the same forward pass as the scores. A run without them says so once and
+writes neither column.
+
 It streams: each batch is decoded, scored and its CSV rows written before the next is read, and
 the result keeps only the file names and a score matrix, so memory stays flat however many
 images a folder holds (``bench/predict_memory.py``).
@@ -31,15 +37,20 @@ from vitune.data.inputs import decoded_batches, expand_inputs
 from vitune.data.sources.base import Skipped
 from vitune.errors import UserError
 from vitune.inference.backend import TORCH, backend_device, open_backend
+from vitune.models.ood import OodStatistics
 from vitune.models.run import load_run
 from vitune.storage.atomic import atomic_file
-from vitune.storage.layout import RunDir
+from vitune.storage.layout import HeadsDir, RunDir
 from vitune.tasks import Task, get_task
 
 if TYPE_CHECKING:
     from vitune.explain import ExplainResult
 
 log = logging.getLogger(__name__)
+
+OOD_DISTANCE_COLUMN = "ood_distance"
+OOD_COLUMN = "ood"
+OOD_COLUMNS = [OOD_DISTANCE_COLUMN, OOD_COLUMN]
 
 
 @dataclass
@@ -61,11 +72,48 @@ class Predictions:
     thresholds: list[float] | None = None
     out: Path | None = None
     explanations: ExplainResult | None = None  # with ``--explain``
+    ood_distances: np.ndarray | None = None  # ``[N]``, where the run has out-of-distribution statistics
+    ood_threshold: float | None = None
 
     @property
     def rows(self) -> list[dict]:
-        """One CSV row per predicted image."""
-        return _rows(get_task(self.task), self.labels, self.files, self.scores, self.thresholds)
+        """One CSV row per predicted image (with ``ood_distance`` and ``ood`` where the run flags them)."""
+        scored = ScoredBatch(self.scores, self.ood_distances, self.ood_threshold)
+        return _rows(get_task(self.task), self.labels, self.files, scored, self.thresholds)
+
+
+@dataclass
+class ScoredRow:
+    """One image's scores and, where the run has the statistics, its out-of-distribution distance and flag."""
+
+    scores: np.ndarray
+    ood_distance: float | None = None
+    ood: bool | None = None
+
+
+@dataclass
+class ScoredBatch:
+    """A batch's scores ``[B, K]`` (regression ``[B]``) and its distances ``[B]`` (None without statistics)."""
+
+    scores: np.ndarray
+    ood_distances: np.ndarray | None = None
+    ood_threshold: float | None = None
+
+    def rows(self) -> list[ScoredRow]:
+        """The batch one image at a time."""
+        if self.ood_distances is None:
+            return [ScoredRow(row) for row in self.scores]
+        return [ScoredRow(row, float(distance), bool(distance > self.ood_threshold))
+                for row, distance in zip(self.scores, self.ood_distances)]
+
+
+@dataclass
+class OodCheck:
+    """What flags inputs unlike the training data: the stored statistics and a forward pass giving the
+    scores and the embedding they are measured on, together."""
+
+    statistics: OodStatistics
+    scores_and_features: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -77,6 +125,25 @@ class Scorer:
     image_size: int
     scores: Callable[[np.ndarray], np.ndarray]
     thresholds: np.ndarray | None
+    ood: OodCheck | None = None
+
+    def score_batch(self, pixels: np.ndarray) -> ScoredBatch:
+        """The scores of a uint8 batch and, with an :class:`OodCheck`, the distances, from one forward pass."""
+        if self.ood is None:
+            return ScoredBatch(self.scores(pixels))
+        scores, features = self.ood.scores_and_features(pixels)
+        statistics = self.ood.statistics
+        return ScoredBatch(scores, statistics.distances(features), statistics.threshold)
+
+    @property
+    def columns(self) -> list[str]:
+        """The CSV columns of ``vitune predict``: the task's, then ``ood_distance`` and ``ood`` when flagged."""
+        return self.task.prediction_columns(self.labels) + (OOD_COLUMNS if self.ood is not None else [])
+
+
+def _say_no_statistics(where: Path) -> None:
+    log.warning("%s has no out-of-distribution statistics (fitted by `vitune train` and `vitune heads` since 0.3): "
+                "no ood column", where)
 
 
 def make_scorer(run_dir: Path | str, head: str = MODEL_HEAD, heads_dir: Path | str | None = None,
@@ -93,24 +160,46 @@ def make_scorer(run_dir: Path | str, head: str = MODEL_HEAD, heads_dir: Path | s
         def scores(pixels: np.ndarray) -> np.ndarray:
             return run.logits_to_scores(logits.logits(pixels))
 
-        return Scorer(run.task, run.labels, run.prep.image_size, scores, run.thresholds())
+        def scores_and_features(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            batch_logits, features = logits.logits_and_features(pixels)
+            return run.logits_to_scores(batch_logits), features
+
+        statistics = OodStatistics.load(run.dir.ood)
+        if statistics is None:
+            _say_no_statistics(run.dir.root)
+        ood = None if statistics is None else OodCheck(statistics, scores_and_features)
+        return Scorer(run.task, run.labels, run.prep.image_size, scores, run.thresholds(), ood)
     if backend != TORCH:
         raise UserError(f"--backend {backend} scores with the fine-tuned model; the {head} head embeds with torch: "
                         "drop --head or use --backend torch")
-    from vitune.heads import heads_scorer, read_heads_config
+    from vitune.heads import heads_forward, read_heads_config
 
     heads_dir = Path(heads_dir) if heads_dir is not None else RunDir(run_dir).heads
     config = read_heads_config(heads_dir)
     task = get_task(config["task"])
     if task.tunes_thresholds:
         log.info("head %s: multi-label decisions at 0.5 (tuned thresholds belong to the model)", head)
-    score = heads_scorer(heads_dir, head, model=run)  # embedded on the run's --device
-    return Scorer(task, list(config["labels"]), run.prep.image_size, score, None)
+    forward = heads_forward(heads_dir, head, model=run)  # embedded on the run's --device
+
+    def score(pixels: np.ndarray) -> np.ndarray:
+        return forward(pixels)[0]
+
+    statistics = OodStatistics.load(HeadsDir(heads_dir).ood)
+    if statistics is None:
+        _say_no_statistics(heads_dir)
+    ood = None if statistics is None else OodCheck(statistics, forward)
+    return Scorer(task, list(config["labels"]), run.prep.image_size, score, None, ood)
 
 
-def _rows(task: Task, labels: list[str], files: list[str], scores: np.ndarray, thresholds) -> list[dict]:
+def _rows(task: Task, labels: list[str], files: list[str], scored: ScoredBatch, thresholds) -> list[dict]:
     cutoffs = thresholds if thresholds is not None else np.full(len(labels), 0.5)
-    return [task.prediction_row(file, row, labels, cutoffs) for file, row in zip(files, scores)]
+    rows = []
+    for file, row in zip(files, scored.rows()):
+        values = task.prediction_row(file, row.scores, labels, cutoffs)
+        if row.ood_distance is not None:
+            values[OOD_DISTANCE_COLUMN], values[OOD_COLUMN] = row.ood_distance, row.ood
+        rows.append(values)
+    return rows
 
 
 def _csv_file(path: Path | str | None) -> ContextManager[TextIO | None]:
@@ -137,26 +226,31 @@ def predict(config: PredictConfig) -> Predictions:
     """
     files, skipped = expand_inputs(config.inputs)
     scorer = make_scorer(config.run, config.head, config.heads_dir, config.device, config.backend)
-    columns = scorer.task.prediction_columns(scorer.labels)
+    columns = scorer.columns
     thresholds = None if scorer.thresholds is None else [float(t) for t in scorer.thresholds]
     names: list[str] = []
     scores: list[np.ndarray] = []
+    distances: list[np.ndarray] = []
     with _csv_file(config.out) as handle:  # an error or Ctrl-C leaves an earlier file at that path as it was
         writer = None if handle is None else csv.DictWriter(handle, fieldnames=columns)
         if writer is not None:
             writer.writeheader()
         for batch_files, pixels in decoded_batches(files, scorer.image_size, config.batch_size, skipped):
-            batch_scores = scorer.scores(pixels)
+            scored = scorer.score_batch(pixels)
             if writer is not None:
-                writer.writerows(_rows(scorer.task, scorer.labels, batch_files, batch_scores, thresholds))
+                writer.writerows(_rows(scorer.task, scorer.labels, batch_files, scored, thresholds))
             names += batch_files
-            scores.append(batch_scores)
+            scores.append(scored.scores)
+            if scored.ood_distances is not None:
+                distances.append(scored.ood_distances)
         if not names:
             reasons = "; ".join(f"{Path(s.file).name}: {s.reason}" for s in skipped[:3])
             raise UserError(f"no image to predict{f' ({reasons})' if reasons else ''}: give readable image files")
     result = Predictions(task=scorer.task.name, labels=scorer.labels, head=config.head, columns=columns, files=names,
                          scores=np.concatenate(scores), skipped=skipped, thresholds=thresholds,
-                         out=None if config.out is None else Path(config.out))
+                         out=None if config.out is None else Path(config.out),
+                         ood_distances=np.concatenate(distances) if distances else None,
+                         ood_threshold=None if scorer.ood is None else scorer.ood.statistics.threshold)
     if config.explain is not None:
         from vitune.explain import write_explanations
 

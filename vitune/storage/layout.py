@@ -41,6 +41,8 @@ class RunDir:
     calibration = property(lambda self: self.root / "calibration.json",
                            doc="``calibration.json``: the temperatures fitted on validation (train, heads).")
     cv = property(lambda self: self.root / "cv.json", doc="``cv.json``: the folds of ``--folds K``.")
+    ood = property(lambda self: self.root / "ood.safetensors",
+                   doc="``ood.safetensors``: the training embeddings' statistics behind the out-of-distribution flag.")
     heads = property(lambda self: self.root / "heads", doc="``heads/``: the default heads directory.")
     report = property(lambda self: self.root / "report.html", doc="``report.html``.")
     adapter = property(lambda self: self.root / "adapter", doc="``adapter/``: the LoRA adapter alone (``--lora``).")
@@ -153,6 +155,7 @@ class HeadsDir:
     arrays = property(lambda self: self.root / "heads.safetensors", doc="Every fitted array.")
     report = property(lambda self: self.root / "heads.json", doc="The report of `vitune heads`.")
     embeddings = property(lambda self: self.root / "embeddings", doc="The embedding cache.")
+    ood = property(lambda self: self.root / "ood.safetensors", doc="The statistics of the heads' training embeddings.")
 
 
 @dataclass(frozen=True)
