@@ -106,7 +106,7 @@ class OodStatistics:
     @classmethod
     def load(cls, path: Path | str) -> OodStatistics | None:
         """The statistics saved at ``path``, or None when there are none (a run older than 0.3)."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         path = Path(path)
         if not path.is_file():
@@ -121,7 +121,7 @@ class OodStatistics:
                 train_rows=int(metadata["train_rows"]), train_rows_used=int(metadata["train_rows_used"]),
                 shrinkage=float(metadata["shrinkage"]), feature=metadata["feature"],
             )
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, SafetensorError) as exc:
             raise UserError(f"{path} is damaged ({exc}): delete it (predictions then carry no "
                             "out-of-distribution flag) or fit it again") from exc
 
