@@ -68,6 +68,32 @@ def test_export_is_recorded_reused_and_redone_when_the_weights_change(run_dir):
     assert redone.digest != first.digest
     pixels = np.random.default_rng(0).integers(0, 256, (3, 3, 32, 32), dtype=np.uint8)
     assert np.abs(redone.logits(pixels) - TorchBackend(retrained).logits(pixels)).max() < 1e-4
+    onnx_features, torch_features = redone.logits_and_features(pixels)[1], TorchBackend(retrained).logits_and_features(pixels)[1]
+    assert onnx_features.shape == (3, 32) and np.abs(onnx_features - torch_features).max() < 1e-4
+
+    record_path = RunDir(run_dir).export / "export.json"
+    record = json.loads(record_path.read_text())
+    assert record["outputs"] == ["logits", "features"]
+    del record["outputs"]  # an export made before the graph gave the classifier's features
+    record_path.write_text(json.dumps(record))
+    assert open_backend(retrained, "onnx").session.get_outputs()[1].name == "features"
+    assert json.loads(record_path.read_text())["outputs"] == ["logits", "features"]
+
+
+def test_ood_flags_are_the_same_on_onnx_as_on_torch(tmp_path_factory, tiny_vit, tmp_path):
+    import shutil
+
+    from ood_images import blank, photo_like
+    from tiny_run import chest_film_run
+
+    run_dir = shutil.copytree(chest_film_run(tmp_path_factory, tiny_vit), tmp_path / "run")
+    for name, pixels in {"blank.png": blank(32), "photo.png": photo_like(32)}.items():
+        Image.fromarray(pixels.transpose(1, 2, 0)).save(tmp_path / name)
+    inputs = [str(tmp_path / "blank.png"), str(tmp_path / "photo.png")]
+    on_torch = predict(PredictConfig(run=run_dir, inputs=inputs, device="cpu"))
+    on_onnx = predict(PredictConfig(run=run_dir, inputs=inputs, backend="onnx"))
+    np.testing.assert_allclose(on_onnx.ood_distances, on_torch.ood_distances, rtol=1e-4)
+    assert [row["ood"] for row in on_onnx.rows] == [row["ood"] for row in on_torch.rows] == [True, True]
 
 
 def test_evaluate_gives_torchs_metrics_on_onnx(run_dir):
