@@ -12,8 +12,9 @@ from vitune.config import EvaluateConfig, PredictConfig
 from vitune.data.inputs import decoded_batches, expand_inputs
 from vitune.errors import UserError
 from vitune.evaluation.evaluate import evaluate
-from vitune.inference.backend import OnnxBackend, TorchBackend, available_cores, file_digest, open_backend
+from vitune.inference.backend import OnnxBackend, TorchBackend, open_backend
 from vitune.inference.predict import predict
+from vitune.models.onnx import available_cores, file_digest
 from vitune.models.run import load_run
 from vitune.storage.layout import RunDir
 
@@ -103,9 +104,7 @@ def test_evaluate_gives_torchs_metrics_on_onnx(run_dir):
     assert on_onnx.thresholds["values"] == pytest.approx(on_torch.thresholds["values"], abs=1e-3)
 
 
-def test_a_head_or_a_gpu_with_onnx_is_one_clear_refusal(run_dir, image_folder, monkeypatch, capsys):
-    with pytest.raises(UserError, match="--backend onnx scores with the fine-tuned model"):
-        predict(PredictConfig(run=run_dir, inputs=[str(image_folder)], head="svm", backend="onnx"))
+def test_an_unknown_backend_is_one_clear_refusal(run_dir, image_folder, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "predict", run_dir, image_folder, "--backend", "tensorrt")
     assert code == 2 and "--backend 'tensorrt' is not supported" in err and "Traceback" not in err
 

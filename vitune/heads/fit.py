@@ -27,6 +27,7 @@ from vitune.heads.storage import load_heads, read_heads_config, save_heads
 from vitune.heads.svm import SVMHead
 from vitune.models.embeddings import extract_embeddings
 from vitune.models.encoder import Encoder
+from vitune.models.onnx import TORCH, use_backend
 from vitune.models.ood import fit_ood, training_sample
 from vitune.models.run import open_model
 from vitune.storage.atomic import remove_stale_temp_files, write_atomic
@@ -110,7 +111,9 @@ def heads_dir(config: HeadsConfig) -> Path:
 
 
 def _fit_heads(config: HeadsConfig, where: HeadsDir) -> HeadsResult:
-    encoder = open_model(config.model)
+    encoder = open_model(config.model, device="cpu" if config.backend != TORCH else None)
+    export_dir = encoder.dir.encoder_export(config.pooling) if encoder.is_run else where.encoder_export(config.pooling)
+    use_backend(encoder, config.pooling, config.backend, export_dir)
     _, info = load_dataset_dir(config.data)
     if encoder.is_run:
         encoder.check_dataset(info, config.data)  # task, labels and image size
@@ -132,7 +135,7 @@ def _fit_heads(config: HeadsConfig, where: HeadsDir) -> HeadsResult:
     result = HeadsResult(
         out=where.root,
         embedding={"dim": train.dim, "seconds": round(train.seconds + val.seconds, 4),
-                   "cached": train.cached and val.cached, "pooling": config.pooling},
+                   "cached": train.cached and val.cached, "pooling": config.pooling, "backend": config.backend},
         heads={name: entries[name] for name in config.heads},
         task=info.task, split=REPORT_SPLIT, num_samples=len(y_val), main_metric=task.main_metric,
         model=config.model,

@@ -19,7 +19,6 @@ exports through its own pipeline and expects float ``pixel_values`` from a proce
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,8 +29,19 @@ import numpy as np
 
 from vitune.config import ExportConfig
 from vitune.errors import UserError
-from vitune.inference.export import FEATURES, LOGITS, classifier_outputs, export_onnx, require_onnx_extra
-from vitune.models.aliases import Preprocessing
+from vitune.inference.export import FEATURES, classifier_outputs, export_onnx
+from vitune.models.onnx import (
+    FP32_FILE,
+    INT8_FILE,
+    LOGITS,
+    RECORD_FILE,
+    TORCH,
+    NormalizedSession,
+    checkpoint_digest,
+    file_digest,
+    read_record,
+    require_onnx_extra,
+)
 from vitune.models.ood import logits_and_features
 from vitune.models.run import Run
 from vitune.storage.atomic import replace_dir, staging_dir, write_atomic
@@ -39,12 +49,6 @@ from vitune.storage.layout import RunDir
 from vitune.storage.lock import OutputLock
 
 log = logging.getLogger(__name__)
-
-TORCH = "torch"
-ONNX_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"  # the name export_onnx gives the quantised twin of model.onnx
-RECORD_FILE = "export.json"
-HASH_CHUNK = 1 << 20
 
 
 class LogitsBackend(Protocol):
@@ -76,28 +80,8 @@ class TorchBackend:
         return logits_and_features(self.run, pixels)
 
 
-class OnnxBackend:
+class OnnxBackend(NormalizedSession):
     """An exported model in ONNX Runtime on the CPU; ``digest`` is the SHA-256 of the file it runs."""
-
-    def __init__(self, name: str, path: Path, prep: Preprocessing, digest: str, threads: int | None = None):
-        import onnxruntime as ort
-
-        self.name, self.path, self.digest = name, path, digest
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or available_cores()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        mean = np.asarray(prep.mean, dtype=np.float32).reshape(1, 3, 1, 1)
-        std = np.asarray(prep.std, dtype=np.float32).reshape(1, 3, 1, 1)
-        # (x / 255 - mean) / std as one multiply-add, the same arithmetic as forward.normalize
-        self.scale = (1.0 / (255.0 * std)).astype(np.float32)
-        self.shift = (-mean / std).astype(np.float32)
-
-    def outputs(self, names: list[str], pixels: np.ndarray) -> list[np.ndarray]:
-        """The graph's outputs ``names`` for a uint8 batch (one channel broadcasts to RGB)."""
-        batch = np.broadcast_to(pixels, (pixels.shape[0], 3, *pixels.shape[2:]))
-        normalized = batch.astype(np.float32) * self.scale + self.shift
-        return self.session.run(names, {"pixel_values": normalized})
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """float32 logits ``[B, K]`` of a uint8 batch."""
@@ -109,35 +93,9 @@ class OnnxBackend:
         return logits, features
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which containers and ``taskset`` narrow)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def weights_digest(run: Run) -> str:
     """SHA-256 over the model's config and safetensors weights: what an export is made from."""
-    digest = hashlib.sha256()
-    sources = [run.dir.model / "config.json", *sorted(run.dir.model.glob("*.safetensors"))]
-    for source in sources:
-        digest.update(source.name.encode())
-        digest.update(file_digest(source).encode())
-    return digest.hexdigest()
-
-
-def _read_record(export_dir: Path) -> dict | None:
-    try:
-        return json.loads((export_dir / RECORD_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    return checkpoint_digest(run.dir.model)
 
 
 def _is_fresh(record: dict | None, export_dir: Path, source: str, outputs: list[str]) -> bool:
@@ -145,7 +103,7 @@ def _is_fresh(record: dict | None, export_dir: Path, source: str, outputs: list[
         return False
     if record.get("outputs", [LOGITS]) != outputs:  # exported before the graph gave the classifier's features
         return False
-    return all((export_dir / name).is_file() for name in (ONNX_FILE, INT8_FILE))
+    return all((export_dir / name).is_file() for name in (FP32_FILE, INT8_FILE))
 
 
 def exported_models(run: Run) -> dict:
@@ -157,7 +115,7 @@ def exported_models(run: Run) -> dict:
     """
     export_dir = run.dir.export
     source = weights_digest(run)
-    record = _read_record(export_dir)
+    record = read_record(export_dir)
     outputs = classifier_outputs(run)
     if _is_fresh(record, export_dir, source, outputs):
         return record
@@ -167,12 +125,12 @@ def exported_models(run: Run) -> dict:
                         f"once where the RUN_DIR is writable (vitune predict RUN_DIR IMAGE --backend onnx)")
     with OutputLock(export_dir, flag="RUN_DIR"), staging_dir(export_dir) as staging:
         log.warning("exporting %s to ONNX for --backend (once per trained model)", run.dir.root)
-        result = export_onnx(ExportConfig(run=str(run.dir.root), onnx=str(staging / ONNX_FILE), quantize=True))
+        result = export_onnx(ExportConfig(run=str(run.dir.root), onnx=str(staging / FP32_FILE), quantize=True))
         record = {
             "source_sha256": source,
             "outputs": outputs,
             "files": {
-                "onnx": {"file": ONNX_FILE, "sha256": file_digest(staging / ONNX_FILE)},
+                "onnx": {"file": FP32_FILE, "sha256": file_digest(staging / FP32_FILE)},
                 "onnx-int8": {"file": INT8_FILE, "sha256": file_digest(staging / INT8_FILE)},
             },
             "max_abs_diff": result.max_abs_diff,

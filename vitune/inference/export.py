@@ -8,8 +8,8 @@ file's metadata carries what a deployment needs to use it without vitune: ``vitu
 ``vitune_labels``, ``vitune_image_size``, ``vitune_mean``/``vitune_std`` and, for multi-label
 runs evaluated by ``vitune evaluate``, ``vitune_thresholds``.
 
-Export uses torch's TorchScript-based exporter (``dynamo=False``): it needs only ``onnx``, while
-the newer ``torch.export`` path also needs ``onnxscript``. ONNX Runtime then runs the file on a
+Export goes through :func:`vitune.models.onnx.export_graph`, torch's TorchScript-based exporter
+(``dynamo=False``): it needs only ``onnx``, while the newer ``torch.export`` path also needs ``onnxscript``. ONNX Runtime then runs the file on a
 batch of real validation images (random pixels when the dataset is not at hand) and the largest
 absolute logit difference to torch must stay under ``tolerance``. Dynamic int8 quantisation
 (``onnxruntime.quantization.quantize_dynamic``) is scored on the validation split before and
@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,17 +31,15 @@ from vitune.config import ExportConfig
 from vitune.data.dataset_dir import load_dataset_dir
 from vitune.errors import UserError
 from vitune.models.forward import normalize, pixel_batches
+from vitune.models.onnx import CHECK_IMAGES, LOGITS, export_graph, quantize_int8, require_onnx_extra
 from vitune.models.ood import classifier_inputs, supports_ood
 from vitune.models.run import Run, load_run
 
 log = logging.getLogger(__name__)
 
-CHECK_IMAGES = 5  # an odd batch, unlike the export example's 2, proves the batch axis is dynamic
-EXPORT_BATCH = 2
 VALIDATION_SPLIT = "validation"
 
 
-LOGITS = "logits"
 FEATURES = "features"
 
 
@@ -92,28 +89,6 @@ def _check_pixels(validation, image_size: int, count: int = CHECK_IMAGES) -> np.
     return rng.integers(0, 256, size=(count, 3, image_size, image_size), dtype=np.uint8)
 
 
-def export_graph(module: torch.nn.Module, image_size: int, onnx_path: Path, opset: int, outputs: list[str]) -> None:
-    """Trace ``module`` (``pixel_values [batch, 3, S, S] -> outputs``, batch axis dynamic) into ``onnx_path``.
-
-    The one exporter: the classifier of ``vitune export`` and ``--backend`` and the heads' encoder go through it.
-    """
-    example = torch.zeros(EXPORT_BATCH, 3, image_size, image_size)
-    with warnings.catch_warnings():
-        # The TorchScript exporter's deprecation notice and trace warnings about python-level shape checks
-        # (ViT's image-size assertion) are expected: the traced graph is verified numerically by the callers.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            (example,),
-            str(onnx_path),
-            input_names=["pixel_values"],
-            output_names=outputs,
-            dynamic_axes={name: {0: "batch"} for name in ["pixel_values", *outputs]},
-            opset_version=opset,
-            dynamo=False,
-        )
-
-
 def _add_metadata(run: Run, onnx_path: Path) -> None:
     import onnx
 
@@ -151,22 +126,6 @@ def _onnx_logits(session, batches, run: Run) -> np.ndarray:
     return np.concatenate(outputs)
 
 
-def _quantize(onnx_path: Path, out_path: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    prepared = out_path.with_name(f".{out_path.name}.prep.onnx")
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.WARNING))  # the quantiser logs one INFO line per skipped tensor on the root logger
-    try:
-        quant_pre_process(str(onnx_path), str(prepared))
-        quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8)
-    finally:
-        root.setLevel(level)
-        prepared.unlink(missing_ok=True)
-
-
 def _main_metric(run: Run, y_true: np.ndarray, logits: np.ndarray) -> float | None:
     scores = run.logits_to_scores(logits)
     return run.task.metrics(y_true, scores, run.labels).metrics[run.task.main_metric]
@@ -197,15 +156,6 @@ def _quantization_check(run: Run, float_path: Path, quant_path: Path, validation
         result["before"], result["after"] = _main_metric(run, y_true, before), _main_metric(run, y_true, after)
         result["split"] = VALIDATION_SPLIT
     return result
-
-
-def require_onnx_extra() -> None:
-    """Fail with the install line when ``onnx`` or ``onnxruntime`` is missing."""
-    import importlib.util
-
-    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise UserError(f"export needs {' and '.join(missing)}: pip install 'vitune[onnx]'")
 
 
 @dataclass
@@ -258,7 +208,7 @@ def export_onnx(config: ExportConfig) -> ExportResult:
     result = _verified_export(run, onnx_path, config, check)
     if config.quantize:
         quant_path = onnx_path.with_name(f"{onnx_path.stem}.int8.onnx")
-        _quantize(onnx_path, quant_path)
+        quantize_int8(onnx_path, quant_path)
         result.quantized = _quantization_check(run, onnx_path, quant_path, validation, check,
                                                config.max_samples, config.batch_size)
     return result

@@ -37,6 +37,7 @@ from vitune.data.inputs import decoded_batches, expand_inputs
 from vitune.data.sources.base import Skipped
 from vitune.errors import UserError
 from vitune.inference.backend import TORCH, backend_device, open_backend
+from vitune.models.onnx import use_backend
 from vitune.models.ood import OodStatistics
 from vitune.models.run import load_run
 from vitune.storage.atomic import atomic_file
@@ -150,8 +151,8 @@ def make_scorer(run_dir: Path | str, head: str = MODEL_HEAD, heads_dir: Path | s
                 device: str | None = None, backend: str = TORCH) -> Scorer:
     """The fine-tuned model (``head="model"``) or a saved frozen-backbone head of the run.
 
-    ``backend`` (torch, onnx, onnx-int8) computes the model's logits; the scores are taken from
-    them the same way on each.
+    ``backend`` (torch, onnx, onnx-int8) computes the model's logits, or a head's embeddings (the encoder
+    exported beside the run); the scores are taken from them the same way on each.
     """
     run = load_run(run_dir, backend_device(backend, device))
     if head == MODEL_HEAD:
@@ -169,13 +170,11 @@ def make_scorer(run_dir: Path | str, head: str = MODEL_HEAD, heads_dir: Path | s
             _say_no_statistics(run.dir.root)
         ood = None if statistics is None else OodCheck(statistics, scores_and_features)
         return Scorer(run.task, run.labels, run.prep.image_size, scores, run.thresholds(), ood)
-    if backend != TORCH:
-        raise UserError(f"--backend {backend} scores with the fine-tuned model; the {head} head embeds with torch: "
-                        "drop --head or use --backend torch")
     from vitune.heads import heads_forward, read_heads_config
 
     heads_dir = Path(heads_dir) if heads_dir is not None else RunDir(run_dir).heads
     config = read_heads_config(heads_dir)
+    use_backend(run, config["pooling"], backend, run.dir.encoder_export(config["pooling"]))
     task = get_task(config["task"])
     if task.tunes_thresholds:
         log.info("head %s: multi-label decisions at 0.5 (tuned thresholds belong to the model)", head)

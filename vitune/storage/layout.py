@@ -51,6 +51,10 @@ class RunDir:
     tensorboard = property(lambda self: self.root / "tensorboard", doc="``tensorboard/``: event files.")
     mlflow = property(lambda self: self.root / "mlruns", doc="``mlruns/``: the local MLflow file store.")
 
+    def encoder_export(self, pooling: str) -> Path:
+        """``export-encoder-<pooling>/``: the encoder's ONNX graphs the heads embed with on ``--backend onnx``."""
+        return self.root / f"export-encoder-{pooling}"
+
     def eval_dir(self, split: str) -> Path:
         """``eval/<split>/``: what ``vitune evaluate`` writes for ``split``."""
         return self.root / "eval" / split
@@ -156,6 +160,10 @@ class HeadsDir:
     report = property(lambda self: self.root / "heads.json", doc="The report of `vitune heads`.")
     embeddings = property(lambda self: self.root / "embeddings", doc="The embedding cache.")
     ood = property(lambda self: self.root / "ood.safetensors", doc="The statistics of the heads' training embeddings.")
+
+    def encoder_export(self, pooling: str) -> Path:
+        """``export-encoder-<pooling>/``: a checkpoint's ONNX encoder graphs for ``--backend onnx``."""
+        return self.root / f"export-encoder-{pooling}"
 
 
 @dataclass(frozen=True)
