@@ -165,7 +165,7 @@ def test_heads_of_a_run_with_other_labels_are_refused(tmp_path, tmp_path_factory
 
 
 def test_ood_columns_flag_images_unlike_the_chest_films_and_a_run_without_statistics_says_so_once(
-        tmp_path_factory, tiny_vit, tmp_path, caplog):
+        tmp_path_factory, tiny_vit, tmp_path, caplog, monkeypatch, capsys):
     from ood_images import blank, knee_film_like, photo_like
     from tiny_run import chest_film_run
 
@@ -193,6 +193,9 @@ def test_ood_columns_flag_images_unlike_the_chest_films_and_a_run_without_statis
     expected = statistics.distances(run_features(load_run(run_dir, "cpu"), [films]))
     np.testing.assert_allclose([float(rows[f"film{i}.png"]["ood_distance"]) for i in range(4)], expected, rtol=1e-5)
     assert result.ood_threshold == statistics.threshold and len(result.ood_distances) == 7
+    code, out, err = run_cli(monkeypatch, capsys, "predict", run_dir, folder, "--device", "cpu")
+    assert code == 0 and "3 image(s) unlike the training data (column ood)" in err
+    assert out.splitlines()[0].split()[-2:] == ["ood_distance", "ood"]
 
     older = tiny_run_copy(tmp_path_factory, tiny_vit, "multi_label", tmp_path / "older")
     caplog.clear()

@@ -78,10 +78,7 @@ class OodStatistics:
         if features.ndim != 2 or features.shape[1] != self.dim:
             raise UserError(f"the out-of-distribution statistics are for {self.dim}-wide embeddings, "
                             f"these are {features.shape[1:]}: fit them again with this model")
-        centered = features - self.mean
-        # sqrt((x - mean)^T P (x - mean)) per row, as sklearn's EmpiricalCovariance.mahalanobis squares it
-        squared = np.einsum("ij,jk,ik->i", centered, self.precision, centered)
-        return np.sqrt(np.maximum(squared, 0.0))
+        return mahalanobis(features, self.mean, self.precision)
 
     def flags(self, distances: np.ndarray) -> np.ndarray:
         """Whether each distance is over the threshold."""
@@ -133,6 +130,14 @@ class OodStatistics:
                 "feature": self.feature}
 
 
+def mahalanobis(features: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """``sqrt((x - mean)^T P (x - mean))`` per row: sklearn's ``EmpiricalCovariance.mahalanobis`` gives it squared,
+    from a fitted estimator only, where these are the stored arrays."""
+    centered = np.asarray(features, dtype=np.float64) - mean
+    squared = np.einsum("ij,jk,ik->i", centered, precision, centered)
+    return np.sqrt(np.maximum(squared, 0.0))
+
+
 def training_sample(rows: int, cap: int = MAX_TRAIN_ROWS, seed: int = SAMPLE_SEED) -> np.ndarray:
     """Sorted row indices of the training rows the statistics use: all of them, or ``cap`` drawn with ``seed``."""
     if rows <= cap:
@@ -154,14 +159,13 @@ def fit_ood(train_features: np.ndarray, validation_features: np.ndarray, feature
                     len(train_features), len(validation_features))
         return None
     estimator = LedoitWolf(store_precision=True).fit(np.asarray(train_features, dtype=np.float64))
+    distances = np.sort(mahalanobis(validation_features, estimator.location_, estimator.precision_))
     statistics = OodStatistics(
-        mean=estimator.location_, precision=estimator.precision_, validation_distances=np.zeros(0),
-        threshold=0.0, percentile=percentile, train_rows=train_rows or len(train_features),
-        train_rows_used=len(train_features), shrinkage=float(estimator.shrinkage_), feature=feature,
+        mean=estimator.location_, precision=estimator.precision_, validation_distances=distances,
+        threshold=float(np.percentile(distances, percentile)), percentile=percentile,
+        train_rows=train_rows or len(train_features), train_rows_used=len(train_features),
+        shrinkage=float(estimator.shrinkage_), feature=feature,
     )
-    distances = np.sort(statistics.distances(validation_features))
-    statistics.validation_distances = distances
-    statistics.threshold = float(np.percentile(distances, percentile))
     log.info("out-of-distribution threshold: Mahalanobis distance %.3g (%g-th percentile of %d validation images)",
              statistics.threshold, percentile, len(distances))
     return statistics
