@@ -240,7 +240,7 @@ def test_fit_heads_multi_label_on_frozen_checkpoint(tiny_vit, dataset_dir_factor
     out = tmp_path / "heads"
     report = quiet_fit(str(tiny_vit), data, out)
     assert set(report) == REPORT_KEYS and report["split"] == "validation" and report["num_samples"] == 24
-    assert set(report["embedding"]) == {"dim", "seconds", "cached", "pooling"}
+    assert set(report["embedding"]) == {"dim", "seconds", "cached", "pooling", "backend"}
     assert report["embedding"]["dim"] == 32 and report["embedding"]["cached"] is False
     assert list(report["heads"]) == ["svm", "logreg", "mlp", "ensemble"]
     for entry in report["heads"].values():
