@@ -166,10 +166,10 @@ def test_heads_of_a_run_with_other_labels_are_refused(tmp_path, tmp_path_factory
 
 def test_ood_columns_flag_images_unlike_the_chest_films_and_a_run_without_statistics_says_so_once(
         tmp_path_factory, tiny_vit, tmp_path, caplog, monkeypatch, capsys):
-    from ood_images import blank, knee_film_like, photo_like
     from tiny_run import chest_film_run
 
     from vitune.data.dataset_dir import load_dataset_dir
+    from vitune.data.synthetic import blank_frame, knee_film_like, photo_like
     from vitune.models.ood import OodStatistics, run_features
 
     run_dir = chest_film_run(tmp_path_factory, tiny_vit)
@@ -177,7 +177,7 @@ def test_ood_columns_flag_images_unlike_the_chest_films_and_a_run_without_statis
     folder.mkdir()
     ds, _ = load_dataset_dir(RunDir(run_dir).dataset_dir())
     films = np.asarray(ds["test"].with_format("numpy")[:4]["pixel_values"], dtype=np.uint8)
-    others = {"photo": photo_like(32), "knee": knee_film_like(32), "blank": blank(32)}
+    others = {"photo": photo_like(32), "knee": knee_film_like(32), "blank": blank_frame(32)}
     for index, pixels in enumerate(films):
         Image.fromarray(pixels.transpose(1, 2, 0)).save(folder / f"film{index}.png")
     for name, pixels in others.items():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ood_images import blank, knee_film_like, photo_like
 from sklearn.covariance import LedoitWolf
 from tiny_run import chest_film_run
 
 from vitune.data.dataset_dir import load_dataset_dir
+from vitune.data.synthetic import blank_frame, knee_film_like, photo_like
 from vitune.errors import UserError
 from vitune.models.forward import pixel_batches
 from vitune.models.ood import MAX_TRAIN_ROWS, OodStatistics, fit_ood, run_features, training_sample
@@ -50,7 +50,7 @@ def test_a_photo_a_knee_film_and_a_blank_image_are_flagged_held_out_chest_films_
     statistics = OodStatistics.load(run.dir.ood)
     held_out = statistics.flags(statistics.distances(splits["test"]))
     assert held_out.mean() <= 0.05
-    others = np.stack([photo_like(32), knee_film_like(32), blank(32)])
+    others = np.stack([photo_like(32), knee_film_like(32), blank_frame(32)])
     distances = statistics.distances(run_features(run, [others]))
     assert statistics.flags(distances).tolist() == [True, True, True], distances
     assert distances.min() > np.percentile(statistics.distances(splits["test"]), 95)
@@ -60,7 +60,7 @@ def test_the_feature_is_what_the_classifier_reads(run):
     """The stored statistics measure the classifier's input: the logits are its linear map of the features."""
     from vitune.models.ood import logits_and_features
 
-    logits, features = logits_and_features(run, np.stack([photo_like(32), blank(32)]))
+    logits, features = logits_and_features(run, np.stack([photo_like(32), blank_frame(32)]))
     weight = run.model.classifier.weight.detach().numpy()
     bias = run.model.classifier.bias.detach().numpy()
     np.testing.assert_allclose(features @ weight.T + bias, logits, atol=1e-5)

@@ -353,10 +353,10 @@ def test_the_page_shows_an_overlay_per_decided_label(multi_label_run, images):
 
 
 def test_an_image_unlike_the_training_data_is_flagged_in_the_json_and_warned_of_on_the_page(tmp_path_factory, tiny_vit):
-    from ood_images import blank
     from tiny_run import chest_film_run
 
     from vitune.data.dataset_dir import load_dataset_dir
+    from vitune.data.synthetic import blank_frame
     from vitune.serve.page import prediction_html
     from vitune.serve.service import ServedModel
     from vitune.storage.layout import RunDir
@@ -365,7 +365,7 @@ def test_an_image_unlike_the_training_data_is_flagged_in_the_json_and_warned_of_
     ds, _ = load_dataset_dir(RunDir(run_dir).dataset_dir())
     film = np.asarray(ds["test"].with_format("numpy")[0]["pixel_values"], dtype=np.uint8)
     uploads = {}
-    for name, pixels in {"blank.png": blank(32), "film.png": film}.items():
+    for name, pixels in {"blank.png": blank_frame(32), "film.png": film}.items():
         buffer = io.BytesIO()
         Image.fromarray(pixels.transpose(1, 2, 0)).save(buffer, format="PNG")
         uploads[name] = buffer.getvalue()
