@@ -142,11 +142,6 @@ class Scorer:
         return self.task.prediction_columns(self.labels) + (OOD_COLUMNS if self.ood is not None else [])
 
 
-def _say_no_statistics(where: Path) -> None:
-    log.warning("%s has no out-of-distribution statistics (fitted by `vitune train` and `vitune heads` since 0.3): "
-                "no ood column", where)
-
-
 def make_scorer(run_dir: Path | str, head: str = MODEL_HEAD, heads_dir: Path | str | None = None,
                 device: str | None = None, backend: str = TORCH) -> Scorer:
     """The fine-tuned model (``head="model"``) or a saved frozen-backbone head of the run.
@@ -166,8 +161,6 @@ def make_scorer(run_dir: Path | str, head: str = MODEL_HEAD, heads_dir: Path | s
             return run.logits_to_scores(batch_logits), features
 
         statistics = OodStatistics.load(run.dir.ood)
-        if statistics is None:
-            _say_no_statistics(run.dir.root)
         ood = None if statistics is None else OodCheck(statistics, scores_and_features)
         return Scorer(run.task, run.labels, run.prep.image_size, scores, run.thresholds(), ood)
     from vitune.heads import heads_forward, read_heads_config
@@ -184,8 +177,6 @@ def make_scorer(run_dir: Path | str, head: str = MODEL_HEAD, heads_dir: Path | s
         return forward(pixels)[0]
 
     statistics = OodStatistics.load(HeadsDir(heads_dir).ood)
-    if statistics is None:
-        _say_no_statistics(heads_dir)
     ood = None if statistics is None else OodCheck(statistics, forward)
     return Scorer(task, list(config["labels"]), run.prep.image_size, score, None, ood)
 
@@ -225,6 +216,9 @@ def predict(config: PredictConfig) -> Predictions:
     """
     files, skipped = expand_inputs(config.inputs)
     scorer = make_scorer(config.run, config.head, config.heads_dir, config.device, config.backend)
+    if scorer.ood is None:
+        log.warning("%s has no out-of-distribution statistics for its %s scores (`vitune train` and `vitune heads` "
+                    "fit them since 0.3): no ood column", config.run, config.head)
     columns = scorer.columns
     thresholds = None if scorer.thresholds is None else [float(t) for t in scorer.thresholds]
     names: list[str] = []
