@@ -78,6 +78,33 @@ def _write_run_files(run: RunDir, model, info: DatasetInfo, dataset_dir, checkpo
 
 _BUILT: dict[str, Path] = {}
 
+CHEST_FINDINGS = ["Atelectasis", "Effusion", "Nodule"]
+CHEST_SPLITS = {"train": 160, "validation": 100, "test": 80}
+
+
+def chest_film_run(tmp_path_factory, checkpoint: Path) -> Path:
+    """A tiny run on generated chest films (ChestX-ray14's look, 32 px) with its out-of-distribution statistics.
+
+    Built once per session, as `vitune train` leaves it; share it read-only.
+    """
+    from conftest import save_dataset_dir
+
+    from vitune.data.synthetic import lesion_images
+    from vitune.models.ood import fit_run_ood
+    from vitune.models.run import load_run
+
+    if "chest" not in _BUILT:
+        root = tmp_path_factory.mktemp("chest-film-run")
+        splits = {}
+        for seed, (split, n) in enumerate(CHEST_SPLITS.items()):
+            grey, labels, _ = lesion_images(n, CHEST_FINDINGS, image_size=32, seed=seed)
+            splits[split] = (np.repeat(grey[:, None], 3, axis=1), [list(map(float, row)) for row in labels])
+        data = save_dataset_dir(root / "data", "multi_label", CHEST_FINDINGS, splits)
+        run = make_tiny_run(root / "run", checkpoint, data, steps=10, batch_size=32)
+        fit_run_ood(load_run(run, "cpu"), data).save(RunDir(run).ood)
+        _BUILT["chest"] = run
+    return _BUILT["chest"]
+
 
 def tiny_run_copy(tmp_path_factory, checkpoint: Path, task: str, dest: Path, **dataset) -> Path:
     """A private copy of a tiny ``task`` run (built once per session; its DATASET_DIR is shared, read-only)."""

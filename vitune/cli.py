@@ -241,6 +241,9 @@ def predict_cmd(config: settings.PredictConfig) -> None:
     where = f", wrote {result.out}" if result.out else ""
     print(f"predicted {len(result.files)} image(s), skipped {len(result.skipped)}, --tta {result.tta}{where}",
           file=sys.stderr)
+    if result.ood_distances is not None:
+        flagged = int((result.ood_distances > result.ood_threshold).sum())
+        print(f"{flagged} image(s) unlike the training data (column ood)", file=sys.stderr)
     if result.explanations is not None:
         report_explanations(result.explanations)
 

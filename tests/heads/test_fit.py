@@ -30,6 +30,8 @@ from vitune.heads.svm import C_GRID, _NystroemRidgeSolver
 from vitune.models.aliases import load_classifier, resolve_preprocessing
 from vitune.models.embeddings import extract_embeddings
 from vitune.models.forward import batched_logits, pixel_batches
+from vitune.models.ood import OodStatistics
+from vitune.storage.layout import HeadsDir
 from vitune.tasks import compute_metrics, get_task
 
 TASKS = ("multi_label", "single_label", "regression")
@@ -238,7 +240,7 @@ def test_fit_heads_multi_label_on_frozen_checkpoint(tiny_vit, dataset_dir_factor
     out = tmp_path / "heads"
     report = quiet_fit(str(tiny_vit), data, out)
     assert set(report) == REPORT_KEYS and report["split"] == "validation" and report["num_samples"] == 24
-    assert set(report["embedding"]) == {"dim", "seconds", "cached", "pooling"}
+    assert set(report["embedding"]) == {"dim", "seconds", "cached", "pooling", "backend"}
     assert report["embedding"]["dim"] == 32 and report["embedding"]["cached"] is False
     assert list(report["heads"]) == ["svm", "logreg", "mlp", "ensemble"]
     for entry in report["heads"].values():
@@ -257,6 +259,12 @@ def test_fit_heads_multi_label_on_frozen_checkpoint(tiny_vit, dataset_dir_factor
         assert round(auc, 6) == report["heads"][name]["metrics"]["roc_auc_macro"]
     files = {p.suffix for p in out.rglob("*") if p.is_file()}
     assert files <= {".json", ".safetensors", ".npy"}  # no pickle, joblib or torch files
+    # The out-of-distribution statistics are those of the embeddings the heads were fitted on.
+    train = extract_embeddings(str(tiny_vit), data, "train", cache_dir=out / "embeddings").values.astype(np.float64)
+    statistics = OodStatistics.load(HeadsDir(out).ood)
+    np.testing.assert_array_equal(statistics.mean, train.mean(axis=0))
+    assert statistics.threshold == pytest.approx(np.percentile(statistics.distances(val.values), 99), rel=1e-12)
+    assert (statistics.train_rows_used, statistics.feature) == (48, "heads embedding (cls)")
     again = quiet_fit(str(tiny_vit), data, out, heads="svm")
     assert again["embedding"]["cached"] is True and list(again["heads"]) == ["svm"]
     assert again["heads"]["svm"]["metrics"] == report["heads"]["svm"]["metrics"]

@@ -12,15 +12,21 @@ from vitune.config import EvaluateConfig, PredictConfig
 from vitune.data.inputs import decoded_batches, expand_inputs
 from vitune.errors import UserError
 from vitune.evaluation.evaluate import evaluate
-from vitune.inference.backend import OnnxBackend, TorchBackend, available_cores, file_digest, open_backend
+from vitune.inference.backend import OnnxBackend, TorchBackend, open_backend
 from vitune.inference.predict import predict
+from vitune.models.onnx import available_cores, file_digest
+from vitune.models.ood import fit_run_ood
 from vitune.models.run import load_run
 from vitune.storage.layout import RunDir
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, tiny_vit):
-    return tiny_run_copy(tmp_path_factory, tiny_vit, "multi_label", tmp_path_factory.mktemp("backend") / "run")
+    """A tiny run with its out-of-distribution statistics, as `vitune train` leaves one."""
+    run_dir = tiny_run_copy(tmp_path_factory, tiny_vit, "multi_label", tmp_path_factory.mktemp("backend") / "run")
+    run = load_run(run_dir, "cpu")
+    fit_run_ood(run, run.dir.dataset_dir()).save(run.dir.ood)
+    return run_dir
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +44,8 @@ def test_onnx_probabilities_equal_torch_and_int8_stays_close(run_dir, image_fold
                                                  "torch" else None, backend=backend, batch_size=4))
                   for backend in ("torch", "onnx", "onnx-int8")}
     torch_scores = by_backend["torch"].scores
+    np.testing.assert_allclose(by_backend["onnx"].ood_distances, by_backend["torch"].ood_distances, rtol=1e-4)
+    assert [row["ood"] for row in by_backend["onnx"].rows] == [row["ood"] for row in by_backend["torch"].rows]
     assert torch_scores.shape == (9, 3) and by_backend["onnx"].files == by_backend["torch"].files
     assert np.abs(by_backend["onnx"].scores - torch_scores).max() < 1e-4
     int8_gap = np.abs(by_backend["onnx-int8"].scores - torch_scores).max()
@@ -68,6 +76,16 @@ def test_export_is_recorded_reused_and_redone_when_the_weights_change(run_dir):
     assert redone.digest != first.digest
     pixels = np.random.default_rng(0).integers(0, 256, (3, 3, 32, 32), dtype=np.uint8)
     assert np.abs(redone.logits(pixels) - TorchBackend(retrained).logits(pixels)).max() < 1e-4
+    onnx_features, torch_features = redone.logits_and_features(pixels)[1], TorchBackend(retrained).logits_and_features(pixels)[1]
+    assert onnx_features.shape == (3, 32) and np.abs(onnx_features - torch_features).max() < 1e-4
+
+    record_path = RunDir(run_dir).export / "export.json"
+    record = json.loads(record_path.read_text())
+    assert record["outputs"] == ["logits", "features"]
+    del record["outputs"]  # an export made before the graph gave the classifier's features
+    record_path.write_text(json.dumps(record))
+    assert open_backend(retrained, "onnx").session.get_outputs()[1].name == "features"
+    assert json.loads(record_path.read_text())["outputs"] == ["logits", "features"]
 
 
 def test_evaluate_gives_torchs_metrics_on_onnx(run_dir):
@@ -77,9 +95,7 @@ def test_evaluate_gives_torchs_metrics_on_onnx(run_dir):
     assert on_onnx.thresholds["values"] == pytest.approx(on_torch.thresholds["values"], abs=1e-3)
 
 
-def test_a_head_or_a_gpu_with_onnx_is_one_clear_refusal(run_dir, image_folder, monkeypatch, capsys):
-    with pytest.raises(UserError, match="--backend onnx scores with the fine-tuned model"):
-        predict(PredictConfig(run=run_dir, inputs=[str(image_folder)], head="svm", backend="onnx"))
+def test_an_unknown_backend_is_one_clear_refusal(run_dir, image_folder, monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "predict", run_dir, image_folder, "--backend", "tensorrt")
     assert code == 2 and "--backend 'tensorrt' is not supported" in err and "Traceback" not in err
 

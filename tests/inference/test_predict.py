@@ -163,3 +163,44 @@ def test_heads_of_a_run_with_other_labels_are_refused(tmp_path, tmp_path_factory
     fit_heads(HeadsConfig(model=other, data=RunDir(other).dataset_dir(), heads="logreg"))
     with pytest.raises(UserError, match="give the --heads-dir fitted on this run"):
         predict(run_dir, [image_folder / GOOD[0]], head="logreg", heads_dir=other / "heads")
+
+
+def test_ood_columns_flag_images_unlike_the_chest_films_and_a_run_without_statistics_says_so_once(
+        tmp_path_factory, tiny_vit, tmp_path, caplog, monkeypatch, capsys):
+    from tiny_run import chest_film_run
+
+    from vitune.data.dataset_dir import load_dataset_dir
+    from vitune.data.synthetic import blank_frame, knee_film_like, photo_like
+    from vitune.models.ood import OodStatistics, run_features
+
+    run_dir = chest_film_run(tmp_path_factory, tiny_vit)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    ds, _ = load_dataset_dir(RunDir(run_dir).dataset_dir())
+    films = np.asarray(ds["test"].with_format("numpy")[:4]["pixel_values"], dtype=np.uint8)
+    others = {"photo": photo_like(32), "knee": knee_film_like(32), "blank": blank_frame(32)}
+    for index, pixels in enumerate(films):
+        Image.fromarray(pixels.transpose(1, 2, 0)).save(folder / f"film{index}.png")
+    for name, pixels in others.items():
+        Image.fromarray(pixels.transpose(1, 2, 0)).save(folder / f"{name}.png")
+    result = predict(run_dir, [folder], out=tmp_path / "preds.csv", device="cpu")
+    with open(tmp_path / "preds.csv") as handle:
+        rows = {row["file"].rsplit("/", 1)[-1]: row for row in csv.DictReader(handle)}
+    assert list(next(iter(rows.values())))[-2:] == ["ood_distance", "ood"]
+    assert {name: rows[name]["ood"] for name in sorted(rows)} == {
+        "blank.png": "True", "film0.png": "False", "film1.png": "False", "film2.png": "False", "film3.png": "False",
+        "knee.png": "True", "photo.png": "True"}
+    statistics = OodStatistics.load(RunDir(run_dir).ood)
+    expected = statistics.distances(run_features(load_run(run_dir, "cpu"), [films]))
+    np.testing.assert_allclose([float(rows[f"film{i}.png"]["ood_distance"]) for i in range(4)], expected, rtol=1e-5)
+    assert result.ood_threshold == statistics.threshold and len(result.ood_distances) == 7
+    code, out, err = run_cli(monkeypatch, capsys, "predict", run_dir, folder, "--device", "cpu")
+    assert code == 0 and "3 image(s) unlike the training data (column ood)" in err
+    assert out.splitlines()[0].split()[-2:] == ["ood_distance", "ood"]
+
+    older = tiny_run_copy(tmp_path_factory, tiny_vit, "multi_label", tmp_path / "older")
+    caplog.clear()
+    plain = predict(older, [folder], device="cpu")
+    notes = [r.getMessage() for r in caplog.records if "out-of-distribution" in r.getMessage()]
+    assert len(notes) == 1 and "no ood column" in notes[0]
+    assert "ood" not in plain.columns and plain.ood_distances is None and "ood" not in plain.rows[0]

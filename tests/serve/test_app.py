@@ -2,6 +2,7 @@
 refusals that leave the server serving, upload and pixel caps, micro-batching without mix-ups."""
 
 import asyncio
+import io
 import json
 import socket
 import threading
@@ -349,3 +350,43 @@ def test_the_page_shows_an_overlay_per_decided_label(multi_label_run, images):
         panel_width = 2 * 900 + colour_bar(300).width + 2 * GAP  # the source, its overlay, the colour bar
         assert overlay.size == (OVERLAY_WIDTH, round(300 * OVERLAY_WIDTH / panel_width))  # scaled down whole
     assert "vt-overlay" not in asyncio.run(show(big, None))  # unticked: no overlays
+
+
+def test_an_image_unlike_the_training_data_is_flagged_in_the_json_and_warned_of_on_the_page(tmp_path_factory, tiny_vit):
+    from tiny_run import chest_film_run
+
+    from vitune.data.dataset_dir import load_dataset_dir
+    from vitune.data.synthetic import blank_frame
+    from vitune.serve.page import prediction_html
+    from vitune.serve.service import ServedModel
+    from vitune.storage.layout import RunDir
+
+    run_dir = chest_film_run(tmp_path_factory, tiny_vit)
+    ds, _ = load_dataset_dir(RunDir(run_dir).dataset_dir())
+    film = np.asarray(ds["test"].with_format("numpy")[0]["pixel_values"], dtype=np.uint8)
+    uploads = {}
+    for name, pixels in {"blank.png": blank_frame(32), "film.png": film}.items():
+        buffer = io.BytesIO()
+        Image.fromarray(pixels.transpose(1, 2, 0)).save(buffer, format="PNG")
+        uploads[name] = buffer.getvalue()
+    config = ServeConfig(run=run_dir, device="cpu")
+    with TestClient(create_app(config)) as chest_client:
+        answers = {name: post(chest_client, name, data).json() for name, data in uploads.items()}
+    served = ServedModel.from_config(config)
+    assert answers["blank.png"]["out_of_distribution"] is True
+    assert answers["blank.png"]["ood_distance"] > served.ood_threshold
+    assert answers["film.png"]["out_of_distribution"] is False
+    assert answers["film.png"]["ood_distance"] <= served.ood_threshold
+
+    async def answer(name: str):
+        await served.batcher.start()
+        try:
+            return await served.predict(name, uploads[name])
+        finally:
+            await served.batcher.stop()
+
+    flagged, usual = asyncio.run(answer("blank.png")), asyncio.run(answer("film.png"))
+    warning = prediction_html(served, flagged)
+    assert '<p class="vt-ood" role="alert">This image is unlike the images the model was trained on' in warning
+    assert f"distance {flagged.ood_distance:.1f}, over the threshold {served.ood_threshold:.1f}" in warning
+    assert "vt-ood" not in prediction_html(served, usual)

@@ -17,6 +17,7 @@ from vitune.config import TrainConfig
 from vitune.data.dataset_dir import DatasetInfo, features_for
 from vitune.errors import UserError
 from vitune.models.forward import pixel_batches
+from vitune.models.ood import OodStatistics
 from vitune.models.run import load_run
 from vitune.storage.layout import RunDir
 from vitune.tasks import compute_metrics, get_task
@@ -79,6 +80,8 @@ def test_multi_label_run_dir_is_complete_and_loadable(tiny_vit, dataset_dir_fact
     assert not (run / "plots" / "confusion.png").exists()
     assert not (run / "model" / "training_args.bin").exists()
     assert (run / "model" / "model.safetensors").is_file()
+    statistics = OodStatistics.load(RunDir(run).ood)  # the classifier's input on train, threshold on validation
+    assert (statistics.dim, statistics.train_rows_used, len(statistics.validation_distances)) == (32, 48, 24)
 
     y_true, scores = saved_validation(run, tmp_path / "ds0")
     assert scores.shape == (24, 3) and y_true.shape == (24, 3)

@@ -181,6 +181,8 @@ class HeadsConfig(CommandConfig):
         seed: Random seed (SVM landmarks, MLP).
         cache_dir: Embedding cache (default: OUT/embeddings).
         no_calibrate: Fit no temperature on validation (each head's probabilities are used as they come).
+        backend: torch, onnx or onnx-int8: the embedding pass in ONNX Runtime on the CPU, through the encoder exported
+            beside the run (or OUT) when missing or stale.
     """
 
     usage = "vitune heads --model RUN_DIR|MODEL --data DATASET_DIR"
@@ -195,11 +197,13 @@ class HeadsConfig(CommandConfig):
     seed: int = 0
     cache_dir: str | None = None
     no_calibrate: bool = False
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         self.model, self.data = str(self.model), str(self.data)
         self.heads = parse_heads(self.heads)
         check_pooling(self.pooling)
+        check_choice("backend", self.backend, BACKENDS)
         if self.C is not None and not self.C > 0:
             raise UserError(f"--C must be positive, got {self.C}")
         check_count("batch_size", self.batch_size)

@@ -9,7 +9,8 @@ learnable by a tiny ViT from 64 px images, yet not trivial. About 55% of images 
 "No Finding"; patients have 1-5 follow-up images (``00000001_000.png``, ``00000001_001.png``).
 With ``boxes=True`` it also writes ``lesion_boxes.json``, each image's findings with their boxes
 (the images themselves are the same); :func:`lesion_images` draws such images in memory, for
-the explanation tests and ``bench/explain.py``.
+the explanation tests and ``bench/explain.py``. :func:`photo_like`, :func:`knee_film_like` and
+:func:`blank_frame` draw images of other kinds, for the out-of-distribution flag.
 
 :func:`make_digits_imagefolder` writes scikit-learn's bundled digits (1797 real 8x8 scans) as an
 ``imagefolder`` with one class sub-folder per digit.
@@ -119,6 +120,36 @@ def lesion_images(n: int, findings: list[str], image_size: int = 64, rate: float
     labels = (rng.random((n, len(findings))) < rate).astype(np.float32)
     pixels, boxes = zip(*(_render(background, [f for f, on in zip(findings, row) if on], rng) for row in labels))
     return np.stack(pixels), labels, list(boxes)
+
+
+def photo_like(size: int, seed: int = 0) -> np.ndarray:
+    """A colour photograph, uint8 ``[3, S, S]``: blue sky over green grass, a red sun, sensor noise.
+
+    With :func:`knee_film_like` and :func:`blank_frame`: images of other kinds than a chest film, which
+    the out-of-distribution flag of a chest-film run must catch (tests, ``bench/ood.py``).
+    """
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    sky, grass, sun = np.array([90.0, 150.0, 235.0]), np.array([60.0, 150.0, 50.0]), np.array([250.0, 80.0, 40.0])
+    image = np.where(y[None] < 0.5, sky[:, None, None], grass[:, None, None])
+    disc = (x - 0.7) ** 2 + (y - 0.25) ** 2 < 0.01
+    image[:, disc] = sun[:, None]
+    return (image + rng.normal(0.0, 8.0, image.shape)).clip(0, 255).astype(np.uint8)
+
+
+def knee_film_like(size: int, seed: int = 0) -> np.ndarray:
+    """A grey knee radiograph, uint8 ``[3, S, S]``: femur and tibia as one bright vertical shaft broken by a
+    dark joint space, over soft tissue."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    bone = (np.abs(x - 0.5) < 0.18) & (np.abs(y - 0.5) > 0.05)
+    image = 40.0 + 150.0 * bone + rng.normal(0.0, 10.0, (size, size))
+    return np.repeat(image.clip(0, 255).astype(np.uint8)[None], 3, axis=0)
+
+
+def blank_frame(size: int) -> np.ndarray:
+    """An all-black frame, uint8 ``[3, S, S]`` (an empty detector read-out)."""
+    return np.zeros((3, size, size), dtype=np.uint8)
 
 
 def _draw_findings(rng: np.random.Generator) -> list[str]:

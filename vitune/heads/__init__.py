@@ -15,7 +15,7 @@ recipe.
 from vitune.config import HEAD_NAMES, HeadsConfig, parse_heads
 from vitune.heads.base import Head
 from vitune.heads.ensemble import EnsembleHead
-from vitune.heads.fit import HeadsResult, fit_heads, heads_scorer, predict_with_heads, split_targets
+from vitune.heads.fit import HeadsResult, fit_heads, heads_forward, heads_scorer, predict_with_heads, split_targets
 from vitune.heads.logreg import LogRegHead
 from vitune.heads.mlp import MLPHead
 from vitune.heads.registry import create_head, create_heads
@@ -27,5 +27,5 @@ from vitune.storage.layout import HeadsDir
 __all__ = [
     "HEAD_NAMES", "EnsembleHead", "Head", "HeadsConfig", "HeadsDir", "HeadsResult", "LogRegHead", "MLPHead",
     "RunClassifierHead", "SVMHead", "create_head", "create_heads", "cuml_available", "fit_heads", "load_heads",
-    "heads_scorer", "parse_heads", "predict_with_heads", "read_heads_config", "save_heads", "split_targets",
+    "heads_forward", "heads_scorer", "parse_heads", "predict_with_heads", "read_heads_config", "save_heads", "split_targets",
 ]

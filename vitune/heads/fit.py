@@ -27,6 +27,8 @@ from vitune.heads.storage import head_temperature, load_heads, read_heads_config
 from vitune.heads.svm import SVMHead
 from vitune.models.embeddings import extract_embeddings
 from vitune.models.encoder import Encoder
+from vitune.models.onnx import TORCH, use_backend
+from vitune.models.ood import fit_ood, training_sample
 from vitune.models.run import open_model
 from vitune.storage.atomic import remove_stale_temp_files, write_atomic
 from vitune.storage.layout import HeadsDir, RunDir
@@ -121,7 +123,9 @@ def heads_dir(config: HeadsConfig) -> Path:
 
 
 def _fit_heads(config: HeadsConfig, where: HeadsDir) -> HeadsResult:
-    encoder = open_model(config.model)
+    encoder = open_model(config.model, device="cpu" if config.backend != TORCH else None)
+    export_dir = encoder.dir.encoder_export(config.pooling) if encoder.is_run else where.encoder_export(config.pooling)
+    use_backend(encoder, config.pooling, config.backend, export_dir)
     _, info = load_dataset_dir(config.data)
     if encoder.is_run:
         encoder.check_dataset(info, config.data)  # task, labels and image size
@@ -147,7 +151,7 @@ def _fit_heads(config: HeadsConfig, where: HeadsDir) -> HeadsResult:
     result = HeadsResult(
         out=where.root,
         embedding={"dim": train.dim, "seconds": round(train.seconds + val.seconds, 4),
-                   "cached": train.cached and val.cached, "pooling": config.pooling},
+                   "cached": train.cached and val.cached, "pooling": config.pooling, "backend": config.backend},
         heads={name: entries[name] for name in config.heads},
         task=info.task, split=REPORT_SPLIT, num_samples=len(y_val), main_metric=task.main_metric,
         model=config.model,
@@ -156,8 +160,22 @@ def _fit_heads(config: HeadsConfig, where: HeadsDir) -> HeadsResult:
     save_heads(where.root, fitted, {"task": info.task, "labels": list(info.labels), "pooling": config.pooling,
                                     "model": str(model_path.resolve()) if model_path.exists() else config.model,
                                     "model_identity": encoder.identity}, temperatures)
+    save_ood_statistics(where, train.values, val.values, config.pooling)
     write_atomic(where.report, json.dumps(result.to_json(), indent=2) + "\n")
     return result
+
+
+def save_ood_statistics(where: HeadsDir, train_values: np.ndarray, validation_values: np.ndarray,
+                        pooling: str) -> None:
+    """``ood.safetensors`` of the heads' own embeddings (already computed: no extra pass), on at most
+    :data:`vitune.models.ood.MAX_TRAIN_ROWS` training rows."""
+    rows = training_sample(len(train_values))
+    statistics = fit_ood(train_values[rows], validation_values, f"heads embedding ({pooling})",
+                         train_rows=len(train_values))
+    if statistics is None:
+        where.ood.unlink(missing_ok=True)
+        return
+    statistics.save(where.ood)
 
 
 def _check_heads_fit(encoder: Encoder, config: dict, heads_dir: Path | str) -> None:
@@ -171,9 +189,10 @@ def _check_heads_fit(encoder: Encoder, config: dict, heads_dir: Path | str) -> N
         log.warning("the model changed since these heads were fitted; run `vitune heads` again")
 
 
-def heads_scorer(heads_dir: Path | str, head: str = "ensemble", model: str | Path | Encoder | None = None,
-                 calibrate: bool = True) -> Callable[[np.ndarray], np.ndarray]:
-    """A function scoring one uint8 pixel batch ``[B, 3, S, S]`` with saved head ``head`` (files read once).
+def heads_forward(heads_dir: Path | str, head: str = "ensemble", model: str | Path | Encoder | None = None,
+                  calibrate: bool = True) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """A function giving the scores of saved head ``head`` for one uint8 pixel batch ``[B, 3, S, S]`` and the
+    embeddings ``[B, D]`` they were computed from (files read once).
 
     The images are embedded with ``model`` (an opened :class:`Encoder` or :class:`vitune.models.run.Run`,
     or a path; default: the MODEL the heads were fitted on, e.g. the RUN_DIR) and the saved pooling;
@@ -190,9 +209,21 @@ def heads_scorer(heads_dir: Path | str, head: str = "ensemble", model: str | Pat
     task = get_task(config["task"])
     temperature = head_temperature(config, head) if calibrate else None
 
-    def score(pixels: np.ndarray) -> np.ndarray:
+    def forward(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         embeddings, logits = encoder.encode(pixels, config["pooling"])
-        return calibrated_probabilities(task, fitted.predict_scores(embeddings.astype(np.float32), logits), temperature)
+        embeddings = embeddings.astype(np.float32)
+        return calibrated_probabilities(task, fitted.predict_scores(embeddings, logits), temperature), embeddings
+
+    return forward
+
+
+def heads_scorer(heads_dir: Path | str, head: str = "ensemble", model: str | Path | Encoder | None = None,
+                 calibrate: bool = True) -> Callable[[np.ndarray], np.ndarray]:
+    """A function scoring one uint8 pixel batch ``[B, 3, S, S]`` with saved head ``head`` (see :func:`heads_forward`)."""
+    forward = heads_forward(heads_dir, head, model, calibrate)
+
+    def score(pixels: np.ndarray) -> np.ndarray:
+        return forward(pixels)[0]
 
     return score
 

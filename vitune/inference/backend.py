@@ -30,22 +30,26 @@ import numpy as np
 
 from vitune.config import ExportConfig
 from vitune.errors import UserError
-from vitune.inference.export import UNCALIBRATED_OUTPUT, export_onnx, require_onnx_extra
-from vitune.models.aliases import Preprocessing
+from vitune.inference.export import FEATURES, UNCALIBRATED_OUTPUT, classifier_outputs, export_onnx
 from vitune.models.folds import FoldEnsemble
+from vitune.models.onnx import (
+    FP32_FILE,
+    INT8_FILE,
+    RECORD_FILE,
+    TORCH,
+    NormalizedSession,
+    checkpoint_digest,
+    file_digest,
+    read_record,
+    require_onnx_extra,
+)
+from vitune.models.ood import logits_and_features
 from vitune.models.run import Run
 from vitune.storage.atomic import replace_dir, staging_dir, write_atomic
 from vitune.storage.layout import RunDir
 from vitune.storage.lock import OutputLock
 
 log = logging.getLogger(__name__)
-
-TORCH = "torch"
-ONNX_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"  # the name export_onnx gives the quantised twin of model.onnx
-RECORD_FILE = "export.json"
-RECORD_FORMAT = 2  # 2: the graphs have the logits_uncalibrated output (and the temperature baked into logits)
-HASH_CHUNK = 1 << 20
 
 
 class LogitsBackend(Protocol):
@@ -55,6 +59,9 @@ class LogitsBackend(Protocol):
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """float32 logits ``[B, K]`` of a uint8 ``[B, C, S, S]`` batch (C = 1 or 3)."""
+
+    def logits_and_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The logits and, from the same forward pass, the feature ``[B, D]`` the classifier read."""
 
 
 class TorchBackend:
@@ -69,30 +76,23 @@ class TorchBackend:
         """float32 logits ``[B, K]`` of a uint8 batch."""
         return self.run.logits([pixels])
 
+    def logits_and_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 logits ``[B, K]`` and classifier input ``[B, D]`` of a uint8 batch."""
+        return logits_and_features(self.run, pixels)
 
-class OnnxBackend:
+
+class OnnxBackend(NormalizedSession):
     """An exported model in ONNX Runtime on the CPU; ``digest`` is the SHA-256 of the file it runs."""
 
-    def __init__(self, name: str, path: Path, prep: Preprocessing, digest: str, threads: int | None = None):
-        import onnxruntime as ort
-
-        self.name, self.path, self.digest = name, path, digest
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or available_cores()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        mean = np.asarray(prep.mean, dtype=np.float32).reshape(1, 3, 1, 1)
-        std = np.asarray(prep.std, dtype=np.float32).reshape(1, 3, 1, 1)
-        # (x / 255 - mean) / std as one multiply-add, the same arithmetic as forward.normalize
-        self.scale = (1.0 / (255.0 * std)).astype(np.float32)
-        self.shift = (-mean / std).astype(np.float32)
-
     def logits(self, pixels: np.ndarray) -> np.ndarray:
-        """float32 logits ``[B, K]`` of a uint8 batch (one channel broadcasts to RGB)."""
-        batch = np.broadcast_to(pixels, (pixels.shape[0], 3, *pixels.shape[2:]))
-        normalized = batch.astype(np.float32) * self.scale + self.shift
-        # the model's own logits: the run's temperature is applied above every backend alike
-        return self.session.run([UNCALIBRATED_OUTPUT], {"pixel_values": normalized})[0]
+        """float32 logits ``[B, K]`` of a uint8 batch: the model's own (the run's temperature is applied above
+        every backend alike)."""
+        return self.outputs([UNCALIBRATED_OUTPUT], pixels)[0]
+
+    def logits_and_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 logits ``[B, K]`` and classifier input ``[B, D]`` of a uint8 batch, in one run of the graph."""
+        logits, features = self.outputs([UNCALIBRATED_OUTPUT, FEATURES], pixels)
+        return logits, features
 
 
 class FoldsBackend:
@@ -107,56 +107,35 @@ class FoldsBackend:
         return np.stack([backend.logits(pixels) for backend in self.backends], axis=1)
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity, which containers and ``taskset`` narrow)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def weights_digest(run: Run) -> str:
-    """SHA-256 over the model's config, safetensors weights and fitted temperature: what an export is made from."""
-    digest = hashlib.sha256()
-    sources = [run.dir.model / "config.json", *sorted(run.dir.model.glob("*.safetensors"))]
-    if run.dir.calibration.is_file():
-        sources.append(run.dir.calibration)
-    for source in sources:
-        digest.update(source.name.encode())
-        digest.update(file_digest(source).encode())
-    return digest.hexdigest()
+    """SHA-256 over the model's config and safetensors weights, and its fitted temperature (baked into the
+    graph's ``logits``): what an export is made from."""
+    digest = checkpoint_digest(run.dir.model)
+    if not run.dir.calibration.is_file():
+        return digest
+    return hashlib.sha256(f"{digest}:{file_digest(run.dir.calibration)}".encode()).hexdigest()
 
 
-def _read_record(export_dir: Path) -> dict | None:
-    try:
-        return json.loads((export_dir / RECORD_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _is_fresh(record: dict | None, export_dir: Path, source: str) -> bool:
-    if record is None or record.get("source_sha256") != source or record.get("format") != RECORD_FORMAT:
+def _is_fresh(record: dict | None, export_dir: Path, source: str, outputs: list[str]) -> bool:
+    if record is None or record.get("source_sha256") != source:
         return False
-    return all((export_dir / name).is_file() for name in (ONNX_FILE, INT8_FILE))
+    if record.get("outputs") != outputs:  # exported before the graph gave the uncalibrated logits and the features
+        return False
+    return all((export_dir / name).is_file() for name in (FP32_FILE, INT8_FILE))
 
 
 def exported_models(run: Run) -> dict:
     """``RUN_DIR/export/export.json``: the ONNX files of the run's current weights, exported now when missing or stale.
 
-    The record is ``{"format", "source_sha256", "files": {"onnx": {"file", "sha256"}, "onnx-int8": {...}},
+    The record is ``{"source_sha256", "outputs", "files": {"onnx": {"file", "sha256"}, "onnx-int8": {...}},
     "max_abs_diff", "quantized"}``. The export is written in a staging folder under the output
     lock and renamed into place, so a reader never sees half of it.
     """
     export_dir = run.dir.export
     source = weights_digest(run)
-    record = _read_record(export_dir)
-    if _is_fresh(record, export_dir, source):
+    record = read_record(export_dir)
+    outputs = classifier_outputs(run)
+    if _is_fresh(record, export_dir, source, outputs):
         return record
     require_onnx_extra()
     if not os.access(run.dir.root, os.W_OK):
@@ -164,12 +143,12 @@ def exported_models(run: Run) -> dict:
                         f"once where the RUN_DIR is writable (vitune predict RUN_DIR IMAGE --backend onnx)")
     with OutputLock(export_dir, flag="RUN_DIR"), staging_dir(export_dir) as staging:
         log.warning("exporting %s to ONNX for --backend (once per trained model)", run.dir.root)
-        result = export_onnx(ExportConfig(run=str(run.dir.root), onnx=str(staging / ONNX_FILE), quantize=True))
+        result = export_onnx(ExportConfig(run=str(run.dir.root), onnx=str(staging / FP32_FILE), quantize=True))
         record = {
-            "format": RECORD_FORMAT,
             "source_sha256": source,
+            "outputs": outputs,
             "files": {
-                "onnx": {"file": ONNX_FILE, "sha256": file_digest(staging / ONNX_FILE)},
+                "onnx": {"file": FP32_FILE, "sha256": file_digest(staging / FP32_FILE)},
                 "onnx-int8": {"file": INT8_FILE, "sha256": file_digest(staging / INT8_FILE)},
             },
             "max_abs_diff": result.max_abs_diff,

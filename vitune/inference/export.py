@@ -1,7 +1,9 @@
 """``vitune export``: the run's model as ONNX, checked against torch, optionally int8-quantised.
 
 The graph takes ``pixel_values`` (float32 ``[batch, 3, S, S]``, normalised with the processor's
-mean/std, as ``transformers`` models do) and returns ``logits``; the batch axis is dynamic. The
+mean/std, as ``transformers`` models do) and returns ``logits``, ``logits_uncalibrated`` (below) and, for
+the families whose classifier module vitune knows, ``features``: the pooled feature the classifier reads,
+which the out-of-distribution check measures (:mod:`vitune.models.ood`); the batch axis is dynamic. The
 file's metadata carries what a deployment needs to use it without vitune: ``vitune_task``,
 ``vitune_labels``, ``vitune_image_size``, ``vitune_mean``/``vitune_std``, ``vitune_temperature`` and,
 for multi-label runs evaluated by ``vitune evaluate``, ``vitune_thresholds``.
@@ -15,9 +17,9 @@ are. The model's own logits stay available as a second output, ``logits_uncalibr
 itself, so ``--no-calibrate`` works there too. A run without a temperature (regression, or trained
 before 0.3) exports both outputs equal.
 
-Export uses torch's TorchScript-based exporter (``dynamo=False``): it needs only ``onnx``, while
-the newer ``torch.export`` path also needs ``onnxscript``. ONNX Runtime then runs the file on a
-batch of real validation images (random pixels when the dataset is not at hand) and the largest
+Export goes through :func:`vitune.models.onnx.export_graph`, torch's TorchScript-based exporter
+(``dynamo=False``): it needs only ``onnx``, while the newer ``torch.export`` path also needs
+``onnxscript``. ONNX Runtime then runs the file on a batch of real validation images (random pixels when the dataset is not at hand) and the largest
 absolute logit difference to torch must stay under ``tolerance``. Dynamic int8 quantisation
 (``onnxruntime.quantization.quantize_dynamic``) is scored on the validation split before and
 after, so its cost in the main metric is measured rather than assumed.
@@ -28,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,29 +40,46 @@ from vitune.config import ExportConfig
 from vitune.data.dataset_dir import load_dataset_dir
 from vitune.errors import UserError
 from vitune.models.forward import normalize, pixel_batches
+from vitune.models.onnx import CHECK_IMAGES, LOGITS, export_graph, quantize_int8, require_onnx_extra
+from vitune.models.ood import classifier_inputs, supports_ood
 from vitune.models.run import Run, load_run
 from vitune.tasks.calibration import apply_temperature
 
 log = logging.getLogger(__name__)
 
-CHECK_IMAGES = 5  # an odd batch, unlike the export example's 2, proves the batch axis is dynamic
-EXPORT_BATCH = 2
 VALIDATION_SPLIT = "validation"
-CALIBRATED_OUTPUT = "logits"  # the name every ONNX consumer of an image classifier looks for
+CALIBRATED_OUTPUT = LOGITS  # "logits": the name every ONNX consumer of an image classifier looks for
 UNCALIBRATED_OUTPUT = "logits_uncalibrated"
 
 
-class _LogitsOnly(torch.nn.Module):
-    """The classifier as a plain ``pixel_values -> (calibrated logits, logits)`` function for tracing."""
+FEATURES = "features"
 
-    def __init__(self, model: torch.nn.Module, temperature: list[float] | None):
+
+class _ClassifierOutputs(torch.nn.Module):
+    """The classifier as a plain ``pixel_values -> (calibrated logits, logits[, features])`` function for tracing:
+    the logits divided by the run's temperature, the model's own, and the input of its classifier module (what
+    the out-of-distribution check measures)."""
+
+    def __init__(self, model: torch.nn.Module, temperature: list[float] | None, with_features: bool):
         super().__init__()
         self.model = model
+        self.with_features = with_features
         self.register_buffer("temperature", torch.tensor(temperature or [1.0], dtype=torch.float32))
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(pixel_values=pixel_values).logits
-        return logits / self.temperature, logits
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not self.with_features:
+            logits = self.model(pixel_values=pixel_values).logits
+            return logits / self.temperature, logits
+        with classifier_inputs(self.model) as captured:
+            logits = self.model(pixel_values=pixel_values).logits
+        return logits / self.temperature, logits, captured[-1]
+
+
+def classifier_outputs(run: Run) -> list[str]:
+    """The outputs of a run's exported graph: calibrated and uncalibrated logits, and ``features`` where the
+    family names its classifier."""
+    outputs = [CALIBRATED_OUTPUT, UNCALIBRATED_OUTPUT]
+    return [*outputs, FEATURES] if supports_ood(run.config) else outputs
 
 
 def _validation_split(data: Path | str | None, run: Run):
@@ -88,25 +106,6 @@ def _check_pixels(validation, image_size: int, count: int = CHECK_IMAGES) -> np.
     return rng.integers(0, 256, size=(count, 3, image_size, image_size), dtype=np.uint8)
 
 
-def _export(run: Run, onnx_path: Path, opset: int) -> None:
-    example = torch.zeros(EXPORT_BATCH, 3, run.prep.image_size, run.prep.image_size)
-    with warnings.catch_warnings():
-        # The TorchScript exporter's deprecation notice and trace warnings about python-level shape checks
-        # (ViT's image-size assertion) are expected: the traced graph is verified numerically below.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _LogitsOnly(run.model, run.temperature),
-            (example,),
-            str(onnx_path),
-            input_names=["pixel_values"],
-            output_names=[CALIBRATED_OUTPUT, UNCALIBRATED_OUTPUT],
-            dynamic_axes={"pixel_values": {0: "batch"}, CALIBRATED_OUTPUT: {0: "batch"},
-                          UNCALIBRATED_OUTPUT: {0: "batch"}},
-            opset_version=opset,
-            dynamo=False,
-        )
-
-
 def _add_metadata(run: Run, onnx_path: Path) -> None:
     import onnx
 
@@ -120,8 +119,7 @@ def _add_metadata(run: Run, onnx_path: Path) -> None:
         "vitune_std": json.dumps(list(run.prep.std)),
         "vitune_input": "pixel_values: float32 [batch, 3, S, S], RGB, (x / 255 - mean) / std",
         "vitune_temperature": json.dumps(run.temperature),
-        "vitune_outputs": f"{CALIBRATED_OUTPUT}: the logits divided by vitune_temperature (calibrated); "
-                          f"{UNCALIBRATED_OUTPUT}: the model's own logits",
+        "vitune_outputs": json.dumps(classifier_outputs(run)),
     }
     if not run.task.is_classification:
         values["vitune_label_range"] = json.dumps(getattr(run.config, "vitune_label_range", None))
@@ -144,22 +142,6 @@ def _onnx_logits(session, batches, run: Run, output: str = UNCALIBRATED_OUTPUT) 
     outputs = [session.run([output], {"pixel_values": normalize(torch.as_tensor(b), run.prep).numpy()})[0]
                for b in batches]
     return np.concatenate(outputs)
-
-
-def _quantize(onnx_path: Path, out_path: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    prepared = out_path.with_name(f".{out_path.name}.prep.onnx")
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.WARNING))  # the quantiser logs one INFO line per skipped tensor on the root logger
-    try:
-        quant_pre_process(str(onnx_path), str(prepared))
-        quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8)
-    finally:
-        root.setLevel(level)
-        prepared.unlink(missing_ok=True)
 
 
 def _main_metric(run: Run, y_true: np.ndarray, logits: np.ndarray) -> float | None:
@@ -194,15 +176,6 @@ def _quantization_check(run: Run, float_path: Path, quant_path: Path, validation
     return result
 
 
-def require_onnx_extra() -> None:
-    """Fail with the install line when ``onnx`` or ``onnxruntime`` is missing."""
-    import importlib.util
-
-    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise UserError(f"export needs {' and '.join(missing)}: pip install 'vitune[onnx]'")
-
-
 @dataclass
 class ExportResult:
     """The exported file and its checks; ``quantized`` is None without ``--quantize``; ``temperature`` is the
@@ -223,7 +196,9 @@ def _verified_export(run: Run, onnx_path: Path, config: ExportConfig, check: np.
     """Export, add the metadata and check onnxruntime against torch on ``check`` images."""
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    _export(run, onnx_path, config.opset)
+    outputs = classifier_outputs(run)
+    export_graph(_ClassifierOutputs(run.model, run.temperature, FEATURES in outputs), run.prep.image_size, onnx_path,
+                 config.opset, outputs)
     _add_metadata(run, onnx_path)
     seconds = time.perf_counter() - start
     reference = run.logits([check])
@@ -256,7 +231,7 @@ def export_onnx(config: ExportConfig) -> ExportResult:
     result = _verified_export(run, onnx_path, config, check)
     if config.quantize:
         quant_path = onnx_path.with_name(f"{onnx_path.stem}.int8.onnx")
-        _quantize(onnx_path, quant_path)
+        quantize_int8(onnx_path, quant_path)
         result.quantized = _quantization_check(run, onnx_path, quant_path, validation, check,
                                                config.max_samples, config.batch_size)
     return result

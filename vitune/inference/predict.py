@@ -10,6 +10,12 @@ Multi-label decisions use ``RUN_DIR/thresholds.json`` (tuned on validation by ``
 evaluate``) when present, else 0.5; single-label takes the most probable class; regression gives
 the value in the target's units.
 
+Images unlike the training data are flagged where the run (or its heads) stored out-of-distribution
+statistics (:mod:`vitune.models.ood`): the CSV gains ``ood_distance`` (the Mahalanobis distance of
+the image's embedding to the training images') and ``ood`` (``True`` over the threshold set on
+validation), computed from the same forward pass as the scores. A run without them says so once and
+writes neither column.
+
 It streams: each batch is decoded, scored and its CSV rows written before the next is read, and
 the result keeps only the file names and a score matrix, so memory stays flat however many
 images a folder holds (``bench/predict_memory.py``).
@@ -33,9 +39,11 @@ from vitune.errors import UserError
 from vitune.inference.backend import TORCH, backend_device, open_backend
 from vitune.inference.tta import NO_TTA, TestTimeAugmentation
 from vitune.models.folds import FoldEnsemble, load_scoring_run
+from vitune.models.onnx import use_backend
+from vitune.models.ood import OodStatistics
 from vitune.models.run import load_run
 from vitune.storage.atomic import atomic_file
-from vitune.storage.layout import RunDir
+from vitune.storage.layout import HeadsDir, RunDir
 from vitune.tasks import Task, get_task
 
 if TYPE_CHECKING:
@@ -44,6 +52,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TTA_COLUMN = "tta"  # the CSV column naming the --tta views, present only with flip or crops
+OOD_DISTANCE_COLUMN = "ood_distance"
+OOD_COLUMN = "ood"
+OOD_COLUMNS = [OOD_DISTANCE_COLUMN, OOD_COLUMN]
 
 
 @dataclass
@@ -66,11 +77,49 @@ class Predictions:
     out: Path | None = None
     explanations: ExplainResult | None = None  # with ``--explain``
     tta: str = NO_TTA  # the ``--tta`` views the scores are averaged over
+    ood_distances: np.ndarray | None = None  # ``[N]``, where the run has out-of-distribution statistics
+    ood_threshold: float | None = None
 
     @property
     def rows(self) -> list[dict]:
-        """One CSV row per predicted image."""
-        return _rows(get_task(self.task), self.labels, self.files, self.scores, self.thresholds, self.tta)
+        """One CSV row per predicted image (with ``ood_distance`` and ``ood`` where the run flags them)."""
+        scored = ScoredBatch(self.scores, self.ood_distances, self.ood_threshold)
+        return _rows(get_task(self.task), self.labels, self.files, scored, self.thresholds, self.tta)
+
+
+@dataclass
+class ScoredRow:
+    """One image's scores and, where the run has the statistics, its out-of-distribution distance and flag."""
+
+    scores: np.ndarray
+    ood_distance: float | None = None
+    ood: bool | None = None
+
+
+@dataclass
+class ScoredBatch:
+    """A batch's scores ``[B, K]`` (regression ``[B]``) and its distances ``[B]`` (None without statistics)."""
+
+    scores: np.ndarray
+    tta: str = NO_TTA  # the ``--tta`` views the scores are averaged over
+    ood_distances: np.ndarray | None = None
+    ood_threshold: float | None = None
+
+    def rows(self) -> list[ScoredRow]:
+        """The batch one image at a time."""
+        if self.ood_distances is None:
+            return [ScoredRow(row) for row in self.scores]
+        return [ScoredRow(row, float(distance), bool(distance > self.ood_threshold))
+                for row, distance in zip(self.scores, self.ood_distances)]
+
+
+@dataclass
+class OodCheck:
+    """What flags inputs unlike the training data: the stored statistics and a forward pass giving the
+    scores and the embedding they are measured on, together."""
+
+    statistics: OodStatistics
+    scores_and_features: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -86,15 +135,34 @@ class Scorer:
     scores: Callable[[np.ndarray], np.ndarray]
     thresholds: np.ndarray | None
     tta: str = NO_TTA
+    ood: OodCheck | None = None
+
+    def score_batch(self, pixels: np.ndarray) -> ScoredBatch:
+        """The scores of a uint8 batch and, with an :class:`OodCheck`, the distances, from one forward pass."""
+        if self.ood is None:
+            return ScoredBatch(self.scores(pixels))
+        scores, features = self.ood.scores_and_features(pixels)
+        statistics = self.ood.statistics
+        return ScoredBatch(scores, statistics.distances(features), statistics.threshold)
+
+    @property
+    def columns(self) -> list[str]:
+        """The CSV columns of ``vitune predict``: the task's, then ``tta`` when the scores are averaged over
+        views, then ``ood_distance`` and ``ood`` when flagged."""
+        columns = self.task.prediction_columns(self.labels)
+        if self.tta != NO_TTA:
+            columns.append(TTA_COLUMN)
+        return columns + (OOD_COLUMNS if self.ood is not None else [])
 
 
 def make_scorer(run_dir: Path | str, head: str = MODEL_HEAD, heads_dir: Path | str | None = None,
                 device: str | None = None, backend: str = TORCH, tta: str = NO_TTA) -> Scorer:
     """The fine-tuned model (``head="model"``) or a saved frozen-backbone head of the run.
 
-    ``backend`` (torch, onnx, onnx-int8) computes the model's logits; the scores are taken from
-    them the same way on each. ``tta`` (none, flip, crops) averages each image's calibrated scores
-    over its views, made on the device that scores them (:mod:`vitune.inference.tta`). A cross-validation
+    ``backend`` (torch, onnx, onnx-int8) computes the model's logits, or a head's embeddings (the encoder
+    exported beside the run); the scores are taken from them the same way on each. ``tta`` (none, flip,
+    crops) averages each image's calibrated scores over its views, made on the device that scores them
+    (:mod:`vitune.inference.tta`); the out-of-distribution distance is the original view's. A cross-validation
     parent (``cv.json``) scores with its folds' ensemble.
     """
     run = load_scoring_run(run_dir, backend_device(backend, device))
@@ -108,36 +176,45 @@ def make_scorer(run_dir: Path | str, head: str = MODEL_HEAD, heads_dir: Path | s
         def scores(pixels: np.ndarray) -> np.ndarray:
             return run.logits_to_scores(logits.logits(pixels))
 
-        return Scorer(run.task, run.labels, run.prep.image_size, augmentation.wrap(scores), run.thresholds(), tta)
-    if backend != TORCH:
-        raise UserError(f"--backend {backend} scores with the fine-tuned model; the {head} head embeds with torch: "
-                        "drop --head or use --backend torch")
-    from vitune.heads import heads_scorer, read_heads_config
+        def scores_and_features(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            batch_logits, features = logits.logits_and_features(pixels)
+            return run.logits_to_scores(batch_logits), features
+
+        statistics = OodStatistics.load(run.dir.ood)
+        ood = None if statistics is None else OodCheck(statistics, augmentation.wrap_with_features(scores_and_features))
+        return Scorer(run.task, run.labels, run.prep.image_size, augmentation.wrap(scores), run.thresholds(), tta, ood)
+    from vitune.heads import heads_forward, read_heads_config
 
     heads_dir = Path(heads_dir) if heads_dir is not None else RunDir(run_dir).heads
     config = read_heads_config(heads_dir)
+    use_backend(run, config["pooling"], backend, run.dir.encoder_export(config["pooling"]))
     task = get_task(config["task"])
     if task.tunes_thresholds:
         log.info("head %s: multi-label decisions at 0.5 (tuned thresholds belong to the model)", head)
-    score = heads_scorer(heads_dir, head, model=run)  # embedded on the run's --device
-    return Scorer(task, list(config["labels"]), run.prep.image_size, augmentation.wrap(score), None, tta)
+    forward = heads_forward(heads_dir, head, model=run)  # embedded on the run's --device
+
+    def score(pixels: np.ndarray) -> np.ndarray:
+        return forward(pixels)[0]
+
+    statistics = OodStatistics.load(HeadsDir(heads_dir).ood)
+    ood = None if statistics is None else OodCheck(statistics, augmentation.wrap_with_features(forward))
+    return Scorer(task, list(config["labels"]), run.prep.image_size, augmentation.wrap(score), None, tta, ood)
 
 
-def _rows(task: Task, labels: list[str], files: list[str], scores: np.ndarray, thresholds,
+def _rows(task: Task, labels: list[str], files: list[str], scored: ScoredBatch, thresholds,
           tta: str = NO_TTA) -> list[dict]:
-    """One row per file; under ``--tta flip|crops`` each row also names the views (a ``tta`` column)."""
+    """One row per file; under ``--tta flip|crops`` each row also names the views (a ``tta`` column), and where
+    the run flags inputs unlike its training data, the distance and the flag."""
     cutoffs = thresholds if thresholds is not None else np.full(len(labels), 0.5)
-    rows = [task.prediction_row(file, row, labels, cutoffs) for file, row in zip(files, scores)]
-    if tta != NO_TTA:
-        for row in rows:
-            row[TTA_COLUMN] = tta
+    rows = []
+    for file, row in zip(files, scored.rows()):
+        values = task.prediction_row(file, row.scores, labels, cutoffs)
+        if tta != NO_TTA:
+            values[TTA_COLUMN] = tta
+        if row.ood_distance is not None:
+            values[OOD_DISTANCE_COLUMN], values[OOD_COLUMN] = row.ood_distance, row.ood
+        rows.append(values)
     return rows
-
-
-def prediction_columns(task: Task, labels: list[str], tta: str = NO_TTA) -> list[str]:
-    """The CSV columns: the task's, then ``tta`` when the scores are averaged over views."""
-    columns = task.prediction_columns(labels)
-    return columns if tta == NO_TTA else [*columns, TTA_COLUMN]
 
 
 def _csv_file(path: Path | str | None) -> ContextManager[TextIO | None]:
@@ -166,26 +243,34 @@ def predict(config: PredictConfig) -> Predictions:
     if config.explain is not None:
         RunDir(config.run).require()  # one model to explain, said before the scoring: a cross-validation's are its folds
     scorer = make_scorer(config.run, config.head, config.heads_dir, config.device, config.backend, config.tta)
-    columns = prediction_columns(scorer.task, scorer.labels, scorer.tta)
+    if scorer.ood is None:
+        log.warning("%s has no out-of-distribution statistics for its %s scores (`vitune train` and `vitune heads` "
+                    "fit them since 0.3): no ood column", config.run, config.head)
+    columns = scorer.columns
     thresholds = None if scorer.thresholds is None else [float(t) for t in scorer.thresholds]
     names: list[str] = []
     scores: list[np.ndarray] = []
+    distances: list[np.ndarray] = []
     with _csv_file(config.out) as handle:  # an error or Ctrl-C leaves an earlier file at that path as it was
         writer = None if handle is None else csv.DictWriter(handle, fieldnames=columns)
         if writer is not None:
             writer.writeheader()
         for batch_files, pixels in decoded_batches(files, scorer.image_size, config.batch_size, skipped):
-            batch_scores = scorer.scores(pixels)
+            scored = scorer.score_batch(pixels)
             if writer is not None:
-                writer.writerows(_rows(scorer.task, scorer.labels, batch_files, batch_scores, thresholds, scorer.tta))
+                writer.writerows(_rows(scorer.task, scorer.labels, batch_files, scored, thresholds, scorer.tta))
             names += batch_files
-            scores.append(batch_scores)
+            scores.append(scored.scores)
+            if scored.ood_distances is not None:
+                distances.append(scored.ood_distances)
         if not names:
             reasons = "; ".join(f"{Path(s.file).name}: {s.reason}" for s in skipped[:3])
             raise UserError(f"no image to predict{f' ({reasons})' if reasons else ''}: give readable image files")
     result = Predictions(task=scorer.task.name, labels=scorer.labels, head=config.head, columns=columns, files=names,
                          scores=np.concatenate(scores), skipped=skipped, thresholds=thresholds,
-                         out=None if config.out is None else Path(config.out), tta=config.tta)
+                         out=None if config.out is None else Path(config.out), tta=config.tta,
+                         ood_distances=np.concatenate(distances) if distances else None,
+                         ood_threshold=None if scorer.ood is None else scorer.ood.statistics.threshold)
     if config.explain is not None:
         from vitune.explain import write_explanations
 

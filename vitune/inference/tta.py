@@ -38,6 +38,7 @@ CROP_RATIO = 0.875  # the crop covers 87.5 % of the resized side (torchvision's 
 VIEWS = {NO_TTA: 1, FLIP: 2, CROPS: 6}  # the original view is always one of them
 
 ScoreFunction = Callable[[np.ndarray], np.ndarray]
+ScoreAndFeatures = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def resized_side(image_size: int) -> int:
@@ -98,5 +99,18 @@ class TestTimeAugmentation:
 
         def augmented(pixels: np.ndarray) -> np.ndarray:
             return self.average(score(self.views(pixels)))
+
+        return augmented
+
+    def wrap_with_features(self, score_and_features: ScoreAndFeatures) -> ScoreAndFeatures:
+        """``score_and_features`` (uint8 batch -> calibrated scores, features) on every view of a batch: the
+        views' scores averaged, the features of the original view (what the out-of-distribution check measures:
+        the training statistics were fitted on images as they are)."""
+        if self.mode == NO_TTA:
+            return score_and_features
+
+        def augmented(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            scores, features = score_and_features(self.views(pixels))
+            return self.average(scores), self.per_view(features)[0]
 
         return augmented

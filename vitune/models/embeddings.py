@@ -66,8 +66,11 @@ def dataset_identity(dataset_dir: Path | str, split: str) -> str:
 def cache_key(encoder: Encoder, dataset_dir: Path | str, split: str, pooling: str) -> str:
     """The cache key of ``split`` embedded by ``encoder`` with ``pooling``."""
     prep = encoder.preprocessing
-    return digest({"v": CACHE_VERSION, "model": encoder.identity, "data": dataset_identity(dataset_dir, split),
-                    "pooling": pooling, "prep": [prep.image_size, prep.mean, prep.std]})
+    key = {"v": CACHE_VERSION, "model": encoder.identity, "data": dataset_identity(dataset_dir, split),
+           "pooling": pooling, "prep": [prep.image_size, prep.mean, prep.std]}
+    if encoder.backend != "torch":  # torch's embeddings keep the keys they had before --backend
+        key["backend"] = encoder.backend
+    return digest(key)
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:

@@ -52,6 +52,7 @@ class Encoder:
     """
 
     is_run = False
+    graph = None  # an ONNX graph (vitune.models.onnx.EncoderGraph) that encodes instead of torch, when attached
 
     def __init__(self, source: str | Path, name: str | None = None, device: torch.device | str | None = None,
                  trust_remote_code: bool = False):
@@ -127,21 +128,36 @@ class Encoder:
             return hidden[:, 0]
         return hidden[:, self.num_special_tokens :].mean(dim=1)
 
-    @torch.inference_mode()
-    def encode(self, pixels: np.ndarray, pooling: str = "cls") -> tuple[np.ndarray, np.ndarray | None]:
-        """One uint8 ``[B, 3, S, S]`` batch -> (embeddings ``[B, D]``, a run's logits or None)."""
+    def pooled_forward(self, pixel_values: torch.Tensor, pooling: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Normalised ``pixel_values`` -> (pooled embeddings ``[B, D]``, a run's logits or None), as tensors."""
         captured: dict = {}
         hook = self.backbone.register_forward_hook(lambda _m, _i, out: captured.setdefault("out", out))
         try:
-            x = normalize(torch.as_tensor(pixels, device=self.device), self.preprocessing)
-            output = self.net(pixel_values=x)
+            output = self.net(pixel_values=pixel_values)
         finally:
             hook.remove()
         base = captured["out"]
         hidden = base.last_hidden_state if hasattr(base, "last_hidden_state") else base[0]
-        pooled = self.pool(hidden, pooling).float().cpu().numpy()
-        logits = output.logits.float().cpu().numpy() if self.is_run else None
-        return pooled, logits
+        return self.pool(hidden, pooling), (output.logits if self.is_run else None)
+
+    @property
+    def backend(self) -> str:
+        """What computes the embeddings: ``torch``, or the ONNX graph (its kind and digest) ``graph`` names."""
+        return "torch" if self.graph is None else self.graph.backend
+
+    @torch.inference_mode()
+    def encode(self, pixels: np.ndarray, pooling: str = "cls") -> tuple[np.ndarray, np.ndarray | None]:
+        """One uint8 ``[B, 3, S, S]`` batch -> (embeddings ``[B, D]``, a run's logits or None).
+
+        With an ONNX ``graph`` attached (``--backend onnx|onnx-int8``), ONNX Runtime runs it instead of torch.
+        """
+        if self.graph is not None:
+            if pooling != self.graph.pooling:
+                raise UserError(f"the encoder's ONNX graph pools {self.graph.pooling}, not {pooling}")
+            return self.graph.encode(pixels)
+        x = normalize(torch.as_tensor(pixels, device=self.device), self.preprocessing)
+        pooled, logits = self.pooled_forward(x, pooling)
+        return pooled.float().cpu().numpy(), (None if logits is None else logits.float().cpu().numpy())
 
 
 def embed_batches(

@@ -82,6 +82,8 @@ class Family:
     no_weight_decay: tuple[str, ...] = ()  # parameter (or module) names weight decay spares
     pretrains_as: str | None = None  # the model type of the masked autoencoder this family's encoder starts
     vitune_class: bool = False  # vitune's own model class: transformers loads it once vitune registered it
+    # the classifier's module: its input is the pooled feature the out-of-distribution check measures (None: unknown)
+    classifier_module: str | None = "classifier"
 
     @property
     def classifier_family(self) -> Family:
@@ -196,7 +198,7 @@ VIT_MAE = Family(
 )
 # timm checkpoints through transformers' TimmWrapper (vitune.models.timm): a timm model inside, whose
 # blocks and attention transformers does not name, so none of the features above.
-TIMM_WRAPPER = Family("timm_wrapper", "timm")
+TIMM_WRAPPER = Family("timm_wrapper", "timm", classifier_module=None)
 
 FAMILIES: dict[str, Family] = {
     family.model_type: family

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-Score = Callable[[np.ndarray], np.ndarray]  # uint8 [B, 3, S, S] -> scores [B, K] (regression [B])
+Score = Callable[[np.ndarray], Sequence]  # uint8 [B, 3, S, S] -> one answer per image (a score row, or more)
 
 
 class MicroBatcher:
@@ -48,8 +48,8 @@ class MicroBatcher:
                 future.set_exception(RuntimeError("the server is shutting down"))
         self._worker = None
 
-    async def submit(self, pixels: np.ndarray) -> np.ndarray:
-        """The scores of one uint8 ``[3, S, S]`` image (a ``[K]`` row, or a 0-d value for regression)."""
+    async def submit(self, pixels: np.ndarray) -> Any:
+        """The answer for one uint8 ``[3, S, S]`` image: its row of what ``score`` returned for the batch."""
         if self._worker is None or self._queue is None:
             raise RuntimeError("the batcher is not running: call start() in the serving loop")
         future = asyncio.get_running_loop().create_future()

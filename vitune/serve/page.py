@@ -44,7 +44,9 @@ CSS = """
 .vt-cut { position: absolute; top: -.2rem; bottom: -.2rem; width: 2px; background: #111; }
 .vt-score, .vt-cutoff { font-variant-numeric: tabular-nums; text-align: right; }
 .vt-cutoff { color: var(--body-text-color-subdued, #6b7280); }
-.vt-error { color: #b91c1c; } .vitune-card table { border-collapse: collapse; margin: .5rem 0 1rem; }
+.vt-error { color: #b91c1c; }
+.vt-ood { border-left: 4px solid #d97706; background: #fffbeb; color: #92400e; padding: .4rem .6rem; margin: .4rem 0; }
+.vitune-card table { border-collapse: collapse; margin: .5rem 0 1rem; }
 .vitune-card th, .vitune-card td { border: 1px solid #ddd; padding: .2rem .5rem; text-align: right; }
 .vitune-card th:first-child, .vitune-card td:first-child { text-align: left; }
 .vitune-card img { max-width: 480px; } .vitune-card .missing { color: #8a5a00; }
@@ -76,7 +78,9 @@ def prediction_html(served: ServedModel, prediction: Prediction, overlays: list[
              "chosen": label in prediction.predicted} for label, score in ranked]
     return RESULTS.prediction(file=prediction.file, value=prediction.value,
                               decided=", ".join(prediction.predicted) or "none above its threshold", bars=bars,
-                              overlays=overlays, not_explained=not_explained)
+                              overlays=overlays, not_explained=not_explained,
+                              out_of_distribution=prediction.out_of_distribution, ood_distance=prediction.ood_distance,
+                              ood_threshold=served.ood_threshold)
 
 
 def refusal_html(file: str, reason: str) -> Markup:

@@ -4,7 +4,9 @@ The scores come from :func:`vitune.inference.predict.make_scorer` over pixels de
 :func:`vitune.data.images.decode_image`, the code path of ``vitune predict``, so a served image
 gets the scores ``vitune predict`` writes for the same file. Decisions follow predict too: the
 tuned ``thresholds.json`` of ``vitune evaluate`` for multi-label (0.5 without it), the most
-probable class for single-label; regression answers a value.
+probable class for single-label; regression answers a value. Where the run stored
+out-of-distribution statistics, each answer says whether the image is unlike the training data
+(``"out_of_distribution"``) and how far it is (``"ood_distance"``), from the same forward pass.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from vitune.config import ServeConfig
 from vitune.data.images import decode_image
-from vitune.inference.predict import Scorer, make_scorer
+from vitune.inference.predict import Scorer, ScoredRow, make_scorer
 from vitune.serve.batching import MicroBatcher
 
 DEFAULT_CUTOFF = 0.5
@@ -32,6 +34,8 @@ class Prediction:
     predicted: list[str]
     value: float | None = None  # regression only
     tta: str = "none"  # the --tta views the scores are averaged over
+    out_of_distribution: bool | None = None  # None: the run has no out-of-distribution statistics
+    ood_distance: float | None = None
 
     def response(self, **extra) -> dict:
         """The JSON body of ``POST /v1/predict``; each keyword adds a field (``peaks=...``)."""
@@ -41,6 +45,9 @@ class Prediction:
         else:
             body["value"] = self.value
         body["tta"] = self.tta
+        if self.out_of_distribution is not None:
+            body["out_of_distribution"] = self.out_of_distribution
+            body["ood_distance"] = self.ood_distance
         return {**body, **extra}
 
 
@@ -50,7 +57,7 @@ class ServedModel:
     def __init__(self, scorer: Scorer, max_batch: int, name: str, head: str):
         self.scorer = scorer
         self.name, self.head = name, head
-        self.batcher = MicroBatcher(scorer.scores, max_batch)
+        self.batcher = MicroBatcher(self._score_rows, max_batch)
         tuned = scorer.thresholds
         self.tuned_thresholds = tuned is not None
         self.cutoffs = None
@@ -71,14 +78,22 @@ class ServedModel:
         return self.scorer.labels
 
     @property
+    def ood_threshold(self) -> float | None:
+        """The distance over which an image is flagged as unlike the training data (None: no statistics)."""
+        return None if self.scorer.ood is None else self.scorer.ood.statistics.threshold
+
+    @property
     def is_classification(self) -> bool:
         """Whether the answers are per-label probabilities (else a regression value)."""
         return self.scorer.task.is_classification
 
+    def _score_rows(self, pixels: np.ndarray) -> list[ScoredRow]:
+        return self.scorer.score_batch(pixels).rows()
+
     def warm_up(self) -> None:
         """One forward pass on a blank image, so the first request does not pay for loading the weights."""
         size = self.scorer.image_size
-        self.scorer.scores(np.zeros((1, 3, size, size), dtype=np.uint8))
+        self.scorer.score_batch(np.zeros((1, 3, size, size), dtype=np.uint8))
 
     def decode(self, data: bytes) -> np.ndarray:
         """An upload's bytes -> uint8 ``[3, S, S]`` as ``vitune predict`` decodes a file (raises ``BadImage``)."""
@@ -87,10 +102,13 @@ class ServedModel:
     async def predict(self, file: str, data: bytes) -> Prediction:
         """Decode (in a thread) and score (micro-batched) one upload; ``BadImage`` says why it is no image."""
         pixels = await asyncio.to_thread(self.decode, data)
-        return self.prediction(file, await self.batcher.submit(pixels))
+        row = await self.batcher.submit(pixels)
+        prediction = self.prediction(file, row.scores)
+        prediction.out_of_distribution, prediction.ood_distance = row.ood, row.ood_distance
+        return prediction
 
     def prediction(self, file: str, scores: np.ndarray) -> Prediction:
-        """The answer for one image's score row."""
+        """The answer for one image's score row (without the out-of-distribution flag: :meth:`predict` adds it)."""
         if not self.is_classification:
             value = float(scores)
             return Prediction(file, {self.labels[0]: value}, [], value, self.scorer.tta)

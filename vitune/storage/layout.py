@@ -41,6 +41,8 @@ class RunDir:
     calibration = property(lambda self: self.root / "calibration.json",
                            doc="``calibration.json``: the temperatures fitted on validation (train, heads).")
     cv = property(lambda self: self.root / "cv.json", doc="``cv.json``: the folds of ``--folds K``.")
+    ood = property(lambda self: self.root / "ood.safetensors",
+                   doc="``ood.safetensors``: the training embeddings' statistics behind the out-of-distribution flag.")
     heads = property(lambda self: self.root / "heads", doc="``heads/``: the default heads directory.")
     report = property(lambda self: self.root / "report.html", doc="``report.html``.")
     adapter = property(lambda self: self.root / "adapter", doc="``adapter/``: the LoRA adapter alone (``--lora``).")
@@ -48,6 +50,10 @@ class RunDir:
     export = property(lambda self: self.root / "export", doc="``export/``: the ONNX models ``--backend`` runs.")
     tensorboard = property(lambda self: self.root / "tensorboard", doc="``tensorboard/``: event files.")
     mlflow = property(lambda self: self.root / "mlruns", doc="``mlruns/``: the local MLflow file store.")
+
+    def encoder_export(self, pooling: str) -> Path:
+        """``export-encoder-<pooling>/``: the encoder's ONNX graphs the heads embed with on ``--backend onnx``."""
+        return self.root / f"export-encoder-{pooling}"
 
     def eval_dir(self, split: str) -> Path:
         """``eval/<split>/``: what ``vitune evaluate`` writes for ``split``."""
@@ -155,6 +161,11 @@ class HeadsDir:
     arrays = property(lambda self: self.root / "heads.safetensors", doc="Every fitted array.")
     report = property(lambda self: self.root / "heads.json", doc="The report of `vitune heads`.")
     embeddings = property(lambda self: self.root / "embeddings", doc="The embedding cache.")
+    ood = property(lambda self: self.root / "ood.safetensors", doc="The statistics of the heads' training embeddings.")
+
+    def encoder_export(self, pooling: str) -> Path:
+        """``export-encoder-<pooling>/``: a checkpoint's ONNX encoder graphs for ``--backend onnx``."""
+        return self.root / f"export-encoder-{pooling}"
 
 
 @dataclass(frozen=True)

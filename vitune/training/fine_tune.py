@@ -33,6 +33,8 @@ from vitune.data.folds import fold_record, load_run_dataset
 from vitune.errors import UserError
 from vitune.models.aliases import load_classifier, load_image_processor, load_model_config, resolve_preprocessing
 from vitune.models.families import Family, family_of
+from vitune.models.ood import fit_run_ood
+from vitune.models.run import load_run
 from vitune.runtime.hardware import describe_hardware
 from vitune.runtime.progress import interactive
 from vitune.storage.atomic import disk_full, remove_orphans, remove_stale_temp_files, replace_dir, write_atomic
@@ -319,6 +321,20 @@ def save_calibration(run: RunDir, trainer: VituneTrainer, y_true: np.ndarray, lo
              fitted["ece_macro_after"] or math.nan)
 
 
+def save_ood_statistics(run: RunDir, config: TrainConfig, device: torch.device) -> None:
+    """Write ``ood.safetensors``: the saved model's classifier input on train and validation (see :mod:`vitune.models.ood`).
+
+    The pass runs on the saved model in float32, as ``vitune predict`` will, rather than reusing the
+    training loop's evaluation (mixed precision, sharded under DeepSpeed or FSDP), so the threshold is
+    set on the very numbers a prediction is compared with.
+    """
+    statistics = fit_run_ood(load_run(run.root, device), config.data, config.eval_batch_size or config.batch_size * 2)
+    if statistics is None:
+        run.ood.unlink(missing_ok=True)
+        return
+    statistics.save(run.ood)
+
+
 def write_plots(run: RunDir, info: DatasetInfo, y_true, scores, log_history: list[dict]) -> None:
     """``plots/loss.png``, ``plots/lr.png`` and, for classification, ``roc.png`` / ``confusion.png``."""
     from vitune.evaluation.plots import plot_task
@@ -457,6 +473,7 @@ def _train(config: TrainConfig, run: RunDir) -> TrainResult:
         write_atomic(run.metrics, json.dumps(document, indent=2) + "\n")
         write_plots(run, info, y_true, scores, trainer.state.log_history)
         save_calibration(run, trainer, y_true, logits)
+        save_ood_statistics(run, config, trainer.args.device)
         if config.push_to_hub:
             push_to_hub(run.model, config.push_to_hub)
     log.info("validation %s: %s", info.task, json.dumps(result.metrics))
