@@ -101,7 +101,6 @@ class ScoredBatch:
     """A batch's scores ``[B, K]`` (regression ``[B]``) and its distances ``[B]`` (None without statistics)."""
 
     scores: np.ndarray
-    tta: str = NO_TTA  # the ``--tta`` views the scores are averaged over
     ood_distances: np.ndarray | None = None
     ood_threshold: float | None = None
 
