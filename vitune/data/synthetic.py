@@ -73,11 +73,7 @@ def make_chestxray_like(out: Path | str, n_patients: int = 300, seed: int = 0, i
     """
     if n_patients < 2:
         raise UserError(f"n_patients {n_patients} is too small: use at least 2 (train and test patients)")
-    if image_size < 32:
-        raise UserError(f"image_size {image_size} is too small: use at least 32 px so the findings stay visible")
-    out = Path(out)
-    images = out / "images"
-    images.mkdir(parents=True, exist_ok=True)
+    out, images = _images_folder(out, image_size, "the findings stay visible")
     rng = np.random.default_rng(seed)
     background = _chest_background(image_size)
     test_patients = set(rng.choice(np.arange(1, n_patients + 1), size=max(1, round(TEST_PATIENT_SHARE * n_patients)),
@@ -107,6 +103,16 @@ def make_chestxray_like(out: Path | str, n_patients: int = 300, seed: int = 0, i
     if boxes:
         (out / BOXES_FILE).write_text(json.dumps(lesion_boxes, indent=1) + "\n")
     return out
+
+
+def _images_folder(out: Path | str, image_size: int, why_32_px: str) -> tuple[Path, Path]:
+    """``out`` and its ``images`` folder, made, once ``image_size`` is checked to be at least 32 px."""
+    if image_size < 32:
+        raise UserError(f"image_size {image_size} is too small: use at least 32 px so {why_32_px}")
+    out = Path(out)
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    return out, images
 
 
 def lesion_images(n: int, findings: list[str], image_size: int = 64, rate: float = 0.35,
@@ -196,20 +202,16 @@ def make_shapes_like(out: Path | str, n_images: int = 1000, seed: int = 0, image
     """
     if n_images < 1:
         raise UserError(f"n_images {n_images} is too small: use at least 1")
-    if image_size < 32:
-        raise UserError(f"image_size {image_size} is too small: use at least 32 px so the shapes span several patches")
-    out = Path(out)
-    images = out / "images"
-    images.mkdir(parents=True, exist_ok=True)
+    out, images = _images_folder(out, image_size, "the shapes span several patches")
     rng = np.random.default_rng(seed)
     rows = []
     for index in range(n_images):
         present = [shape for shape in SHAPES if rng.random() < SHAPE_RATE]
         if not present:
             present = [str(rng.choice(SHAPES))]
-        name = f"images/{index:05d}.png"
-        Image.fromarray(_render_shapes(present, image_size, rng)).save(out / name)
-        rows.append([name, "|".join(present)])
+        name = f"{index:05d}.png"
+        Image.fromarray(_render_shapes(present, image_size, rng)).save(images / name)
+        rows.append([f"{images.name}/{name}", "|".join(present)])
     with open(out / SHAPES_CSV, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["image", "labels"])
