@@ -23,7 +23,8 @@ Prints a markdown table (the figures of docs/benchmarks.md).
     .venv/bin/python bench/pretrain.py        # docs/benchmarks.md's second run (mask 0.75, raw pixels, [CLS] head)
     .venv/bin/python bench/pretrain.py --mask-ratio 0.5 --pretrain-lr 1.5e-3 --pretrain-epochs 10 \
         --finetune-epochs 15 --pooling mean   # its first run
-    .venv/bin/python bench/pretrain.py --images shapes --mask-ratio 0.5 --pretrain-epochs 20  # structured images
+    .venv/bin/python bench/pretrain.py --images shapes --unlabeled-images 1000 --pretrain-epochs 12 \
+        --pooling mean                    # structured images: docs/benchmarks.md's run 4
     .venv/bin/python bench/pretrain.py --unlabeled-patients 100 --pretrain-epochs 2 --finetune-epochs 2  # a quick look
 """
 
