@@ -13,11 +13,18 @@ of a 4x4 grid over a chest-like background), in one run:
 4. the FLOPs of one ViT-B/16 MAE training step per image (224 px, 75 % masked, 512x8 decoder), counted with
    ``torch.utils.flop_counter``, and what they make for ~100k images on a GPU at an assumed utilisation.
 
+With ``--images shapes`` the images are ``make_shapes_like``'s instead: structured textures (stripes, rings,
+checkerboards, crosses) spanning several patches on a plain background, labeled by the kinds present;
+``--labeled-images`` go through ``vitune data prepare`` (a random split, ``--test-fraction`` for test) and
+``--unlabeled-images`` others, from another seed, make the plain folder.
+
 Prints a markdown table (the figures of docs/benchmarks.md).
 
     .venv/bin/python bench/pretrain.py        # docs/benchmarks.md's second run (mask 0.75, raw pixels, [CLS] head)
     .venv/bin/python bench/pretrain.py --mask-ratio 0.5 --pretrain-lr 1.5e-3 --pretrain-epochs 10 \
         --finetune-epochs 15 --pooling mean   # its first run
+    .venv/bin/python bench/pretrain.py --images shapes --unlabeled-images 1000 --pretrain-epochs 12 \
+        --pooling mean                    # structured images: docs/benchmarks.md's run 4
     .venv/bin/python bench/pretrain.py --unlabeled-patients 100 --pretrain-epochs 2 --finetune-epochs 2  # a quick look
 """
 
@@ -37,7 +44,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import torch
 
 from vitune import EvaluateConfig, PrepareConfig, PretrainConfig, TrainConfig, evaluate, prepare, pretrain, train
-from vitune.data.synthetic import make_chestxray_like
+from vitune.data.synthetic import make_chestxray_like, make_shapes_like
 from vitune.runtime.progress import quiet_library_bars
 
 # GPU peaks (dense bf16, TFLOP/s) from the vendors' data sheets, for the cost estimate
@@ -70,6 +77,21 @@ def mae_flops_per_image(image_size: int = 224, mask_ratio: float = 0.75) -> floa
     return float(counter.get_total_flops())
 
 
+def write_images(args, work: Path) -> tuple[Path, Path]:
+    """The labeled source and the plain folder of unlabeled images of ``--images``, generated under ``work``."""
+    if args.images == "shapes":
+        labeled = make_shapes_like(work / "labeled-release", n_images=args.labeled_images, seed=args.seed,
+                                   image_size=args.image_size)
+        unlabeled = make_shapes_like(work / "unlabeled-release", n_images=args.unlabeled_images, seed=args.seed + 1,
+                                     image_size=args.image_size)
+        return labeled, unlabeled / "images"
+    labeled = make_chestxray_like(work / "labeled-release", n_patients=args.labeled_patients, seed=args.seed,
+                                  image_size=args.image_size)
+    unlabeled = make_chestxray_like(work / "unlabeled-release", n_patients=args.unlabeled_patients,
+                                    seed=args.seed + 1, image_size=args.image_size)
+    return labeled, unlabeled / "images"
+
+
 def fine_tune(data: Path, model: str, out: Path, args) -> dict:
     """``vitune train`` with the bench's settings, then ``vitune evaluate --split test``: the test metrics."""
     train(TrainConfig(data=str(data), model=model, out=str(out), epochs=args.finetune_epochs, lr=args.finetune_lr,
@@ -80,6 +102,12 @@ def fine_tune(data: Path, model: str, out: Path, args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", choices=("chestxray", "shapes"), default="chestxray",
+                        help="chestxray: make_chestxray_like's blobs; shapes: make_shapes_like's textures")
+    parser.add_argument("--labeled-images", type=int, default=400, help="--images shapes: images of the labeled set")
+    parser.add_argument("--unlabeled-images", type=int, default=3000, help="--images shapes: unlabeled images")
+    parser.add_argument("--test-fraction", type=float, default=0.3,
+                        help="--images shapes: the labeled images held out for test (chestxray: the official split)")
     parser.add_argument("--labeled-patients", type=int, default=100, help="patients of the labeled set (~3 images each)")
     parser.add_argument("--unlabeled-patients", type=int, default=300, help="patients of the unlabeled folder")
     parser.add_argument("--image-size", type=int, default=32, help="32: one 8 px patch per cell of the findings' grid")
@@ -104,12 +132,10 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="vitune-pretrain-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        labeled = make_chestxray_like(work / "labeled-release", n_patients=args.labeled_patients, seed=args.seed,
-                                      image_size=args.image_size)
-        unlabeled = make_chestxray_like(work / "unlabeled-release", n_patients=args.unlabeled_patients,
-                                        seed=args.seed + 1, image_size=args.image_size) / "images"
+        labeled, unlabeled = write_images(args, work)
         data = work / "labeled"
-        info = prepare(PrepareConfig(source=str(labeled), out=data, image_size=args.image_size, seed=args.seed))
+        info = prepare(PrepareConfig(source=str(labeled), out=data, image_size=args.image_size, seed=args.seed,
+                                     test_fraction=args.test_fraction))
         checkpoint = save_small_vit(work / "small-vit", args.image_size, args.hidden, args.layers)
 
         started = time.perf_counter()
@@ -127,7 +153,7 @@ def main() -> None:
 
     history = pretrained["history"]
     images = pretrained["pretraining"]["train_images"]
-    print(f"\nlabeled: {json.dumps(info.splits)} images, 14 findings; unlabeled: {images} images pre-trained "
+    print(f"\n{args.images}, labeled: {json.dumps(info.splits)} images, {len(info.labels)} labels; unlabeled: {images} images pre-trained "
           f"(+{pretrained['pretraining']['held_back_images']} held back); {args.image_size} px, ViT {args.hidden} "
           f"wide x {args.layers} deep, patch 8; torch threads {torch.get_num_threads()}\n")
     print("| start | pre-training | test roc_auc_macro | test average_precision_macro |")

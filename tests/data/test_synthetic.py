@@ -6,6 +6,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from vitune.data.sources import detect_format, read_source
@@ -97,3 +98,44 @@ def test_lesion_boxes_hold_the_lesions(tmp_path):
     assert sorted(written) == sorted(rows)
     assert all(set(written[name]) == (set() if label in ([], "No Finding") else set(label if isinstance(label, list)
                else label.split("|"))) for name, label in rows.items())
+
+
+def test_shapes_like_is_a_multi_label_csv_source_of_its_shapes(tmp_path):
+    from vitune.data.synthetic import SHAPE_BACKGROUND, SHAPES, make_shapes_like
+
+    root = make_shapes_like(tmp_path / "shapes", n_images=60, seed=4, image_size=32)
+    again = make_shapes_like(tmp_path / "again", n_images=60, seed=4, image_size=32)
+    assert (root / "labels.csv").read_text() == (again / "labels.csv").read_text()
+    assert (root / "images" / "00007.png").read_bytes() == (again / "images" / "00007.png").read_bytes()
+    rows = read_source(str(root))
+    assert detect_format(str(root)) == "csv" and len(rows.records) == 60 and not rows.skipped
+    space = infer_label_space([record.raw_label for record in rows.records], task=rows.task, label_order=rows.label_order)
+    assert space.task == "multi_label" and sorted(space.labels) == sorted(SHAPES)
+    labels = np.array([space.encode(record.raw_label) for record in rows.records])
+    assert labels.sum(axis=1).min() >= 1  # every image holds a shape
+    assert 0.3 <= labels.mean() <= 0.7  # each kind on about half the images
+    for record, row in zip(rows.records, labels):
+        pixels = np.asarray(Image.open(root / record.file), np.float64)
+        assert pixels.shape == (32, 32)
+        bright = pixels > SHAPE_BACKGROUND + 70
+        # a shape fills about 13x13 px of its quadrant, about half of it bright (a cross a bit less)
+        assert 25 * row.sum() <= bright.sum() <= 130 * row.sum()
+        assert np.median(pixels) == pytest.approx(SHAPE_BACKGROUND, abs=6)  # the plain background
+
+
+def test_shapes_are_told_apart_by_their_structure():
+    from vitune.data.synthetic import SHAPE_BACKGROUND, _render_shapes
+
+    rng = np.random.default_rng(0)
+
+    def mean_changes(shape: str) -> float:
+        """Bright/dark changes between horizontal neighbours, on 20 images of ``shape`` alone."""
+        images = np.stack([_render_shapes([shape], 32, rng) for _ in range(20)])
+        bright = images > SHAPE_BACKGROUND + 70
+        return float((bright[:, :, 1:] != bright[:, :, :-1]).sum(axis=(1, 2)).mean())
+
+    # the textures alternate every few pixels, the cross holds solid arms
+    cross = mean_changes("cross")
+    assert mean_changes("checker") > 2 * cross
+    assert mean_changes("stripes") > 1.5 * cross
+    assert mean_changes("rings") > 1.5 * cross

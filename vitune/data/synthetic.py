@@ -12,6 +12,12 @@ With ``boxes=True`` it also writes ``lesion_boxes.json``, each image's findings 
 the explanation tests and ``bench/explain.py``. :func:`photo_like`, :func:`knee_film_like` and
 :func:`blank_frame` draw images of other kinds, for the out-of-distribution flag.
 
+:func:`make_shapes_like` writes a multi-label ``csv`` source of structured textures (stripes,
+rings, checkerboards, crosses), each spanning several ViT patches on a plain low-noise background:
+the kinds present are the labels, wherever they lie. A masked patch of a texture is predictable
+from its visible neighbours only by knowing the textures, which is what masked-autoencoder
+pre-training can learn from unlabeled images (``bench/pretrain.py --images shapes``).
+
 :func:`make_digits_imagefolder` writes scikit-learn's bundled digits (1797 real 8x8 scans) as an
 ``imagefolder`` with one class sub-folder per digit.
 """
@@ -68,11 +74,7 @@ def make_chestxray_like(out: Path | str, n_patients: int = 300, seed: int = 0, i
     """
     if n_patients < 2:
         raise UserError(f"n_patients {n_patients} is too small: use at least 2 (train and test patients)")
-    if image_size < 32:
-        raise UserError(f"image_size {image_size} is too small: use at least 32 px so the findings stay visible")
-    out = Path(out)
-    images = out / "images"
-    images.mkdir(parents=True, exist_ok=True)
+    out, images = _images_folder(out, image_size, "the findings stay visible")
     rng = np.random.default_rng(seed)
     background = _chest_background(image_size)
     test_patients = set(rng.choice(np.arange(1, n_patients + 1), size=max(1, round(TEST_PATIENT_SHARE * n_patients)),
@@ -102,6 +104,16 @@ def make_chestxray_like(out: Path | str, n_patients: int = 300, seed: int = 0, i
     if boxes:
         (out / BOXES_FILE).write_text(json.dumps(lesion_boxes, indent=1) + "\n")
     return out
+
+
+def _images_folder(out: Path | str, image_size: int, why_32_px: str) -> tuple[Path, Path]:
+    """``out`` and its ``images`` folder, made, once ``image_size`` is checked to be at least 32 px."""
+    if image_size < 32:
+        raise UserError(f"image_size {image_size} is too small: use at least 32 px so {why_32_px}")
+    out = Path(out)
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    return out, images
 
 
 def lesion_images(n: int, findings: list[str], image_size: int = 64, rate: float = 0.35,
@@ -198,6 +210,81 @@ def _box(cx: float, cy: float, reach: float, size: int) -> list[float]:
         return round(min(max(value, 0.0), float(size)), 2)
 
     return [clip(cx + 0.5 - reach), clip(cy + 0.5 - reach), clip(cx + 0.5 + reach), clip(cy + 0.5 + reach)]
+
+
+SHAPES = ("stripes", "rings", "checker", "cross")
+SHAPE_RATE = 0.5  # chance of each kind on an image; an image drawn with none gets one
+SHAPES_CSV = "labels.csv"
+SHAPE_SIDE = 0.4  # a shape fills a square of this share of the image side, in its own quadrant
+SHAPE_BACKGROUND = 60.0
+SHAPE_CONTRAST = 140.0
+SHAPE_NOISE = 3.0
+
+
+def make_shapes_like(out: Path | str, n_images: int = 1000, seed: int = 0, image_size: int = 32) -> Path:
+    """Write ``n_images`` grayscale PNGs of structured shapes and their label CSV into ``out``; return ``out``.
+
+    Each image holds one to four of :data:`SHAPES`, each at most once, in distinct quadrants of the
+    image (which quadrant, and a jitter of up to 1/16 of the side, drawn at random), with random
+    angle, period and phase; the background is flat with little noise. ``out/labels.csv`` has the
+    columns ``image`` (``images/00000.png``...) and ``labels`` (the kinds present, joined by ``|``),
+    so ``vitune data prepare out`` reads it as a multi-label ``csv`` source, and ``out/images`` alone
+    is a plain folder of unlabeled images for ``vitune pretrain``. Deterministic for a given ``seed``.
+    """
+    if n_images < 1:
+        raise UserError(f"n_images {n_images} is too small: use at least 1")
+    out, images = _images_folder(out, image_size, "the shapes span several patches")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for index in range(n_images):
+        present = [shape for shape in SHAPES if rng.random() < SHAPE_RATE]
+        if not present:
+            present = [str(rng.choice(SHAPES))]
+        name = f"{index:05d}.png"
+        Image.fromarray(_render_shapes(present, image_size, rng)).save(images / name)
+        rows.append([f"{images.name}/{name}", "|".join(present)])
+    with open(out / SHAPES_CSV, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "labels"])
+        writer.writerows(rows)
+    return out
+
+
+def _render_shapes(present: list[str], size: int, rng: np.random.Generator) -> np.ndarray:
+    """One grayscale image: a flat noisy background and each shape of ``present`` in its own quadrant."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float64)
+    image = SHAPE_BACKGROUND + rng.normal(0.0, SHAPE_NOISE, (size, size))
+    half_side = SHAPE_SIDE * size / 2.0
+    quadrants = rng.permutation(4)
+    for shape, quadrant in zip(present, quadrants):
+        row, col = divmod(int(quadrant), 2)
+        cy = (row + 0.5) * size / 2.0 + rng.uniform(-size / 16.0, size / 16.0)
+        cx = (col + 0.5) * size / 2.0 + rng.uniform(-size / 16.0, size / 16.0)
+        inside = (np.abs(y - cy) <= half_side) & (np.abs(x - cx) <= half_side)
+        pattern = _shape_pattern(shape, y - cy, x - cx, half_side, rng)
+        image += SHAPE_CONTRAST * (inside & pattern)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _shape_pattern(shape: str, dy: np.ndarray, dx: np.ndarray, half_side: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Where ``shape`` is bright, on offsets ``dy``, ``dx`` (pixels) from its centre: a boolean mask."""
+    phase = rng.uniform(0.0, 2.0 * np.pi)
+    if shape == "stripes":
+        angle = rng.uniform(0.0, np.pi)
+        across = dx * np.cos(angle) + dy * np.sin(angle)
+        return np.sin(2.0 * np.pi * across / rng.uniform(3.5, 5.0) + phase) > 0
+    if shape == "rings":
+        radius = np.hypot(dy, dx)
+        return np.sin(2.0 * np.pi * radius / rng.uniform(3.5, 5.0) + phase) > 0
+    if shape == "checker":
+        cell = rng.uniform(2.5, 4.0)
+        offset_y, offset_x = rng.uniform(0.0, cell, size=2)
+        return (np.floor((dy + offset_y) / cell) + np.floor((dx + offset_x) / cell)) % 2 == 0
+    if shape == "cross":
+        arm = half_side * rng.uniform(0.25, 0.4)
+        return (np.abs(dy) <= arm) | (np.abs(dx) <= arm)
+    raise ValueError(f"unknown shape {shape!r}: use one of {', '.join(SHAPES)}")
 
 
 def make_digits_imagefolder(out: Path | str, image_size: int = 32) -> Path:
