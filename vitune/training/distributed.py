@@ -23,6 +23,8 @@ import importlib.util
 import json
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -96,6 +98,31 @@ def fsdp_settings(mode: str, family: Family) -> dict:
         "transformer_layer_cls_to_wrap": [family.encoder_layer],
         "state_dict_type": "FULL_STATE_DICT",  # checkpoints and model/ hold whole weights, written by rank 0
     }
+
+
+@contextmanager
+def whole_models(args) -> Iterator[None]:
+    """Models loaded inside are whole on this process, also while a ZeRO-3 run is live.
+
+    Under ZeRO-3 transformers partitions every model ``from_pretrained`` loads (``deepspeed.zero.Init``),
+    which broadcasts between the processes: one process alone (rank 0 reading back the saved model) would
+    wait for the others forever. The run's DeepSpeed config (``args``: its ``TrainingArguments``) is set
+    aside inside and put back after, through transformers' own setter.
+    """
+    from transformers.integrations.deepspeed import (
+        is_deepspeed_zero3_enabled,
+        set_hf_deepspeed_config,
+        unset_hf_deepspeed_config,
+    )
+
+    if not is_deepspeed_zero3_enabled():
+        yield
+        return
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        set_hf_deepspeed_config(args.hf_deepspeed_config)
 
 
 def use_cpu_accelerator_without_gpu() -> None:

@@ -45,7 +45,7 @@ from vitune.tasks.calibration import fitted_calibration
 from vitune.tasks.losses import MultiLabelLoss
 from vitune.tasks.metrics import MetricsResult
 from vitune.training.augment import device_inputs_for
-from vitune.training.distributed import deepspeed_settings, engine_arguments
+from vitune.training.distributed import deepspeed_settings, engine_arguments, whole_models
 from vitune.training.ema import add_ema
 from vitune.training.layer_decay import add_branch_drop_path, drop_path_overrides, require_layer_decay
 from vitune.training.lora import add_lora, is_lora, parameter_counts, save_lora
@@ -321,14 +321,16 @@ def save_calibration(run: RunDir, trainer: VituneTrainer, y_true: np.ndarray, lo
              fitted["ece_macro_after"] or math.nan)
 
 
-def save_ood_statistics(run: RunDir, config: TrainConfig, device: torch.device) -> None:
+def save_ood_statistics(run: RunDir, config: TrainConfig, args) -> None:
     """Write ``ood.safetensors``: the saved model's classifier input on train and validation (see :mod:`vitune.models.ood`).
 
     The pass runs on the saved model in float32, as ``vitune predict`` will, rather than reusing the
     training loop's evaluation (mixed precision, sharded under DeepSpeed or FSDP), so the threshold is
     set on the very numbers a prediction is compared with.
     """
-    statistics = fit_run_ood(load_run(run.root, device), config.data, config.eval_batch_size or config.batch_size * 2)
+    with whole_models(args):  # this process alone loads the saved model (lazily, inside the pass)
+        statistics = fit_run_ood(load_run(run.root, args.device), config.data,
+                                 config.eval_batch_size or config.batch_size * 2)
     if statistics is None:
         run.ood.unlink(missing_ok=True)
         return
@@ -473,7 +475,7 @@ def _train(config: TrainConfig, run: RunDir) -> TrainResult:
         write_atomic(run.metrics, json.dumps(document, indent=2) + "\n")
         write_plots(run, info, y_true, scores, trainer.state.log_history)
         save_calibration(run, trainer, y_true, logits)
-        save_ood_statistics(run, config, trainer.args.device)
+        save_ood_statistics(run, config, trainer.args)
         if config.push_to_hub:
             push_to_hub(run.model, config.push_to_hub)
     log.info("validation %s: %s", info.task, json.dumps(result.metrics))

@@ -53,6 +53,7 @@ from vitune.models.forward import normalize, pixel_batches
 from vitune.storage.atomic import replace_dir, write_atomic
 from vitune.storage.layout import RunDir
 from vitune.training.augment import DeviceInputs, resized_crop
+from vitune.training.distributed import whole_models
 from vitune.training.fine_tune import (
     MAE_STAGING,
     MODEL_STAGING,
@@ -337,9 +338,10 @@ def _pretrain(config: PretrainConfig, run: RunDir) -> PretrainResult:
     _save_mae(trainer, run)
     document = {}
     if trainer.is_world_process_zero():
-        mae = _saved_mae(run)
         document = metrics_document(config, trainer, final)
-        save_encoder(mae, run, start.processor, pretraining_card(config, document))
+        with whole_models(trainer.args):  # this process alone reads the saved MAE back and builds the encoder
+            mae = _saved_mae(run)
+            save_encoder(mae, run, start.processor, pretraining_card(config, document))
         write_atomic(run.metrics, json.dumps(document, indent=2) + "\n")
         write_curves(run, trainer.state.log_history)
         grid_split = data.train if data.held_back is None else data.held_back
