@@ -29,6 +29,7 @@ from PIL import Image
 from predict_memory import SIDE, write_run
 
 WARM_UP = 10
+STARTUP_LINES = 20  # lines of output vitune serve may print before its URL
 
 
 def png_bytes(side: int = 64) -> bytes:
@@ -44,12 +45,16 @@ def start_server(run: Path, max_batch: int, flags: list[str] = ()) -> tuple[subp
                "--device", "cpu", "--max-batch", str(max_batch), *flags]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    line = process.stdout.readline()
-    found = re.search(r"http://127\.0\.0\.1:\d+/", line)
-    if not found:
-        process.kill()
-        raise SystemExit(f"vitune serve did not start: {line}")
-    return process, found.group(0)
+    said = []
+    for line in process.stdout:  # log lines (a page without examples, say) may come before the URL
+        said.append(line.strip())
+        found = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        if found:
+            return process, found.group(0)
+        if len(said) >= STARTUP_LINES:
+            break
+    process.kill()
+    raise SystemExit(f"vitune serve did not start: {' | '.join(said[-3:])}")
 
 
 async def measure(url: str, image: bytes, requests: int, concurrency: int, max_seconds: float) -> dict:
