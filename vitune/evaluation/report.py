@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 SECTIONS = ("Data", "Training", "Metrics", "Per-label results", "Subgroups", "Calibration", "Where the model looks",
             "Heads", "Configuration")
 CROSS_VALIDATION = "Cross-validation"  # after Training, only in a `vitune train --folds K` parent's report
-PRETRAINING_SECTIONS = ("Data", "Training", "Reconstructions", "Configuration")  # a `vitune pretrain` run
 PRETRAINING_SETTINGS = ("start", "model", "image_size", "mask_ratio", "norm_pix_loss", "decoder_width",
                         "decoder_depth", "learning_rate", "total_batch")
 MAX_SKIPPED_SHOWN = 10
@@ -387,7 +386,7 @@ def fine_tuning_bodies(run_dir: Path, metrics: dict | None) -> dict[str, Markup]
 
 
 def pretraining_bodies(run_dir: Path, metrics: dict) -> dict[str, Markup]:
-    """The sections of a `vitune pretrain` run's report, in :data:`PRETRAINING_SECTIONS` order: there is no
+    """The sections of a `vitune pretrain` run's report (Data, Training, Reconstructions, Configuration): there is no
     classifier to evaluate or explain yet."""
     return {
         "Data": pretraining_data_section(run_dir, metrics["pretraining"]),
