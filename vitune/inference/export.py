@@ -39,8 +39,17 @@ import torch
 from vitune.config import ExportConfig
 from vitune.data.dataset_dir import load_dataset_dir
 from vitune.errors import UserError
-from vitune.models.forward import normalize, pixel_batches
-from vitune.models.onnx import CHECK_IMAGES, LOGITS, export_graph, quantize_int8, require_onnx_extra
+from vitune.models.forward import pixel_batches
+from vitune.models.onnx import (
+    CHECK_IMAGES,
+    LOGITS,
+    ONNX,
+    ONNX_INT8,
+    NormalizedSession,
+    export_graph,
+    quantize_int8,
+    require_onnx_extra,
+)
 from vitune.models.ood import classifier_inputs, supports_ood
 from vitune.models.run import Run, load_run
 from vitune.tasks.calibration import apply_temperature
@@ -132,16 +141,9 @@ def _add_metadata(run: Run, onnx_path: Path) -> None:
     onnx.save(model, str(onnx_path))
 
 
-def _session(path: Path):
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
-def _onnx_logits(session, batches, run: Run, output: str = UNCALIBRATED_OUTPUT) -> np.ndarray:
-    outputs = [session.run([output], {"pixel_values": normalize(torch.as_tensor(b), run.prep).numpy()})[0]
-               for b in batches]
-    return np.concatenate(outputs)
+def _onnx_logits(session: NormalizedSession, batches, output: str = UNCALIBRATED_OUTPUT) -> np.ndarray:
+    """The graph's ``output`` for each uint8 batch, concatenated."""
+    return np.concatenate([session.outputs([output], batch)[0] for batch in batches])
 
 
 def _main_metric(run: Run, y_true: np.ndarray, logits: np.ndarray) -> float | None:
@@ -152,15 +154,16 @@ def _main_metric(run: Run, y_true: np.ndarray, logits: np.ndarray) -> float | No
 def _quantization_check(run: Run, float_path: Path, quant_path: Path, validation, check: np.ndarray,
                         max_samples: int, batch_size: int) -> dict:
     """Main metric of the float and int8 ONNX models on validation, and their largest logit difference."""
-    float_session, quant_session = _session(float_path), _session(quant_path)
+    float_session = NormalizedSession(ONNX, float_path, run.prep, "")
+    quant_session = NormalizedSession(ONNX_INT8, quant_path, run.prep, "")
     if validation is None:
         batches, y_true = [check], None
     else:
         subset = validation.select(range(min(max_samples, len(validation))))
         batches = list(pixel_batches(subset, batch_size))
         y_true = np.asarray(subset.with_format("numpy")["labels"])
-    before = _onnx_logits(float_session, batches, run)
-    after = _onnx_logits(quant_session, batches, run)
+    before = _onnx_logits(float_session, batches)
+    after = _onnx_logits(quant_session, batches)
     result = {
         "path": str(quant_path),
         "size_mb": round(quant_path.stat().st_size / 2**20, 2),
@@ -202,10 +205,10 @@ def _verified_export(run: Run, onnx_path: Path, config: ExportConfig, check: np.
     _add_metadata(run, onnx_path)
     seconds = time.perf_counter() - start
     reference = run.logits([check])
-    session = _session(onnx_path)
+    session = NormalizedSession(ONNX, onnx_path, run.prep, "")
     calibrated = apply_temperature(reference, run.temperature)
-    max_diff = max(float(np.abs(_onnx_logits(session, [check], run) - reference).max()),
-                   float(np.abs(_onnx_logits(session, [check], run, CALIBRATED_OUTPUT) - calibrated).max()))
+    max_diff = max(float(np.abs(_onnx_logits(session, [check]) - reference).max()),
+                   float(np.abs(_onnx_logits(session, [check], CALIBRATED_OUTPUT) - calibrated).max()))
     log.debug("onnxruntime vs torch on %d images: max abs logit difference %.3g", len(check), max_diff)
     if not max_diff <= config.tolerance:
         raise UserError(
