@@ -6,7 +6,13 @@ Hub) at 224 px, 14 labels, on ``--images`` random 512-px PNGs, all in one run:
 - ``transformers.pipeline("image-classification", batch_size=32)`` over the files: the reference;
 - ``vitune predict`` (the library call behind the command) with ``--backend torch``, ``onnx`` and
   ``onnx-int8`` (each backend's export and a warm-up happen before the clock starts);
-- the bare torch forward over already normalised tensors: the bound for ``torch``.
+- the bare torch forward over already normalised tensors: the bound for ``torch``;
+- the exported ``model.onnx`` and ``model.int8.onnx`` alone in ONNX Runtime on the same tensors:
+  the bounds for ``onnx`` and ``onnx-int8``.
+
+It first prints the CPU and whether it has VNNI (``avx512_vnni`` or ``avx_vnni``): int8 matrix
+products outrun fp32 ones only where the CPU multiplies int8 faster than it does fp32 FMAs, so
+the ``onnx-int8`` ratio depends on the machine more than any other line.
 
 Each line prints img/s and the ratio to the pipeline. Then ``vitune serve --backend B`` on
 127.0.0.1, ``--requests`` single-image requests of one 512-px PNG at concurrency 1 and 8:
@@ -20,15 +26,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 from serve import measure, start_server
+
+from vitune.models.onnx import FP32_FILE, INT8_FILE
+from vitune.storage.layout import RunDir
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 IMAGE_SIDE = 512
@@ -97,20 +108,58 @@ def predict_rate(run: Path, folder: Path, backend: str, count: int) -> float:
     return count / seconds
 
 
-@torch.inference_mode()
-def bare_forward_rate(run: Path, count: int) -> float:
-    """img/s of the torch model alone on normalised float batches of 32 (no decoding): the bound."""
-    from transformers import ViTForImageClassification
-
-    model = ViTForImageClassification.from_pretrained(run / "model").eval()
-    batch = torch.randn(BATCH, 3, MODEL_SIDE, MODEL_SIDE)
-    model(pixel_values=batch)
+def forward_rate(forward: Callable[[np.ndarray], object], count: int) -> float:
+    """img/s of ``forward`` on one normalised float batch of 32, repeated to ``count`` images (after one warm-up)."""
+    batch = np.random.default_rng(0).standard_normal((BATCH, 3, MODEL_SIDE, MODEL_SIDE)).astype(np.float32)
+    forward(batch)
     start = time.perf_counter()
     done = 0
     while done < count:
-        model(pixel_values=batch)
+        forward(batch)
         done += BATCH
     return done / (time.perf_counter() - start)
+
+
+def bare_forward_rate(run: Path, count: int) -> float:
+    """img/s of the torch model alone (no decoding): the bound of ``--backend torch``."""
+    from transformers import ViTForImageClassification
+
+    model = ViTForImageClassification.from_pretrained(run / "model").eval()
+
+    @torch.inference_mode()
+    def forward(batch: np.ndarray) -> torch.Tensor:
+        return model(pixel_values=torch.from_numpy(batch)).logits
+
+    return forward_rate(forward, count)
+
+
+def onnx_alone_rate(path: Path, count: int) -> float:
+    """img/s of an exported file alone in ONNX Runtime, with the intra-op threads ``--backend`` gives it: its bound."""
+    import onnxruntime as ort
+
+    from vitune.models.onnx import available_cores
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = available_cores()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return forward_rate(lambda batch: session.run(None, {"pixel_values": batch}), count)
+
+
+def describe_cpu() -> str:
+    """The CPU's name, its family/model numbers and its int8-relevant instruction sets, from /proc/cpuinfo."""
+    fields: dict[str, str] = {}
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())  # the first processor's entry
+    name = fields.get("model name") or platform.processor() or "unknown CPU"
+    flags = set(fields.get("flags", "").split())
+    int8_sets = [flag for flag in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if flag in flags]
+    vnni = "VNNI" if {"avx512_vnni", "avx_vnni"} & flags else "no VNNI"
+    family = f"family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields else ""
+    return f"{name} ({family}; {' '.join(int8_sets) or 'flags unknown'}: {vnni})"
 
 
 def main() -> None:
@@ -125,6 +174,7 @@ def main() -> None:
     try:
         write_run(work / "run")
         paths = write_images(work / "images", args.images)
+        print(f"CPU: {describe_cpu()}")
         print(f"ViT-S/16 at {MODEL_SIDE} px, {args.images} PNGs of {IMAGE_SIDE} px, batch {BATCH}, "
               f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
         print("| what | img/s | x pipeline |\n|---|---:|---:|")
@@ -134,7 +184,12 @@ def main() -> None:
             rate = predict_rate(work / "run", work / "images", backend, args.images)
             print(f"| vitune predict --backend {backend} | {rate:.1f} | {rate / reference:.2f} |", flush=True)
         bound = bare_forward_rate(work / "run", args.images)
-        print(f"| bare torch forward (bound) | {bound:.1f} | {bound / reference:.2f} |", flush=True)
+        print(f"| bare torch forward (bound of torch) | {bound:.1f} | {bound / reference:.2f} |", flush=True)
+        export = RunDir(work / "run").export
+        for backend, file in (("onnx", FP32_FILE), ("onnx-int8", INT8_FILE)):
+            bound = onnx_alone_rate(export / file, args.images)
+            print(f"| {file} alone in ONNX Runtime (bound of {backend}) | {bound:.1f} | {bound / reference:.2f} |",
+                  flush=True)
 
         image = paths[0].read_bytes()
         print("\n| vitune serve | concurrency | requests/s | p50 ms | p95 ms |\n|---|---:|---:|---:|---:|")

@@ -74,6 +74,7 @@ def test_scores_equal_vitune_predict_for_the_same_files(client, multi_label_run,
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["task"] == "multi_label" and health["labels"] == ["a", "b", "c"]
     assert health["head"] == "model" and health["run"] == "run" and health["tta"] == "none"
+    assert health["backend"] == "torch" and health["ood_threshold"] is None  # the tiny run has no OOD statistics
 
 
 def test_a_text_file_gets_a_4xx_json_reason_and_the_next_request_succeeds(client, images):
@@ -372,7 +373,9 @@ def test_an_image_unlike_the_training_data_is_flagged_in_the_json_and_warned_of_
     config = ServeConfig(run=run_dir, device="cpu")
     with TestClient(create_app(config)) as chest_client:
         answers = {name: post(chest_client, name, data).json() for name, data in uploads.items()}
+        health = chest_client.get("/healthz").json()
     served = ServedModel.from_config(config)
+    assert health["ood_threshold"] == pytest.approx(served.ood_threshold) and served.ood_threshold > 0
     assert answers["blank.png"]["out_of_distribution"] is True
     assert answers["blank.png"]["ood_distance"] > served.ood_threshold
     assert answers["film.png"]["out_of_distribution"] is False

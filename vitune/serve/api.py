@@ -96,11 +96,13 @@ def build_api(served: ServedModel, max_upload_bytes: int, explainer: ServedExpla
 
     @app.get("/healthz")
     async def healthz() -> dict:
-        """Liveness, what answers (the run, its head, task and labels) and the batches run so far by size."""
+        """Liveness, what answers (the run, its head, task, labels, backend and out-of-distribution threshold, null
+        without statistics) and the batches run so far by size."""
         task = served.scorer.task
         batches = {str(size): count for size, count in sorted(served.batcher.batch_sizes.items())}
         return {"status": "ok", "run": served.name, "head": served.head, "task": task.name, "labels": served.labels,
-                "tta": served.scorer.tta, "batch_sizes": batches}
+                "tta": served.scorer.tta, "backend": served.backend, "ood_threshold": served.ood_threshold,
+                "batch_sizes": batches}
 
     @app.post("/v1/predict")
     async def predict(request: Request) -> JSONResponse:

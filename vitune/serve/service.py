@@ -20,6 +20,7 @@ import numpy as np
 from vitune.config import ServeConfig
 from vitune.data.images import decode_image
 from vitune.inference.predict import Scorer, ScoredRow, make_scorer
+from vitune.models.onnx import TORCH
 from vitune.serve.batching import MicroBatcher
 
 DEFAULT_CUTOFF = 0.5
@@ -54,9 +55,9 @@ class Prediction:
 class ServedModel:
     """A RUN_DIR's model (or one of its heads) ready to answer single images, micro-batched."""
 
-    def __init__(self, scorer: Scorer, max_batch: int, name: str, head: str):
+    def __init__(self, scorer: Scorer, max_batch: int, name: str, head: str, backend: str = TORCH):
         self.scorer = scorer
-        self.name, self.head = name, head
+        self.name, self.head, self.backend = name, head, backend
         self.batcher = MicroBatcher(self._score_rows, max_batch)
         tuned = scorer.thresholds
         self.tuned_thresholds = tuned is not None
@@ -68,7 +69,7 @@ class ServedModel:
     def from_config(cls, config: ServeConfig) -> "ServedModel":
         """Load the run and head named by ``config`` (the weights are read now, not at the first request)."""
         scorer = make_scorer(config.run, config.head, config.heads_dir, config.device, config.backend, config.tta)
-        served = cls(scorer, config.max_batch, Path(config.run).resolve().name, config.head)
+        served = cls(scorer, config.max_batch, Path(config.run).resolve().name, config.head, config.backend)
         served.warm_up()
         return served
 
