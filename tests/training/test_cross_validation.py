@@ -175,3 +175,39 @@ def test_a_bad_number_of_folds_is_one_line_and_exit_2(flags, message, tiny_vit, 
     assert code == 2
     assert err.strip() == message
     assert not (tmp_path / "cv").exists()
+
+
+@pytest.mark.slow
+def test_serve_answers_with_the_ensemble_and_explain_names_a_fold(cross_validation, tmp_path):
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from vitune.config import ServeConfig
+    from vitune.serve.app import create_app
+
+    config, result = cross_validation
+    test = load_dataset_dir(config.data)[0]["test"].with_format("numpy")
+    uploads = []
+    for pixels in test["pixel_values"][:3]:
+        buffer = io.BytesIO()
+        Image.fromarray(np.asarray(pixels, dtype=np.uint8).transpose(1, 2, 0)).save(buffer, format="PNG")
+        uploads.append(buffer.getvalue())
+    paths = []
+    for index, data in enumerate(uploads):
+        paths.append(tmp_path / f"{index}.png")
+        paths[-1].write_bytes(data)
+    expected = predict(PredictConfig(run=str(result.run_dir), inputs=paths, device="cpu"))
+    with TestClient(create_app(ServeConfig(run=result.run_dir, device="cpu"))) as client:
+        for index, data in enumerate(uploads):
+            response = client.post("/v1/predict", files={"image": (f"{index}.png", data, "image/png")})
+            assert response.status_code == 200, response.text
+            scores = [response.json()["scores"][label] for label in ("a", "b", "c")]
+            np.testing.assert_allclose(scores, expected.scores[index], atol=1e-6)
+        health = client.get("/healthz").json()
+        assert health["labels"] == ["a", "b", "c"] and health["run"] == result.run_dir.name
+        refused = client.post("/v1/predict?explain=1", files={"image": ("0.png", uploads[0], "image/png")})
+        assert refused.status_code == 422
+        assert "cross-validation" in refused.json()["error"] and "fold-0" in refused.json()["error"]
+        assert client.get("/").status_code == 200
