@@ -4,6 +4,8 @@ One ViT-S/16-sized classifier (hidden 384, 12 layers, 6 heads; random weights fr
 Hub) at 224 px, 14 labels, on ``--images`` random 512-px PNGs, all in one run:
 
 - ``transformers.pipeline("image-classification", batch_size=32)`` over the files: the reference;
+  then the pipeline at ``batch_size=8``, the images per forward pass vitune uses on the CPU
+  (:data:`vitune.models.forward.CPU_FORWARD_IMAGES`), so that gain is shown apart;
 - ``vitune predict`` (the library call behind the command) with ``--backend torch``, ``onnx`` and
   ``onnx-int8`` (each backend's export and a warm-up happen before the clock starts);
 - the bare torch forward over already normalised tensors: the bound for ``torch``;
@@ -38,6 +40,7 @@ import torch
 from PIL import Image
 from serve import measure, start_server
 
+from vitune.models.forward import CPU_FORWARD_IMAGES
 from vitune.models.onnx import FP32_FILE, INT8_FILE
 from vitune.storage.layout import RunDir
 
@@ -76,12 +79,12 @@ def write_images(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def pipeline_rate(run: Path, paths: list[Path]) -> float:
-    """img/s of ``transformers.pipeline("image-classification", batch_size=32)`` over the files."""
+def pipeline_rate(run: Path, paths: list[Path], batch_size: int = BATCH) -> float:
+    """img/s of ``transformers.pipeline("image-classification", batch_size=...)`` over the files."""
     from transformers import pipeline
 
-    classify = pipeline("image-classification", model=str(run / "model"), batch_size=BATCH, device="cpu")
-    classify([str(p) for p in paths[:BATCH]])  # warm-up
+    classify = pipeline("image-classification", model=str(run / "model"), batch_size=batch_size, device="cpu")
+    classify([str(p) for p in paths[:batch_size]])  # warm-up
     start = time.perf_counter()
     outputs = classify([str(p) for p in paths])
     seconds = time.perf_counter() - start
@@ -180,6 +183,9 @@ def main() -> None:
         print("| what | img/s | x pipeline |\n|---|---:|---:|")
         reference = pipeline_rate(work / "run", paths)
         print(f"| transformers.pipeline(batch_size=32) | {reference:.1f} | 1.00 |", flush=True)
+        small_batches = pipeline_rate(work / "run", paths, CPU_FORWARD_IMAGES)
+        print(f"| transformers.pipeline(batch_size={CPU_FORWARD_IMAGES}) | {small_batches:.1f} | "
+              f"{small_batches / reference:.2f} |", flush=True)
         for backend in BACKENDS:
             rate = predict_rate(work / "run", work / "images", backend, args.images)
             print(f"| vitune predict --backend {backend} | {rate:.1f} | {rate / reference:.2f} |", flush=True)

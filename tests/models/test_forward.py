@@ -44,3 +44,38 @@ def test_devices_are_checked_against_this_machine(monkeypatch):
         resolve_device("tpu")
     with pytest.raises(UserError, match="only cpu and cuda"):
         resolve_device("meta")
+
+
+def test_a_cpu_batch_runs_in_chunks_of_eight_images_and_a_gpu_batch_whole():
+    from vitune.models.forward import CPU_FORWARD_IMAGES, chunked_forward, forward_chunks
+
+    assert CPU_FORWARD_IMAGES == 8
+    pixels = np.arange(20)[:, None].repeat(2, axis=1)
+    assert [len(chunk) for chunk in forward_chunks(pixels, "cpu")] == [8, 8, 4]
+    assert [len(chunk) for chunk in forward_chunks(pixels[:8], "cpu")] == [8]
+    assert [len(chunk) for chunk in forward_chunks(pixels, torch.device("cuda"))] == [20]
+
+    seen = []
+
+    def forward(chunk):
+        seen.append(len(chunk))
+        return [chunk * 10, None]
+
+    doubled, absent = chunked_forward(forward, pixels)
+    assert seen == [8, 8, 4] and absent is None
+    np.testing.assert_array_equal(doubled, pixels * 10)
+
+
+def test_batched_logits_in_chunks_equal_each_images_own(tiny_vit):
+    from transformers import ViTForImageClassification
+
+    from vitune.models.forward import batched_logits
+
+    model = ViTForImageClassification.from_pretrained(tiny_vit)
+    size = model.config.image_size
+    prep = Preprocessing(size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    pixels = np.random.default_rng(0).integers(0, 256, (11, 3, size, size), dtype=np.uint8)
+    whole = batched_logits(model, [pixels], prep)
+    one_by_one = batched_logits(model, [pixels[index : index + 1] for index in range(11)], prep)
+    assert whole.shape == (11, model.config.num_labels)
+    np.testing.assert_allclose(whole, one_by_one, atol=1e-5)

@@ -22,7 +22,7 @@ from vitune.config import check_pooling
 from vitune.errors import UserError
 from vitune.models.aliases import Preprocessing, load_model_config, resolve_model, resolve_preprocessing
 from vitune.models.families import family_of
-from vitune.models.forward import normalize, resolve_device
+from vitune.models.forward import chunked_forward, normalize, resolve_device
 from vitune.runtime.progress import progress
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -155,9 +155,14 @@ class Encoder:
             if pooling != self.graph.pooling:
                 raise UserError(f"the encoder's ONNX graph pools {self.graph.pooling}, not {pooling}")
             return self.graph.encode(pixels)
-        x = normalize(torch.as_tensor(pixels, device=self.device), self.preprocessing)
-        pooled, logits = self.pooled_forward(x, pooling)
-        return pooled.float().cpu().numpy(), (None if logits is None else logits.float().cpu().numpy())
+
+        def forward(chunk: np.ndarray) -> list[np.ndarray | None]:
+            x = normalize(torch.as_tensor(chunk, device=self.device), self.preprocessing)
+            pooled, logits = self.pooled_forward(x, pooling)
+            return [pooled.float().cpu().numpy(), None if logits is None else logits.float().cpu().numpy()]
+
+        embeddings, logits = chunked_forward(forward, pixels, self.device)
+        return embeddings, logits
 
 
 def embed_batches(

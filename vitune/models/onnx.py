@@ -29,6 +29,7 @@ from vitune.config.base import DEFAULT_OPSET
 from vitune.errors import UserError
 from vitune.models.aliases import Preprocessing
 from vitune.models.encoder import Encoder
+from vitune.models.forward import chunked_forward
 from vitune.storage.atomic import replace_dir, staging_dir, write_atomic
 from vitune.storage.lock import OutputLock
 
@@ -140,10 +141,15 @@ class NormalizedSession:
         self.shift = (-mean / std).astype(np.float32)
 
     def outputs(self, names: list[str], pixels: np.ndarray) -> list[np.ndarray]:
-        """The graph's outputs ``names`` for a uint8 ``[B, C, S, S]`` batch (one channel broadcasts to RGB)."""
-        batch = np.broadcast_to(pixels, (pixels.shape[0], 3, *pixels.shape[2:]))
-        normalized = batch.astype(np.float32) * self.scale + self.shift
-        return self.session.run(names, {"pixel_values": normalized})
+        """The graph's outputs ``names`` for a uint8 ``[B, C, S, S]`` batch (one channel broadcasts to RGB), run
+        :data:`~vitune.models.forward.CPU_FORWARD_IMAGES` images at a time."""
+
+        def forward(chunk: np.ndarray) -> list[np.ndarray]:
+            rgb = np.broadcast_to(chunk, (chunk.shape[0], 3, *chunk.shape[2:]))
+            normalized = rgb.astype(np.float32) * self.scale + self.shift
+            return self.session.run(names, {"pixel_values": normalized})
+
+        return chunked_forward(forward, pixels)
 
 
 class _PooledOutputs(torch.nn.Module):

@@ -37,7 +37,7 @@ import torch
 from vitune.data.dataset_dir import load_dataset_dir, require_split
 from vitune.errors import UserError
 from vitune.models.families import family_of
-from vitune.models.forward import normalize, pixel_batches
+from vitune.models.forward import chunked_forward, normalize, pixel_batches
 from vitune.runtime.progress import progress
 from vitune.storage.atomic import write_atomic
 
@@ -206,10 +206,15 @@ def supports_ood(model_config) -> bool:
 def logits_and_features(run: Run, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One forward pass of the run's classifier over a uint8 batch: float32 logits ``[B, K]`` and the
     feature its classifier read ``[B, D]``."""
-    with classifier_inputs(run.model) as captured:
-        x = normalize(torch.as_tensor(pixels, device=run.device), run.prep)
-        logits = run.model(pixel_values=x).logits
-    return logits.float().cpu().numpy(), captured[-1].float().cpu().numpy()
+
+    def forward(chunk: np.ndarray) -> list[np.ndarray]:
+        with classifier_inputs(run.model) as captured:
+            x = normalize(torch.as_tensor(chunk, device=run.device), run.prep)
+            logits = run.model(pixel_values=x).logits
+        return [logits.float().cpu().numpy(), captured[-1].float().cpu().numpy()]
+
+    logits, features = chunked_forward(forward, pixels, run.device)
+    return logits, features
 
 
 def run_features(run: Run, batches: Iterable[np.ndarray], total: int | None = None, desc: str = "features") -> np.ndarray:
