@@ -79,3 +79,12 @@ def test_heads_and_predict_with_a_head_run_on_the_onnx_encoder(tiny_vit, tmp_pat
     scores_torch = predict(PredictConfig(**settings, device="cpu")).scores
     scores_onnx = predict(PredictConfig(**settings, backend="onnx")).scores
     np.testing.assert_allclose(scores_onnx, scores_torch, atol=1e-4)
+
+
+def test_the_export_checks_scale_the_difference_by_the_largest_value_at_least_one():
+    from vitune.models.onnx import scaled_difference
+
+    reference = np.array([[6.0, -2.0], [0.5, 1.0]])
+    assert scaled_difference(reference + [[3e-4, 0.0], [0.0, 0.0]], reference) == pytest.approx(5e-5)
+    small = np.array([0.5, -0.25])
+    assert scaled_difference(small + [2e-4, 0.0], small) == pytest.approx(2e-4)  # below 1: the absolute difference

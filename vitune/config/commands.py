@@ -317,7 +317,8 @@ class ExportConfig(CommandConfig):
         onnx: ONNX file to write.
         quantize: Also write FILE.int8.onnx (dynamic int8) and score it.
         opset: ONNX opset version.
-        tolerance: Largest allowed |onnxruntime - torch| logit difference.
+        tolerance: Largest allowed |onnxruntime - torch| logit difference, over the logits' largest magnitude
+            (at least 1).
         data: DATASET_DIR for the checks (default: the run's own).
         max_samples: Validation images scored before/after quantisation.
         batch_size: Batch size of those checks.

@@ -45,7 +45,7 @@ INT8_FILE = "model.int8.onnx"  # the name of the quantised twin of model.onnx
 RECORD_FILE = "export.json"
 EMBEDDINGS = "embeddings"
 LOGITS = "logits"
-ENCODER_TOLERANCE = 1e-4  # the largest |onnxruntime - torch| embedding difference an encoder export may have
+ENCODER_TOLERANCE = 1e-4  # the largest scaled |onnxruntime - torch| embedding difference (scaled_difference)
 HASH_CHUNK = 1 << 20
 
 
@@ -70,6 +70,17 @@ def checkpoint_digest(folder: Path) -> str:
         digest.update(source.name.encode())
         digest.update(file_digest(source).encode())
     return digest.hexdigest()
+
+
+def scaled_difference(exported: np.ndarray, reference: np.ndarray) -> float:
+    """The largest ``|exported - reference|`` over the reference's scale (its largest magnitude, at least 1).
+
+    fp32 kernels that sum in another order (ONNX Runtime's against torch's, AVX-512 against AVX2) drift
+    in proportion to the size of the values: logits of 6 after 12 layers differed by 1.3e-4 on an
+    AVX-512 Xeon. Below a magnitude of 1 this is the plain absolute difference.
+    """
+    scale = max(1.0, float(np.abs(reference).max()))
+    return float(np.abs(exported - reference).max()) / scale
 
 
 def require_onnx_extra() -> None:
@@ -197,9 +208,9 @@ def _export_encoder(encoder: Encoder, pooling: str, staging: Path, source: str, 
     reference, _ = encoder.encode(check, pooling)
     exported = NormalizedSession(ONNX, staging / FP32_FILE, encoder.preprocessing, "").outputs([EMBEDDINGS], check)[0]
     max_diff = float(np.abs(exported - reference).max())
-    if not max_diff <= ENCODER_TOLERANCE:
-        raise UserError(f"the exported encoder of {encoder.name} differs from torch by {max_diff:.3g} > "
-                        f"{ENCODER_TOLERANCE:g}: use --backend torch")
+    if not scaled_difference(exported, reference) <= ENCODER_TOLERANCE:
+        raise UserError(f"the exported encoder of {encoder.name} differs from torch by {max_diff:.3g}, more than "
+                        f"{ENCODER_TOLERANCE:g} of its embeddings' scale: use --backend torch")
     quantize_int8(staging / FP32_FILE, staging / INT8_FILE)
     return {
         "source_sha256": source,
