@@ -8,7 +8,8 @@ Hub) at 224 px, 14 labels, on ``--images`` random 512-px PNGs, all in one run:
   (:data:`vitune.models.forward.CPU_FORWARD_IMAGES`), so that gain is shown apart;
 - ``vitune predict`` (the library call behind the command) with ``--backend torch``, ``onnx`` and
   ``onnx-int8`` (each backend's export and a warm-up happen before the clock starts);
-- the bare torch forward over already normalised tensors: the bound for ``torch``;
+- the bare torch forward over already normalised tensors, 8 images per pass as vitune runs it: the
+  bound for ``torch``;
 - the exported ``model.onnx`` and ``model.int8.onnx`` alone in ONNX Runtime on the same tensors:
   the bounds for ``onnx`` and ``onnx-int8``.
 
@@ -112,14 +113,16 @@ def predict_rate(run: Path, folder: Path, backend: str, count: int) -> float:
 
 
 def forward_rate(forward: Callable[[np.ndarray], object], count: int) -> float:
-    """img/s of ``forward`` on one normalised float batch of 32, repeated to ``count`` images (after one warm-up)."""
-    batch = np.random.default_rng(0).standard_normal((BATCH, 3, MODEL_SIDE, MODEL_SIDE)).astype(np.float32)
+    """img/s of ``forward`` on one normalised float batch of the images vitune passes at a time on the CPU
+    (``CPU_FORWARD_IMAGES``), repeated to ``count`` images (after one warm-up)."""
+    size = CPU_FORWARD_IMAGES
+    batch = np.random.default_rng(0).standard_normal((size, 3, MODEL_SIDE, MODEL_SIDE)).astype(np.float32)
     forward(batch)
     start = time.perf_counter()
     done = 0
     while done < count:
         forward(batch)
-        done += BATCH
+        done += size
     return done / (time.perf_counter() - start)
 
 
