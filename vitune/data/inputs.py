@@ -53,18 +53,14 @@ def _walk(folder: Path) -> Iterator[Path]:
 PREFETCH_BATCHES = 2  # batches decoded ahead of the one being scored
 
 
-def _decode_batch(paths: list[Path], image_size: int) -> tuple[list[str], list[np.ndarray], list[Skipped]]:
-    """One batch's files decoded in order: the names and pixels of those that decode, the others with their reason."""
-    names, arrays, skipped = [], [], []
-    for path in paths:
-        try:
-            arrays.append(decode_image(path, image_size))
-            names.append(str(path))
-        except BadImage as exc:
-            skipped.append(Skipped(str(path), exc.reason))
-        except OSError as exc:
-            skipped.append(Skipped(str(path), f"unreadable file: {exc.strerror or exc}"))
-    return names, arrays, skipped
+def _decode_file(path: Path, image_size: int) -> np.ndarray | Skipped:
+    """One file's pixels, or why it was skipped."""
+    try:
+        return decode_image(path, image_size)
+    except BadImage as exc:
+        return Skipped(str(path), exc.reason)
+    except OSError as exc:
+        return Skipped(str(path), f"unreadable file: {exc.strerror or exc}")
 
 
 def decoded_batches(
@@ -72,22 +68,29 @@ def decoded_batches(
 ) -> Iterator[tuple[list[str], np.ndarray]]:
     """``(files, uint8 [B, 3, S, S])`` batches of the files that decode, in order; the others go to ``skipped``.
 
-    Up to ``prefetch`` batches are decoded ahead in a thread pool while the caller scores the
-    current one (Pillow releases the GIL while it decodes and resizes), so decoding overlaps
-    inference; the queue of pending batches is bounded, so memory stays flat. ``prefetch=0``
-    decodes each batch when it is asked for.
+    Up to ``prefetch`` batches are decoded ahead in a thread pool of ``prefetch`` threads while the
+    caller scores the current one (Pillow releases the GIL while it decodes and resizes), so decoding
+    overlaps inference; the queue of pending batches is bounded, so memory stays flat. Each file is
+    its own task, so all threads work on the first batch together rather than one thread per batch.
+    ``prefetch=0`` decodes each batch when it is asked for.
     """
     chunks = [files[start : start + batch_size] for start in range(0, len(files), batch_size)]
     with ThreadPoolExecutor(max_workers=max(prefetch, 1), thread_name_prefix="vitune-decode") as pool:
-        pending: deque[Future] = deque()
+        pending: deque[list[tuple[Path, Future]]] = deque()
         upcoming = iter(chunks)
         for _ in progress(range(len(chunks)), total=len(chunks), desc="predicting", unit="batch"):
             while len(pending) <= prefetch:
                 chunk = next(upcoming, None)
                 if chunk is None:
                     break
-                pending.append(pool.submit(_decode_batch, chunk, image_size))
-            names, arrays, refused = pending.popleft().result()
-            skipped.extend(refused)
+                pending.append([(path, pool.submit(_decode_file, path, image_size)) for path in chunk])
+            names, arrays = [], []
+            for path, decoding in pending.popleft():
+                decoded = decoding.result()
+                if isinstance(decoded, Skipped):
+                    skipped.append(decoded)
+                else:
+                    names.append(str(path))
+                    arrays.append(decoded)
             if arrays:
                 yield names, np.stack(arrays)
