@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import multiprocessing.pool
 import os
 import signal
 from collections import deque
@@ -244,7 +245,7 @@ def _decode_all(items: Sequence[CacheItem], image_size: int, workers: int) -> It
         return
     size = max(1, min(16, len(jobs) // (workers * 8)))
     pending: deque = deque()
-    with multiprocessing.Pool(workers, initializer=_ignore_interrupts) as pool:
+    with _decoding_pool(workers) as pool:
         for start in range(0, len(jobs), size):
             pending.append(pool.apply_async(decode_jobs, (jobs[start : start + size],)))
             if len(pending) >= workers * 4:
@@ -253,9 +254,23 @@ def _decode_all(items: Sequence[CacheItem], image_size: int, workers: int) -> It
             yield from pending.popleft().get()
 
 
+def _decoding_pool(workers: int) -> multiprocessing.pool.Pool:
+    """A pool of ``workers`` decoding processes, started from a forkserver that imported this module once.
+
+    Not plain ``fork``: a child forked from a process whose other threads (numpy's OpenBLAS pool, torch's,
+    ONNX Runtime's) hold a lock inherits that lock held, and can wait on it forever; the test suite hung
+    that way, and even ``vitune data prepare`` has three threads when its pool starts. The forkserver is
+    single-threaded (Python 3.14's default on Linux). Its one-time import of this module costs about 2 s;
+    each pool after that starts in milliseconds.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context.Pool(workers, initializer=_ignore_interrupts)
+
+
 def _ignore_interrupts() -> None:
     """Worker start: Ctrl-C is the parent's to handle (it stops the pool and removes the staging folder),
-    and the pool's own SIGTERM ends a worker quietly (not through the CLI's handler, inherited by fork)."""
+    and the pool's own SIGTERM ends a worker quietly."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
