@@ -68,6 +68,8 @@ bench: setup
 	$(PY) bench/explain.py
 	$(PY) bench/distributed.py
 	$(PY) bench/clinical.py
+	$(PY) bench/inference.py
+	$(PY) bench/forward_pass_size.py
 
 clean:
 	rm -rf $(VENV) runs build site *.egg-info

@@ -112,10 +112,9 @@ def predict_rate(run: Path, folder: Path, backend: str, count: int) -> float:
     return count / seconds
 
 
-def forward_rate(forward: Callable[[np.ndarray], object], count: int) -> float:
-    """img/s of ``forward`` on one normalised float batch of the images vitune passes at a time on the CPU
-    (``CPU_FORWARD_IMAGES``), repeated to ``count`` images (after one warm-up)."""
-    size = CPU_FORWARD_IMAGES
+def forward_rate(forward: Callable[[np.ndarray], object], count: int, size: int = CPU_FORWARD_IMAGES) -> float:
+    """img/s of ``forward`` on one normalised float batch of ``size`` images (by default the images vitune
+    passes at a time on the CPU), repeated to ``count`` images (after one warm-up)."""
     batch = np.random.default_rng(0).standard_normal((size, 3, MODEL_SIDE, MODEL_SIDE)).astype(np.float32)
     forward(batch)
     start = time.perf_counter()
@@ -126,8 +125,8 @@ def forward_rate(forward: Callable[[np.ndarray], object], count: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-def bare_forward_rate(run: Path, count: int) -> float:
-    """img/s of the torch model alone (no decoding): the bound of ``--backend torch``."""
+def bare_forward_rate(run: Path, count: int, size: int = CPU_FORWARD_IMAGES) -> float:
+    """img/s of the torch model alone (no decoding), ``size`` images per pass: the bound of ``--backend torch``."""
     from transformers import ViTForImageClassification
 
     model = ViTForImageClassification.from_pretrained(run / "model").eval()
@@ -136,11 +135,12 @@ def bare_forward_rate(run: Path, count: int) -> float:
     def forward(batch: np.ndarray) -> torch.Tensor:
         return model(pixel_values=torch.from_numpy(batch)).logits
 
-    return forward_rate(forward, count)
+    return forward_rate(forward, count, size)
 
 
-def onnx_alone_rate(path: Path, count: int) -> float:
-    """img/s of an exported file alone in ONNX Runtime, with the intra-op threads ``--backend`` gives it: its bound."""
+def onnx_alone_rate(path: Path, count: int, size: int = CPU_FORWARD_IMAGES) -> float:
+    """img/s of an exported file alone in ONNX Runtime, ``size`` images per pass, with the intra-op threads
+    ``--backend`` gives it: its bound."""
     import onnxruntime as ort
 
     from vitune.models.onnx import available_cores
@@ -149,7 +149,7 @@ def onnx_alone_rate(path: Path, count: int) -> float:
     options.intra_op_num_threads = available_cores()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return forward_rate(lambda batch: session.run(None, {"pixel_values": batch}), count)
+    return forward_rate(lambda batch: session.run(None, {"pixel_values": batch}), count, size)
 
 
 def describe_cpu() -> str:

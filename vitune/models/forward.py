@@ -48,9 +48,9 @@ def normalize(pixels: torch.Tensor, prep: Preprocessing, peak: float = 255.0) ->
 
 CPU_FORWARD_IMAGES = 8
 """Images per forward pass on the CPU, whatever the batch size. A ViT's per-layer activations for 8 images
-stay in the caches where 32 images' spill out: ``bench/inference.py``'s batch-size sweep measured ViT-S/16
-at 224 px 15-20 % faster at 4-8 images per pass than at 32, in torch and in ONNX Runtime fp32 and int8
-alike. The batch size still sets how many images are decoded, scored and written together."""
+stay in the caches where 32 images' spill out: ``bench/forward_pass_size.py`` measured ViT-S/16 at 224 px
+on a 2-core Xeon 1.26x as fast at 8 images per pass as at 32 in torch, 1.08x in ONNX Runtime fp32 and
+1.33x in int8. The batch size still sets how many images are decoded, scored and written together."""
 
 
 def forward_chunks(pixels: np.ndarray, device: torch.device | str = "cpu") -> list[np.ndarray]:
