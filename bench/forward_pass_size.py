@@ -47,7 +47,11 @@ def main() -> None:
         print(f"CPU: {describe_cpu()}")
         print("| images per pass | " + " | ".join(engines) + " |")
         print("|---:|" + "---:|" * len(engines))
-        rates = {name: {size: measure(size) for size in sizes} for name, measure in engines.items()}
+        rates: dict[str, dict[int, float]] = {}
+        for name, measure in engines.items():
+            rates[name] = {}
+            for size in sizes:
+                rates[name][size] = measure(size)
         for size in sizes:
             cells = [f"{rates[name][size]:.1f} ({rates[name][size] / rates[name][REFERENCE_SIZE]:.2f}x)"
                      for name in engines]

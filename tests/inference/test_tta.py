@@ -134,6 +134,12 @@ def test_evaluate_records_the_tta_and_scores_with_the_averaged_views(run_dir, pi
         TestTimeAugmentation("rotate")
 
 
+def _binary_nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    """Mean binary cross-entropy of ``logits / temperature`` (written here, not taken from the code under test)."""
+    scaled = logits / temperature
+    return float(np.mean(np.logaddexp(0.0, scaled) - labels * scaled))
+
+
 def test_heads_get_a_temperature_and_tta_averages_their_calibrated_probabilities(run_dir, pixels, tmp_path):
     out = tmp_path / "heads"
     # the run's labels and image size, with a validation split large enough for a stable ECE
@@ -151,8 +157,7 @@ def test_heads_get_a_temperature_and_tta_averages_their_calibrated_probabilities
         logits = probability_logits(get_task("multi_label"), raw)
         for label, temperature in enumerate(calibration["temperature"]):
             z, y = logits[:, label], validation_labels[:, label]
-            nll = [float(np.mean(np.logaddexp(0.0, z / t) - y * z / t)) for t in (temperature, 1.0)]
-            assert nll[0] <= nll[1] + 1e-12
+            assert _binary_nll(z, y, temperature) <= _binary_nll(z, y, 1.0) + 1e-12
     calibrated = make_scorer(run_dir, "svm", heads_dir=out, device="cpu").scores
     raw = heads_scorer(out, "svm", model=load_run(run_dir, "cpu"), calibrate=False)(pixels)
     temperature = np.asarray(saved["svm"]["temperature"])

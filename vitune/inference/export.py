@@ -208,10 +208,15 @@ def _verified_export(run: Run, onnx_path: Path, config: ExportConfig, check: np.
     seconds = time.perf_counter() - start
     reference = run.logits([check])
     session = NormalizedSession(ONNX, onnx_path, run.prep, "")
-    pairs = [(_onnx_logits(session, [check]), reference),
-             (_onnx_logits(session, [check], CALIBRATED_OUTPUT), apply_temperature(reference, run.temperature))]
-    max_diff = max(float(np.abs(exported - torch_logits).max()) for exported, torch_logits in pairs)
-    scaled = max(scaled_difference(exported, torch_logits) for exported, torch_logits in pairs)
+    compared = [
+        (_onnx_logits(session, [check]), reference),
+        (_onnx_logits(session, [check], CALIBRATED_OUTPUT), apply_temperature(reference, run.temperature)),
+    ]
+    max_diff = 0.0
+    scaled = 0.0
+    for exported, expected in compared:
+        max_diff = max(max_diff, float(np.abs(exported - expected).max()))
+        scaled = max(scaled, scaled_difference(exported, expected))
     log.debug("onnxruntime vs torch on %d images: max abs logit difference %.3g (%.3g of their scale)",
               len(check), max_diff, scaled)
     if not scaled <= config.tolerance:

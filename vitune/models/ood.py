@@ -204,8 +204,8 @@ def supports_ood(model_config) -> bool:
 
 @torch.inference_mode()
 def logits_and_features(run: Run, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One forward pass of the run's classifier over a uint8 batch: float32 logits ``[B, K]`` and the
-    feature its classifier read ``[B, D]``."""
+    """The run's classifier over a uint8 batch: float32 logits ``[B, K]`` and, from the same forward passes
+    (:func:`~vitune.models.forward.chunked_forward`), the feature its classifier read ``[B, D]``."""
 
     def forward(chunk: np.ndarray) -> list[np.ndarray]:
         with classifier_inputs(run.model) as captured:
